@@ -1,0 +1,31 @@
+# Two entry points (see README): `make study` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= cpu
+export MPLBACKEND := agg
+
+.PHONY: setup study test data bench clean-smoke
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Run the whole study (all notebooks, in order) on PROFILE (default: cpu).
+study: setup
+	$(PY) -m anira.study --profile $(PROFILE)
+
+# Unit tests + every notebook executed by nbval on its default (smoke) parameters.
+test: setup
+	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+# Regenerate the frozen evaluation sets under data/ (byte-identical to the committed ones).
+data: setup
+	$(PY) -m anira.data
+
+bench: setup
+	$(PY) -m anira.bench

@@ -1,0 +1,190 @@
+"""The interface every task implements: seeded examples, scored positions, per-token features.
+
+Sequence convention (next-token prediction):
+    tokens   = [<bos>, prompt ..., answer ...]                 one Example
+    scored   = indices i >= 1 into ``tokens`` whose value the model predicts from tokens[:i]
+    features = one record per scored index, same order
+
+``collate`` turns examples into tensors aligned on *input* positions:
+    input_ids[b, t] = tokens[t]          (B, T), T = max len - 1, padded with PAD_ID
+    targets[b, t]   = tokens[t + 1]      (B, T)
+    loss_mask[b, t] = (t + 1) in scored  (B, T) bool
+    features[k][b, t] = record value for the token predicted at t (0 where not scored)
+
+Every record carries the common keys ``difficulty`` (int, the task's ground-truth
+complexity of that token), ``size`` (the example's size parameter), ``position`` (index of the
+predicted token in the sequence) and ``is_answer`` (1 when the token counts in accuracy), plus
+the task's own ``static_features`` (knowable from the input's structure alone) and
+``dynamic_features`` (state of the reference algorithm at that output step).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator, Sequence
+
+import torch
+
+from anira.config import from_dict, to_dict
+
+PAD, BOS = "<pad>", "<bos>"
+PAD_ID, BOS_ID = 0, 1
+COMMON_FEATURES = ("difficulty", "size", "position", "is_answer")
+
+
+@dataclass
+class Example:
+    tokens: list[int]  # full sequence, tokens[0] == BOS_ID
+    scored: list[int]  # indices into tokens that are predicted and scored
+    features: list[dict[str, float]]  # one record per scored index
+    size: int  # the task's size parameter for this example
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tokens": self.tokens, "scored": self.scored, "features": self.features, "size": self.size}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Example":
+        return cls(tokens=list(d["tokens"]), scored=list(d["scored"]), features=list(d["features"]), size=int(d["size"]))
+
+
+class Vocab:
+    """A fixed token list; ids are positions. ``<pad>`` is 0 and ``<bos>`` is 1 in every task."""
+
+    def __init__(self, words: Sequence[str]):
+        words = [PAD, BOS] + [w for w in words if w not in (PAD, BOS)]
+        if len(set(words)) != len(words):
+            dup = sorted({w for w in words if words.count(w) > 1})
+            raise ValueError(f"vocabulary has duplicate tokens: {dup}")
+        self.itos: list[str] = list(words)
+        self.stoi: dict[str, int] = {w: i for i, w in enumerate(words)}
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, words: Sequence[str]) -> list[int]:
+        try:
+            return [self.stoi[w] for w in words]
+        except KeyError as e:
+            raise ValueError(f"token {e.args[0]!r} is not in the vocabulary") from None
+
+    def decode(self, ids: Sequence[int]) -> list[str]:
+        return [self.itos[i] for i in ids]
+
+    def to_json(self) -> list[str]:
+        return list(self.itos)
+
+    @classmethod
+    def from_json(cls, words: list[str]) -> "Vocab":
+        return cls(words)
+
+
+class Task(ABC):
+    """Base class: subclasses set the class attributes and implement ``validate`` and ``sample``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]  # a @dataclass with the task's size and difficulty parameters
+    static_features: ClassVar[tuple[str, ...]]  # task-specific; COMMON_FEATURES come on top
+    dynamic_features: ClassVar[tuple[str, ...]]
+    size_name: ClassVar[str]  # what "size" means for this task, in words (for figures/docs)
+
+    def __init__(self, config: Any | None = None, **overrides: Any):
+        if config is None:
+            config = self.train_config()
+        if overrides:
+            config = from_dict(self.Config, {**to_dict(config), **overrides}, where=f"task {self.name}")
+        if not isinstance(config, self.Config):
+            raise ValueError(f"task {self.name}: config must be a {self.Config.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.validate()
+        self.vocab = self.build_vocab()
+
+    # --- declared ranges -------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def train_config(cls) -> Any:
+        """The training range (sizes and difficulties seen in training)."""
+
+    @classmethod
+    @abstractmethod
+    def extrap_config(cls) -> Any:
+        """The held-out extrapolation range: strictly larger inputs than training."""
+
+    # --- subclass hooks --------------------------------------------------------------------
+    @abstractmethod
+    def validate(self) -> None:
+        """Raise ValueError naming the parameter, its value and the allowed range."""
+
+    @classmethod
+    @abstractmethod
+    def build_vocab(cls) -> Vocab:
+        """The task's vocabulary; identical for every config so one model covers all ranges."""
+
+    @abstractmethod
+    def sample(self, rng: random.Random) -> Example:
+        """One example drawn from ``self.config`` using only ``rng`` for randomness."""
+
+    # --- shared ----------------------------------------------------------------------------
+    @classmethod
+    def feature_names(cls) -> tuple[str, ...]:
+        return COMMON_FEATURES + tuple(f for f in cls.static_features + cls.dynamic_features if f not in COMMON_FEATURES)
+
+    def generate(self, n: int, seed: int) -> list[Example]:
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"n = {n!r} must be a non-negative integer")
+        rng = random.Random(seed)
+        return [self.sample(rng) for _ in range(n)]
+
+    def stream(self, seed: int) -> Iterator[Example]:
+        rng = random.Random(seed)
+        while True:
+            yield self.sample(rng)
+
+    def render(self, ex: Example) -> list[str]:
+        return self.vocab.decode(ex.tokens)
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, T) long
+    targets: torch.Tensor  # (B, T) long
+    loss_mask: torch.Tensor  # (B, T) bool
+    features: dict[str, torch.Tensor] = field(default_factory=dict)  # each (B, T); long for difficulty, float otherwise
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(
+            self.input_ids.to(device),
+            self.targets.to(device),
+            self.loss_mask.to(device),
+            {k: v.to(device) for k, v in self.features.items()},
+        )
+
+    @property
+    def difficulty(self) -> torch.Tensor:
+        return self.features["difficulty"]
+
+
+def collate(examples: Sequence[Example], feature_names: Sequence[str] | None = None, pad_to: int | None = None) -> Batch:
+    """Pad examples into a ``Batch`` (see module docstring for alignment)."""
+    if not examples:
+        raise ValueError("collate: examples is empty")
+    if feature_names is None:
+        feature_names = list(examples[0].features[0].keys()) if examples[0].features else list(COMMON_FEATURES)
+    T = max(len(e.tokens) for e in examples) - 1
+    if pad_to is not None:
+        if pad_to < T:
+            raise ValueError(f"pad_to = {pad_to} is shorter than the longest example ({T} input positions)")
+        T = pad_to
+    B = len(examples)
+    ids = torch.full((B, T + 1), PAD_ID, dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.bool)
+    feats = {k: torch.zeros((B, T), dtype=torch.long if k == "difficulty" else torch.float32) for k in feature_names}
+    for b, ex in enumerate(examples):
+        ids[b, : len(ex.tokens)] = torch.as_tensor(ex.tokens, dtype=torch.long)
+        pos = torch.as_tensor(ex.scored, dtype=torch.long) - 1
+        mask[b, pos] = True
+        for k in feature_names:
+            feats[k][b, pos] = torch.as_tensor([r[k] for r in ex.features], dtype=feats[k].dtype)
+    return Batch(ids[:, :-1].contiguous(), ids[:, 1:].contiguous(), mask, feats)
