@@ -1,0 +1,203 @@
+"""`toposort`: lexicographically smallest topological order of a random DAG.
+
+Sequence (one example, n nodes, m edges):
+    <bos> v_1 ... v_n : a > b c > d ... = o_1 o_2 ... o_n
+The node list v (shuffled) is given so that isolated nodes are visible; each edge triple
+``a > b`` (shuffled order) says ``a`` must come before ``b``. The scored tokens are the n output
+nodes ``o``, the unique lexicographically smallest topological order, where "smaller" means a
+lower index in the fixed label pool ``n0 < n1 < ... < n31`` (Kahn's algorithm with a min-heap):
+
+    F_t = {v not emitted : every predecessor of v is in o_1..o_{t-1}}       (the frontier)
+    o_t = min F_t
+
+Generator: n nodes in a hidden random order 0..n-1; each pair i < j gets the edge i -> j with
+probability ``edge_prob``; ``n_hubs`` planted hubs get an edge to or from every other node with
+probability ``hub_prob`` (direction from the hidden order, so the graph stays acyclic). Labels
+are then drawn at random from the pool, so the label order is unrelated to the hidden order.
+``edge_prob`` is per pair, so larger (extrapolation) graphs are also denser: mean degree
+~ edge_prob * (n - 1).
+
+Ground-truth complexity (``difficulty``) of output step t is the frontier size |F_t|: choosing
+o_t means finding the minimum over the |F_t| available nodes (|F_t| - 1 comparisons), and a step
+with |F_t| = 1 involves no choice at all. Unlike ``level`` or ``remaining`` it measures the work
+of the step itself rather than where the node sits in the graph or the sequence; the other
+features below are recorded so that analyses can test those alternatives.
+
+Per output token (emitted node v at step t = 0..n-1):
+  static  n_nodes, n_edges, in_degree(v), out_degree(v), is_hub(v) (1 if planted as a hub),
+          level(v) = length of the longest path from any source to v (sources: 0)
+  dynamic frontier_size = |F_t| (>= 1),
+          newly_enabled = nodes whose last unemitted predecessor was o_{t-1} (0 at t = 0),
+          dfs_depth = depth of v in the depth-first forest that starts from the sources in
+              ascending label order and visits successors in ascending label order (a node's
+              depth is fixed when first discovered; roots have depth 0),
+          remaining = n - t (nodes not yet emitted, v included)
+"""
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass
+
+from anira.config import check_range
+from anira.tasks.base import BOS_ID, Example, Task, Vocab
+
+N_LABELS = 32  # size of the node-label pool; fixes the vocabulary for every config
+LABELS = tuple(f"n{i}" for i in range(N_LABELS))
+SEP_NODES, ARROW, SEP_OUT = ":", ">", "="
+
+
+@dataclass
+class ToposortConfig:
+    min_nodes: int = 4  # size range (number of nodes); small enough for a small looped model
+    max_nodes: int = 8  # sequence <= ~80 tokens at edge_prob 0.3
+    edge_prob: float = 0.3  # P(i -> j) per pair in the hidden order: controls density
+    min_hubs: int = 0  # planted hubs per graph, drawn uniformly in [min_hubs, max_hubs]:
+    max_hubs: int = 1  # hub structure is a controlled factor (static cue for early decisions)
+    hub_prob: float = 0.8  # P(edge between a hub and each other node); > edge_prob makes hubs
+
+
+class ToposortTask(Task):
+    name = "toposort"
+    Config = ToposortConfig
+    static_features = ("n_nodes", "n_edges", "in_degree", "out_degree", "is_hub", "level")
+    dynamic_features = ("frontier_size", "newly_enabled", "dfs_depth", "remaining")
+    size_name = "number of nodes"
+
+    @classmethod
+    def train_config(cls) -> ToposortConfig:
+        return ToposortConfig()
+
+    @classmethod
+    def extrap_config(cls) -> ToposortConfig:
+        return ToposortConfig(min_nodes=10, max_nodes=16, min_hubs=0, max_hubs=2)
+
+    def validate(self) -> None:
+        c = self.config
+        check_range("min_nodes", c.min_nodes, 2, N_LABELS)
+        check_range("max_nodes", c.max_nodes, c.min_nodes, N_LABELS)
+        check_range("edge_prob", c.edge_prob, 0.0, 1.0)
+        check_range("hub_prob", c.hub_prob, 0.0, 1.0)
+        check_range("min_hubs", c.min_hubs, 0, c.min_nodes)
+        check_range("max_hubs", c.max_hubs, c.min_hubs, c.min_nodes)
+
+    @classmethod
+    def build_vocab(cls) -> Vocab:
+        return Vocab(list(LABELS) + [SEP_NODES, ARROW, SEP_OUT])
+
+    # ------------------------------------------------------------------------------------
+    def sample(self, rng: random.Random) -> Example:
+        c = self.config
+        rand = rng.random
+        n = rng.randint(c.min_nodes, c.max_nodes)
+        n_hubs = rng.randint(c.min_hubs, c.max_hubs)
+        hubs = set(rng.sample(range(n), n_hubs)) if n_hubs else set()
+        # edges in the hidden order i < j (acyclic by construction)
+        p, ph = c.edge_prob, c.hub_prob
+        succ: list[list[int]] = [[] for _ in range(n)]
+        pred: list[list[int]] = [[] for _ in range(n)]
+        edges: list[tuple[int, int]] = []
+        for i in range(n):
+            hi = i in hubs
+            for j in range(i + 1, n):
+                q = ph if (hi or j in hubs) else p
+                if rand() < q:
+                    succ[i].append(j)
+                    pred[j].append(i)
+                    edges.append((i, j))
+        labels = rng.sample(range(N_LABELS), n)  # hidden node -> label index (its rank)
+        m = len(edges)
+
+        # level: longest path from a source, in the hidden (topological) order
+        level = [0] * n
+        for j in range(n):
+            for i in pred[j]:
+                if level[i] + 1 > level[j]:
+                    level[j] = level[i] + 1
+
+        # Kahn with a min-heap on labels
+        indeg = [len(pr) for pr in pred]
+        heap = [(labels[v], v) for v in range(n) if indeg[v] == 0]
+        heapq.heapify(heap)
+        order: list[int] = []
+        frontier: list[int] = []
+        newly: list[int] = []
+        enabled = 0
+        while heap:
+            frontier.append(len(heap))
+            newly.append(enabled)
+            _, v = heapq.heappop(heap)
+            order.append(v)
+            enabled = 0
+            for w in succ[v]:
+                indeg[w] -= 1
+                if indeg[w] == 0:
+                    heapq.heappush(heap, (labels[w], w))
+                    enabled += 1
+
+        # DFS forest from sources in label order, successors in label order
+        depth = [-1] * n
+        sorted_succ = [sorted(s, key=labels.__getitem__) for s in succ]
+        for r in sorted((v for v in range(n) if not pred[v]), key=labels.__getitem__):
+            depth[r] = 0
+            stack = [(r, iter(sorted_succ[r]))]
+            while stack:
+                u, it = stack[-1]
+                for w in it:
+                    if depth[w] < 0:
+                        depth[w] = depth[u] + 1
+                        stack.append((w, iter(sorted_succ[w])))
+                        break
+                else:
+                    stack.pop()
+
+        # tokens
+        off = 2  # label index k has token id k + 2 (after <pad>, <bos>)
+        ids = [BOS_ID]
+        nodes = list(range(n))
+        rng.shuffle(nodes)
+        ids.extend(labels[v] + off for v in nodes)
+        ids.append(_ID_SEP_NODES)
+        rng.shuffle(edges)
+        for i, j in edges:
+            ids += (labels[i] + off, _ID_ARROW, labels[j] + off)
+        ids.append(_ID_SEP_OUT)
+        start = len(ids)
+        ids.extend(labels[v] + off for v in order)
+
+        scored = list(range(start, start + n))
+        feats = [
+            {
+                "difficulty": frontier[t],
+                "size": n,
+                "position": start + t,
+                "is_answer": 1,
+                "n_nodes": n,
+                "n_edges": m,
+                "in_degree": len(pred[v]),
+                "out_degree": len(succ[v]),
+                "is_hub": 1 if v in hubs else 0,
+                "level": level[v],
+                "frontier_size": frontier[t],
+                "newly_enabled": newly[t],
+                "dfs_depth": depth[v],
+                "remaining": n - t,
+            }
+            for t, v in enumerate(order)
+        ]
+        return Example(tokens=ids, scored=scored, features=feats, size=n)
+
+    # ------------------------------------------------------------------------------------
+    @staticmethod
+    def parse(words: list[str]) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+        """Split a rendered example into (nodes, edges, output order); for tests and notebooks."""
+        i_nodes, i_out = words.index(SEP_NODES), words.index(SEP_OUT)
+        nodes = words[1:i_nodes]
+        body = words[i_nodes + 1 : i_out]
+        edges = [(body[k], body[k + 2]) for k in range(0, len(body), 3)]
+        return nodes, edges, words[i_out + 1 :]
+
+
+_V = ToposortTask.build_vocab()
+_ID_SEP_NODES, _ID_ARROW, _ID_SEP_OUT = (_V.stoi[w] for w in (SEP_NODES, ARROW, SEP_OUT))
+assert all(_V.stoi[w] == k + 2 for k, w in enumerate(LABELS))
