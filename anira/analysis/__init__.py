@@ -1,0 +1,41 @@
+"""Analyses behind notebooks 03-07: alignment, generalization, decision timing, efficiency, claims.
+
+Input: per-token records (one row per scored token, ``_stats.RECORD_COLUMNS`` plus the tasks'
+feature columns; ``load_records``) and per-run summaries (``load_summaries``). Every CI resamples
+whole sequences within each run and averages statistics over runs (seeds); see ``_stats``. Tables
+describe one configuration per (task, mechanism): filter a beta sweep with ``select`` (or add
+"beta" to ``groups``); ``run_table`` lists the runs.
+
+    03 alignment       depth_by_difficulty, alignment_table, depth_by_kind, complexity_vs_surprise
+    04 generalization  by_size, extrapolation_table, test_time_depth, train_size_range
+    05 timing          timing_decomposition, feature_importance, default_feature_sets, example_depths
+    06 efficiency      pareto, speedup_table
+    07 claims          evaluate_claims, claims_table, thresholds
+Figures and tables: ``anira.plotting``. Synthetic records with known answers: ``synthetic_records``.
+"""
+from anira.analysis._stats import (ADAPTIVE, MECHANISMS, RECORD_COLUMNS, SPLITS, BootstrapConfig, check_columns,
+                                   check_one_config, mean_by, run_table, select, spearman_by, weighted_spearman)
+from anira.analysis.alignment import (alignment_table, complexity_vs_surprise, depth_by_difficulty, depth_by_kind,
+                                      reference_surprise, token_kind_labels)
+from anira.analysis.claims import Claim, claims_table, evaluate_claims, thresholds
+from anira.analysis.efficiency import load_summaries, pareto, pareto_front, speedup_table, summaries_frame
+from anira.analysis.generalization import by_size, extrapolation_table, test_time_depth, train_size_range
+from anira.analysis.synthetic import synthetic_records
+from anira.analysis.timing import default_feature_sets, example_depths, feature_importance, timing_decomposition
+
+
+def load_records(paths) -> "pd.DataFrame":
+    """Concatenate records.csv.gz files (one per run), in the order given."""
+    import pandas as pd
+    paths = [paths] if isinstance(paths, (str, bytes)) or hasattr(paths, "__fspath__") else list(paths)
+    if not paths:
+        raise ValueError("load_records: no paths given")
+    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+
+
+__all__ = ["ADAPTIVE", "MECHANISMS", "RECORD_COLUMNS", "SPLITS", "BootstrapConfig", "check_columns", "check_one_config",
+           "mean_by", "run_table", "select", "spearman_by", "weighted_spearman", "alignment_table", "complexity_vs_surprise",
+           "depth_by_difficulty", "depth_by_kind", "reference_surprise", "token_kind_labels", "Claim", "claims_table",
+           "evaluate_claims", "thresholds", "load_summaries", "pareto", "pareto_front", "speedup_table", "summaries_frame", "by_size",
+           "extrapolation_table", "test_time_depth", "train_size_range", "synthetic_records", "default_feature_sets",
+           "example_depths", "feature_importance", "timing_decomposition", "load_records"]

@@ -1,0 +1,137 @@
+"""Finding 2, no extrapolation: beyond the training sizes, more compute but collapsing accuracy.
+
+- ``by_size``: accuracy (answer tokens) and mean depth (all scored tokens) per input size and split.
+- ``extrapolation_table``: in-range vs out-of-range accuracy and depth per task x mechanism, with
+  paired-within-run CIs of  acc_drop = acc_in - acc_out  and  depth_increase = depth_out - depth_in.
+- ``test_time_depth``: the same model evaluated with eval_max_depth larger than its training
+  max_depth; deltas against eval_max_depth == max_depth are paired (same sequences).
+Accuracies are fractions in [0, 1]; "20 points" is 0.20.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from anira.analysis._stats import BootstrapConfig, check_columns, check_one_config, diff_ci, mean_by, select
+
+
+def _acc_depth(df: pd.DataFrame, by: list[str], groups: list[str], depth_col: str, boot: BootstrapConfig):
+    dep, dep_reps = mean_by(df, depth_col, by, groups, boot, return_reps=True)
+    acc, acc_reps = mean_by(df[df["is_answer"] == 1], "correct", by, groups, boot, return_reps=True)
+    dep = dep.rename(columns={"mean": "mean_depth", "ci_lo": "depth_lo", "ci_hi": "depth_hi", "seed_sd": "depth_seed_sd"})
+    acc = acc.rename(columns={"mean": "accuracy", "ci_lo": "acc_lo", "ci_hi": "acc_hi", "seed_sd": "acc_seed_sd"})
+    acc = acc.drop(columns=["n_seeds", "n_seq", "n_tok"])
+    out = acc.merge(dep, on=groups + by, how="outer")
+    return out, acc_reps, dep_reps
+
+
+def by_size(records: pd.DataFrame, groups: Sequence[str] = ("task", "mechanism"), depth_col: str = "depth",
+            boot: BootstrapConfig | None = None) -> pd.DataFrame:
+    """Accuracy and mean depth per (groups, size, split) at the training max_depth, with CIs.
+
+    Columns: *groups, size, split, accuracy, acc_lo, acc_hi, acc_seed_sd, mean_depth, depth_lo,
+    depth_hi, depth_seed_sd, n_seeds, n_seq, n_tok.
+    """
+    boot, groups = boot or BootstrapConfig(), list(groups)
+    df = select(records, split=None, eval_depth="train")
+    check_columns(df, ["size", "split", "correct", "is_answer", depth_col], "by_size")
+    check_one_config(df, groups)
+    out, _, _ = _acc_depth(df, ["size", "split"], groups, depth_col, boot)
+    return out.sort_values(groups + ["size", "split"], kind="stable").reset_index(drop=True)
+
+
+def train_size_range(records: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """task -> (min, max) input size seen in the in-range split (the training range)."""
+    inn = records[records["split"] == "in"]
+    return {t: (float(s.min()), float(s.max())) for t, s in inn.groupby("task")["size"]}
+
+
+def _lookup(cells: list[tuple], key: tuple) -> int | None:
+    try:
+        return cells.index(key)
+    except ValueError:
+        return None
+
+
+def extrapolation_table(records: pd.DataFrame, groups: Sequence[str] = ("task", "mechanism"),
+                        depth_col: str = "depth", boot: BootstrapConfig | None = None) -> pd.DataFrame:
+    """Per group: acc_in, acc_out, acc_drop (CI), depth_in, depth_out, depth_increase (CI).
+
+    Both differences are computed per replicate on the same resampled runs (in- and out-of-range
+    sequences resampled within each run), then their percentile interval is taken.
+    """
+    boot, groups = boot or BootstrapConfig(), list(groups)
+    df = select(records, split=None, eval_depth="train")
+    check_columns(df, ["split", "correct", "is_answer", depth_col], "extrapolation_table")
+    check_one_config(df, groups)
+    tab, acc_reps, dep_reps = _acc_depth(df, ["split"], groups, depth_col, boot)
+    rows = []
+    for gkey, sub in tab.groupby(groups, sort=True, dropna=False):
+        gkey = gkey if isinstance(gkey, tuple) else (gkey,)
+        s = sub.set_index("split")
+        row = dict(zip(groups, gkey))
+        for name, reps, col in (("acc", acc_reps, "accuracy"), ("depth", dep_reps, "mean_depth")):
+            v_in = s[col].get("in", np.nan)
+            v_out = s[col].get("out", np.nan)
+            row[f"{name}_in"], row[f"{name}_out"] = v_in, v_out
+            cells, rep = reps.get(gkey, ([], None))
+            i, o = _lookup(cells, ("in",)), _lookup(cells, ("out",))
+            if name == "acc":
+                d, (lo, hi) = v_in - v_out, (diff_ci(rep[:, i], rep[:, o], boot.ci) if i is not None and o is not None
+                                               else (np.nan, np.nan))
+                row |= dict(acc_drop=d, acc_drop_lo=lo, acc_drop_hi=hi)
+            else:
+                d, (lo, hi) = v_out - v_in, (diff_ci(rep[:, o], rep[:, i], boot.ci) if i is not None and o is not None
+                                               else (np.nan, np.nan))
+                row |= dict(depth_increase=d, depth_increase_lo=lo, depth_increase_hi=hi)
+        row["n_seeds"] = int(sub["n_seeds"].max())
+        rows.append(row)
+    cols = groups + ["acc_in", "acc_out", "acc_drop", "acc_drop_lo", "acc_drop_hi", "depth_in", "depth_out",
+                     "depth_increase", "depth_increase_lo", "depth_increase_hi", "n_seeds"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def test_time_depth(records: pd.DataFrame, groups: Sequence[str] = ("task", "mechanism"), depth_col: str = "depth",
+                    boot: BootstrapConfig | None = None) -> pd.DataFrame:
+    """Accuracy and depth per (groups, split, eval_max_depth), with deltas vs the training depth.
+
+    delta_acc = acc(eval_max_depth) - acc(eval_max_depth == max_depth), paired over sequences;
+    likewise delta_depth. Columns: *groups, split, eval_max_depth, max_depth, accuracy (+CI),
+    mean_depth (+CI), delta_acc, delta_acc_lo, delta_acc_hi, delta_depth, delta_depth_lo,
+    delta_depth_hi, n_seeds.
+    """
+    boot, groups = boot or BootstrapConfig(), list(groups)
+    df = select(records, split=None, eval_depth=None)
+    check_columns(df, ["split", "eval_max_depth", "max_depth", "correct", "is_answer", depth_col], "test_time_depth")
+    check_one_config(df, groups, cols=("beta", "max_depth"))
+    tab, acc_reps, dep_reps = _acc_depth(df, ["split", "eval_max_depth"], groups, depth_col, boot)
+    train_depth = df.groupby(groups, sort=True, dropna=False)["max_depth"].first()
+    out = []
+    for gkey, sub in tab.groupby(groups, sort=True, dropna=False):
+        gkey = gkey if isinstance(gkey, tuple) else (gkey,)
+        md = train_depth.loc[gkey if len(gkey) > 1 else gkey[0]]
+        sub = sub.copy()
+        sub.insert(len(groups) + 2, "max_depth", md)
+        for name, reps, col in (("acc", acc_reps, "accuracy"), ("depth", dep_reps, "mean_depth")):
+            cells, rep = reps.get(gkey, ([], None))
+            vals, los, his = [], [], []
+            for _, r in sub.iterrows():
+                base = sub[(sub["split"] == r["split"]) & (sub["eval_max_depth"] == md)]
+                i, j = _lookup(cells, (r["split"], r["eval_max_depth"])), _lookup(cells, (r["split"], md))
+                if base.empty or i is None or j is None:
+                    vals.append(np.nan), los.append(np.nan), his.append(np.nan)
+                    continue
+                vals.append(r[col] - base[col].iloc[0])
+                lo, hi = diff_ci(rep[:, i], rep[:, j], boot.ci)
+                los.append(lo), his.append(hi)
+            sub[f"delta_{name}"], sub[f"delta_{name}_lo"], sub[f"delta_{name}_hi"] = vals, los, his
+        out.append(sub)
+    res = pd.concat(out, ignore_index=True) if out else tab
+    return res.sort_values(groups + ["split", "eval_max_depth"], kind="stable").reset_index(drop=True)
+
+
+test_time_depth.__test__ = False  # not a pytest test despite its name
+
+__all__ = ["by_size", "train_size_range", "extrapolation_table", "test_time_depth"]

@@ -1,0 +1,527 @@
+"""One visual style for the whole study, reproducible figure/table files, and the study's plots.
+
+- Colours and markers are FIXED per mechanism (seaborn "colorblind" palette), so a mechanism looks
+  the same in every figure: ``MECH_STYLE``.
+- ``savefig`` writes PDF + PNG with fixed metadata (no software/producer/date), so identical results
+  give identical bytes, plus ``<stem>.json`` with the provenance (profile, run ids, ...).
+- ``save_table`` writes CSV + Markdown + LaTeX with one fixed rounding, plus the same sidecar.
+- ``plot_*`` take the tables of ``anira.analysis`` and return a Figure (they draw, never compute
+  statistics).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+_CB = sns.color_palette("colorblind", 10).as_hex()
+MECHANISMS = ("fixed", "early", "online", "oracle", "random")
+MECH_STYLE: dict[str, dict[str, Any]] = {
+    "fixed": dict(color=_CB[7], marker="D", linestyle="-", label="fixed depth (dense)"),
+    "early": dict(color=_CB[0], marker="o", linestyle="-", label="early (ANIRA-E)"),
+    "online": dict(color=_CB[1], marker="s", linestyle="-", label="online (ANIRA-O)"),
+    "oracle": dict(color=_CB[2], marker="^", linestyle="--", label="oracle (control)"),
+    "random": dict(color=_CB[4], marker="X", linestyle=":", label="random (control)"),
+}
+PART_COLORS = {"unique_static": _CB[3], "shared": "#BBBBBB", "unique_dynamic": _CB[9]}  # decomposition parts
+SPLIT_STYLE = {"in": dict(linestyle="-"), "out": dict(linestyle="--")}
+TRAIN_RANGE_COLOR = "0.9"
+PNG_METADATA = {"Software": None}
+PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}
+QUANTITIES = {  # quantity -> (axis text, unit)
+    "depth": ("mean depth", "iterations / token"),
+    "difficulty": ("token difficulty", "ground truth"),
+    "accuracy": ("accuracy", "fraction of answer tokens"),
+    "size": ("input size", "task units"),
+    "r2": ("depth variance explained", "cross-validated $R^2$"),
+    "eval_max_depth": ("max depth at test time", "iterations"),
+    "speedup": ("speed-up", "x"),
+}
+
+
+def mech_style(mechanism: str) -> dict[str, Any]:
+    """Style of a mechanism; unknown names are an error (keeps the mapping fixed)."""
+    if mechanism not in MECH_STYLE:
+        raise ValueError(f"mechanism = {mechanism!r} has no fixed style; allowed values: {list(MECH_STYLE)}")
+    return MECH_STYLE[mechanism]
+
+
+def setup_style() -> None:
+    """Seaborn paper style, colour-blind palette, embedded TrueType fonts, fixed DPI."""
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font="DejaVu Sans")
+    mpl.rcParams.update({
+        "figure.dpi": 100, "savefig.dpi": 200, "savefig.bbox": "tight", "savefig.pad_inches": 0.05,
+        "pdf.fonttype": 42, "ps.fonttype": 42, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7,
+        "xtick.labelsize": 7, "ytick.labelsize": 7, "lines.markersize": 4, "lines.linewidth": 1.2,
+        "svg.hashsalt": "anira", "path.simplify": True,
+    })
+
+
+def axis_label(quantity: str, unit: str | None = None) -> str:
+    """'mean depth (iterations / token)' for a known quantity, or 'quantity (unit)'."""
+    text, default_unit = QUANTITIES.get(quantity, (quantity, None))
+    unit = default_unit if unit is None else unit
+    return f"{text} ({unit})" if unit else text
+
+
+def label_axes(ax: plt.Axes, x: str, y: str, x_unit: str | None = None, y_unit: str | None = None) -> None:
+    """Set both axis labels with units (``QUANTITIES`` supplies defaults)."""
+    ax.set_xlabel(axis_label(x, x_unit))
+    ax.set_ylabel(axis_label(y, y_unit))
+
+
+# --- reproducible files ------------------------------------------------------------------------
+
+def make_provenance(profile: str, run_ids: Sequence[str] | pd.Series = (), **extra: Any) -> dict[str, Any]:
+    """{'profile', 'run_ids' (sorted, unique), **extra}: what made a figure or table."""
+    ids = sorted({str(r) for r in (run_ids.unique() if isinstance(run_ids, pd.Series) else run_ids)})
+    return {"profile": str(profile), "run_ids": ids, **extra}
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.ndarray, tuple, set)):
+        return sorted(o) if isinstance(o, set) else list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"provenance value of type {type(o).__name__} is not JSON-serializable")
+
+
+def _check_provenance(provenance: Mapping[str, Any]) -> None:
+    if not isinstance(provenance, Mapping) or "profile" not in provenance:
+        raise ValueError(f"provenance must be a dict with at least 'profile' (use make_provenance); got {provenance!r}")
+
+
+def _write_sidecar(stem: Path, kind: str, files: list[Path], provenance: Mapping[str, Any]) -> Path:
+    side = stem.with_suffix(".json")
+    body = {"kind": kind, "name": stem.name, "files": [p.name for p in files], "provenance": dict(provenance)}
+    side.write_text(json.dumps(body, sort_keys=True, indent=2, default=_jsonable) + "\n")
+    return side
+
+
+def _footer_text(provenance: Mapping[str, Any]) -> str:
+    ids = list(provenance.get("run_ids", []))
+    digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:8]
+    return f"profile: {provenance['profile']} | runs: {len(ids)} ({digest})"
+
+
+def savefig(fig: plt.Figure, path_stem: str | Path, provenance: Mapping[str, Any], footer: bool = False,
+            close: bool = True) -> dict[str, Path]:
+    """Write <stem>.pdf, <stem>.png (byte-reproducible) and <stem>.json (provenance).
+
+    footer adds a small grey line 'profile: ... | runs: n (hash of run ids)' under the figure.
+    """
+    _check_provenance(provenance)
+    stem = Path(path_stem)
+    if stem.suffix in (".pdf", ".png", ".json"):
+        stem = stem.with_suffix("")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    if footer:
+        fig.text(0.99, 0.0, _footer_text(provenance), ha="right", va="top", fontsize=5, color="0.5")
+    pdf, png = stem.with_suffix(".pdf"), stem.with_suffix(".png")
+    fig.savefig(pdf, format="pdf", metadata=PDF_METADATA)
+    fig.savefig(png, format="png", metadata=PNG_METADATA)
+    side = _write_sidecar(stem, "figure", [pdf, png], provenance)
+    if close:
+        plt.close(fig)
+    return {"pdf": pdf, "png": png, "json": side}
+
+
+def _format_cell(v: Any, fmt: str, na: str) -> str:
+    if v is None or (isinstance(v, (float, np.floating)) and math.isnan(v)):
+        return na
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        out = fmt % v
+        try:
+            if out.lstrip().startswith("-") and float(out) == 0.0:
+                out = fmt % 0.0  # no "-0.000" from rounding a tiny negative number
+        except ValueError:
+            pass
+        return out
+    return str(v)
+
+
+def format_table(df: pd.DataFrame, float_format: str | Mapping[str, str] = "%.3f", na: str = "") -> pd.DataFrame:
+    """All cells as strings with fixed rounding (per column if ``float_format`` is a dict)."""
+    out = {}
+    for c in df.columns:
+        fmt = float_format.get(c, "%.3f") if isinstance(float_format, Mapping) else float_format
+        out[c] = [_format_cell(v, fmt, na) for v in df[c].tolist()]
+    return pd.DataFrame(out, columns=list(df.columns), index=range(len(df)))
+
+
+def _is_numeric(col: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+
+
+_TEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(s: str) -> str:
+    return "".join(_TEX_ESCAPE.get(ch, ch) for ch in s)
+
+
+def to_latex(df: pd.DataFrame, float_format: str | Mapping[str, str] = "%.3f") -> str:
+    """A booktabs tabular (strings left-aligned, numbers right-aligned); no pandas/jinja needed."""
+    cells = format_table(df, float_format, na="--")
+    align = "".join("r" if _is_numeric(df[c]) else "l" for c in df.columns)
+    lines = [f"\\begin{{tabular}}{{{align}}}", r"\toprule",
+             " & ".join(latex_escape(str(c)) for c in df.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in cells.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def save_table(df: pd.DataFrame, path_stem: str | Path, provenance: Mapping[str, Any],
+               float_format: str | Mapping[str, str] = "%.3f") -> dict[str, Path]:
+    """Write <stem>.csv, <stem>.md, <stem>.tex with the same fixed rounding, and <stem>.json."""
+    _check_provenance(provenance)
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"save_table: df must be a pandas DataFrame, got {type(df).__name__}")
+    stem = Path(path_stem)
+    if stem.suffix in (".csv", ".md", ".tex", ".json"):
+        stem = stem.with_suffix("")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    csv, md, tex = stem.with_suffix(".csv"), stem.with_suffix(".md"), stem.with_suffix(".tex")
+    format_table(df, float_format, na="").to_csv(csv, index=False, lineterminator="\n")
+    colalign = ["right" if _is_numeric(df[c]) else "left" for c in df.columns]
+    md.write_text(format_table(df, float_format, na="--").to_markdown(index=False, disable_numparse=True,
+                                                                      colalign=colalign) + "\n")
+    tex.write_text(to_latex(df, float_format))
+    side = _write_sidecar(stem, "table", [csv, md, tex], provenance)
+    return {"csv": csv, "md": md, "tex": tex, "json": side}
+
+
+# --- plots ---------------------------------------------------------------------------------------
+
+def _require(table: pd.DataFrame, columns: Sequence[str], where: str) -> None:
+    """Plots need a non-empty table with the analysis function's columns."""
+    if not isinstance(table, pd.DataFrame) or table.empty:
+        raise ValueError(f"{where}: table is empty or not a DataFrame")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{where}: table lacks column(s) {missing}; present: {list(table.columns)}")
+
+
+def _ordered(values: Sequence[str], order: Sequence[str] = MECHANISMS) -> list[str]:
+    vals = list(dict.fromkeys(values))
+    return [v for v in order if v in vals] + [v for v in vals if v not in order]
+
+
+def _panels(n: int, ncols: int | None = None, width: float = 2.6, height: float = 2.2, sharey: bool = False,
+            nrows: int = 1) -> tuple[plt.Figure, np.ndarray]:
+    ncols = ncols or n
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, sharey=sharey)
+    return fig, axes
+
+
+def _legend(fig: plt.Figure, axes: np.ndarray) -> None:
+    handles, labels = {}, []
+    for ax in np.ravel(axes):
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in handles:
+                handles[l] = h
+                labels.append(l)
+    if handles:
+        fig.legend([handles[l] for l in labels], labels, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                   ncol=min(len(labels), 5), frameon=False)
+
+
+def _line_with_band(ax, x, y, lo, hi, mech: str, **kw) -> None:
+    st = mech_style(mech)
+    ax.plot(x, y, color=st["color"], marker=st["marker"], linestyle=kw.pop("linestyle", st["linestyle"]),
+            label=kw.pop("label", st["label"]), **kw)
+    ax.fill_between(x, lo, hi, color=st["color"], alpha=0.18, linewidth=0)
+
+
+def plot_alignment(table: pd.DataFrame, tasks: Sequence[str] | None = None, mechanisms: Sequence[str] | None = None,
+                   y: str = "mean_depth") -> plt.Figure:
+    """Mean depth vs difficulty, one panel per task, one line per mechanism with its 95% CI band.
+
+    table: ``depth_by_difficulty`` output.
+    """
+    _require(table, ["task", "mechanism", "difficulty", y, "ci_lo", "ci_hi"], "plot_alignment")
+    tasks = list(tasks) if tasks is not None else list(dict.fromkeys(table["task"]))
+    mechs = _ordered(mechanisms if mechanisms is not None else table["mechanism"])
+    fig, axes = _panels(len(tasks))
+    for ax, task in zip(axes[0], tasks):
+        sub = table[table["task"] == task]
+        for m in mechs:
+            s = sub[sub["mechanism"] == m].sort_values("difficulty")
+            if not s.empty:
+                _line_with_band(ax, s["difficulty"], s[y], s["ci_lo"], s["ci_hi"], m)
+        ax.set_title(task)
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+        label_axes(ax, "difficulty", "depth")
+    _legend(fig, axes)
+    fig.tight_layout()
+    return fig
+
+
+def plot_depth_by_kind(table: pd.DataFrame, mechanisms: Sequence[str] | None = None) -> plt.Figure:
+    """Language task: mean depth per token kind (grammar, free, answer k=...) per mechanism, 95% CIs.
+
+    table: ``depth_by_kind`` output (one task).
+    """
+    _require(table, ["mechanism", "token_kind", "kind_order", "mean_depth", "ci_lo", "ci_hi"], "plot_depth_by_kind")
+    kinds = table.sort_values("kind_order")["token_kind"].drop_duplicates().tolist()
+    mechs = _ordered(mechanisms if mechanisms is not None else table["mechanism"])
+    fig, ax = plt.subplots(figsize=(0.22 * len(kinds) * max(len(mechs), 1) + 1.5, 2.4))
+    width = 0.8 / max(len(mechs), 1)
+    for j, m in enumerate(mechs):
+        s = table[table["mechanism"] == m].set_index("token_kind").reindex(kinds)
+        x = np.arange(len(kinds)) + (j - (len(mechs) - 1) / 2) * width
+        st = mech_style(m)
+        ax.bar(x, s["mean_depth"], width, color=st["color"], label=st["label"])
+        ax.errorbar(x, s["mean_depth"], yerr=[s["mean_depth"] - s["ci_lo"], s["ci_hi"] - s["mean_depth"]],
+                    fmt="none", ecolor="black", elinewidth=0.8, capsize=1.5)
+    ax.set_xticks(np.arange(len(kinds)), kinds)
+    label_axes(ax, "token kind", "depth", x_unit="")
+    _legend(fig, np.array([ax]))
+    fig.tight_layout()
+    return fig
+
+
+def plot_generalization(table: pd.DataFrame, train_range: Mapping[str, tuple[float, float]] | None = None,
+                        tasks: Sequence[str] | None = None, mechanisms: Sequence[str] | None = None,
+                        size_units: Mapping[str, str] | None = None) -> plt.Figure:
+    """Accuracy (top) and mean depth (bottom) vs input size per task; training range shaded.
+
+    table: ``by_size`` output; train_range: task -> (min, max) size (default: sizes of split 'in').
+    """
+    _require(table, ["task", "mechanism", "size", "split", "accuracy", "acc_lo", "acc_hi", "mean_depth", "depth_lo",
+                     "depth_hi"], "plot_generalization")
+    tasks = list(tasks) if tasks is not None else list(dict.fromkeys(table["task"]))
+    mechs = _ordered(mechanisms if mechanisms is not None else table["mechanism"])
+    if train_range is None:
+        inn = table[table["split"] == "in"]
+        train_range = {t: (float(s.min()), float(s.max())) for t, s in inn.groupby("task")["size"]}
+    fig, axes = _panels(len(tasks), nrows=2)
+    for col, task in enumerate(tasks):
+        sub = table[table["task"] == task]
+        for row, (q, lo, hi) in enumerate((("accuracy", "acc_lo", "acc_hi"), ("mean_depth", "depth_lo", "depth_hi"))):
+            ax = axes[row, col]
+            if task in train_range:
+                a, b = train_range[task]
+                ax.axvspan(a - 0.5, b + 0.5, color=TRAIN_RANGE_COLOR, zorder=0, label="training range")
+            for m in mechs:
+                s = sub[sub["mechanism"] == m].sort_values("size")
+                if not s.empty:
+                    _line_with_band(ax, s["size"], s[q], s[lo], s[hi], m)
+            label_axes(ax, "size", "accuracy" if q == "accuracy" else "depth",
+                       x_unit=(size_units or {}).get(task))
+            ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+            if row == 0:
+                ax.set_title(task)
+                ax.set_ylim(-0.02, 1.02)
+    _legend(fig, axes)
+    fig.tight_layout()
+    return fig
+
+
+def plot_test_time_depth(table: pd.DataFrame, tasks: Sequence[str] | None = None,
+                         mechanisms: Sequence[str] | None = None) -> plt.Figure:
+    """Accuracy vs test-time max depth per task (solid: in range, dashed: out of range).
+
+    table: ``test_time_depth`` output; the training max_depth is marked by a vertical line.
+    """
+    _require(table, ["task", "mechanism", "split", "eval_max_depth", "max_depth", "accuracy", "acc_lo", "acc_hi"],
+             "plot_test_time_depth")
+    tasks = list(tasks) if tasks is not None else list(dict.fromkeys(table["task"]))
+    mechs = _ordered(mechanisms if mechanisms is not None else table["mechanism"])
+    fig, axes = _panels(len(tasks))
+    for ax, task in zip(axes[0], tasks):
+        sub = table[table["task"] == task]
+        for m in mechs:
+            for split in ("in", "out"):
+                s = sub[(sub["mechanism"] == m) & (sub["split"] == split)].sort_values("eval_max_depth")
+                if not s.empty:
+                    _line_with_band(ax, s["eval_max_depth"], s["accuracy"], s["acc_lo"], s["acc_hi"], m,
+                                    linestyle=SPLIT_STYLE[split]["linestyle"],
+                                    label=mech_style(m)["label"] if split == "in" else "_nolegend_")
+        for md in sub["max_depth"].dropna().unique():
+            ax.axvline(md, color="0.4", linewidth=0.8, linestyle=":")
+        ax.set_title(task)
+        ax.set_ylim(-0.02, 1.02)
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+        label_axes(ax, "eval_max_depth", "accuracy")
+    for split, text in (("in", "training range"), ("out", "extrapolation range")):
+        axes[0, 0].plot([], [], color="0.3", linestyle=SPLIT_STYLE[split]["linestyle"], label=text)
+    _legend(fig, axes)
+    fig.tight_layout()
+    return fig
+
+
+def plot_timing(table: pd.DataFrame, mechanisms: Sequence[str] | None = None) -> plt.Figure:
+    """Stacked bars of the R^2 decomposition (unique static, shared, unique dynamic) per task x
+    mechanism; black tick = total R^2 with its CI, diamond = R^2 of size alone.
+
+    table: ``timing_decomposition`` output. Negative parts are stacked below zero.
+    """
+    _require(table, ["task", "mechanism", "unique_static", "shared", "unique_dynamic", "r2_both", "r2_both_lo",
+                     "r2_both_hi"], "plot_timing")
+    mechs = _ordered(mechanisms if mechanisms is not None else table["mechanism"])
+    t = table[table["mechanism"].isin(mechs)].copy()
+    t["_m"] = t["mechanism"].map({m: i for i, m in enumerate(mechs)})
+    t = t.sort_values(["task", "_m"], kind="stable").reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(max(3.0, 0.5 * len(t) + 1.2), 2.6))
+    x = np.arange(len(t))
+    pos_base, neg_base = np.zeros(len(t)), np.zeros(len(t))
+    names = {"unique_static": "unique static", "shared": "shared", "unique_dynamic": "unique dynamic"}
+    for part in ("unique_static", "shared", "unique_dynamic"):
+        v = t[part].fillna(0.0).to_numpy()
+        base = np.where(v >= 0, pos_base, neg_base)
+        ax.bar(x, v, 0.7, bottom=base, color=PART_COLORS[part], label=names[part], edgecolor="white", linewidth=0.3)
+        pos_base += np.where(v >= 0, v, 0.0)
+        neg_base += np.where(v < 0, v, 0.0)
+    ax.errorbar(x, t["r2_both"], yerr=[t["r2_both"] - t["r2_both_lo"], t["r2_both_hi"] - t["r2_both"]],
+                fmt="_", color="black", markersize=10, elinewidth=0.8, capsize=0, label="total $R^2$ (95% CI)")
+    if "r2_size" in t:
+        ax.plot(x, t["r2_size"], "D", color="black", markerfacecolor="white", markersize=3.5, label="size alone")
+    ax.axhline(0, color="0.3", linewidth=0.6)
+    ax.set_xticks(x, [f"{a}\n{mech_style(b)['label'].split(' ')[0]}" for a, b in zip(t["task"], t["mechanism"])])
+    ax.set_ylabel(axis_label("r2"))
+    _legend(fig, np.array([ax]))
+    fig.tight_layout()
+    return fig
+
+
+def plot_feature_importance(table: pd.DataFrame, value: str = "perm_importance",
+                            mechanisms: Sequence[str] | None = None) -> plt.Figure:
+    """Horizontal bars of one importance measure per feature, one panel per task x mechanism,
+    static features in the static colour, dynamic in the dynamic colour. table: ``feature_importance``."""
+    _require(table, ["task", "mechanism", "feature", "kind", value], "plot_feature_importance")
+    mechs = _ordered(mechanisms if mechanisms is not None else table["mechanism"])
+    has = table[table[value].notna()]
+    if has.empty:
+        raise ValueError(f"plot_feature_importance: every {value!r} is NaN (constant depths?)")
+    tasks = list(dict.fromkeys(has["task"]))
+    mechs = [m for m in mechs if (has["mechanism"] == m).any()]
+    fig, axes = _panels(len(mechs), nrows=max(len(tasks), 1), width=2.4,
+                        height=0.2 * table["feature"].nunique() + 0.9)
+    for (i, t), (j, m) in ((a, b) for a in enumerate(tasks) for b in enumerate(mechs)):
+        ax = axes[i, j]
+        s = has[(has["task"] == t) & (has["mechanism"] == m)]
+        if s.empty:
+            ax.axis("off")
+            continue
+        colors = [PART_COLORS["unique_static" if k == "static" else "unique_dynamic"] for k in s["kind"]]
+        ax.barh(np.arange(len(s)), s[value].fillna(0.0), color=colors)
+        ax.set_yticks(np.arange(len(s)), s["feature"])
+        ax.invert_yaxis()
+        ax.axvline(0, color="0.3", linewidth=0.6)
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(3))
+        ax.set_title(f"{t} / {m}")
+        ax.set_xlabel({"perm_importance": "drop in $R^2$ when shuffled", "coef_std": "standardized coefficient"}
+                      .get(value, value))
+    fig.tight_layout()
+    return fig
+
+
+def plot_depth_heatmap(tokens: Sequence[str], depths_by_mechanism: Mapping[str, Sequence[float]],
+                       difficulty: Sequence[float] | None = None, max_depth: int | None = None,
+                       ax: plt.Axes | None = None, annotate: bool = True, title: str | None = None) -> plt.Figure:
+    """Per-token depth of one sequence, one row per mechanism (e.g. early above online), token text
+    on the x-axis, ground-truth difficulty on the top axis. NaN depth (unscored token) is blank.
+    """
+    mechs = list(depths_by_mechanism)
+    n = len(tokens)
+    M = np.array([np.asarray(depths_by_mechanism[m], dtype=float) for m in mechs]).reshape(len(mechs), -1)
+    if M.shape[1] != n:
+        raise ValueError(f"depths_by_mechanism rows have {M.shape[1]} values; tokens has {n}")
+    if difficulty is not None and len(difficulty) != n:
+        raise ValueError(f"difficulty has {len(difficulty)} values; tokens has {n}")
+    vmax = max_depth if max_depth is not None else (np.nanmax(M) if np.isfinite(M).any() else 1)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(3.0, 0.28 * n + 1.2), 0.45 * len(mechs) + 1.3))
+    else:
+        fig = ax.figure
+    cmap = mpl.colormaps["viridis"].with_extremes(bad="white")
+    im = ax.imshow(np.ma.masked_invalid(M), aspect="auto", cmap=cmap, vmin=1, vmax=vmax, interpolation="nearest")
+    if annotate:
+        for (i, j), v in np.ndenumerate(M):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=5.5,
+                        color="white" if v < 1 + 0.6 * (vmax - 1) else "black")
+    ax.set_xticks(np.arange(n), list(tokens), rotation=90, family="monospace", fontsize=6)
+    ax.set_yticks(np.arange(len(mechs)), [MECH_STYLE[m]["label"] if m in MECH_STYLE else m for m in mechs])
+    ax.grid(False)
+    if difficulty is not None:
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(np.arange(n), ["" if not np.isfinite(float(d)) else f"{float(d):.0f}" for d in difficulty],
+                       fontsize=5.5)
+        top.set_xlabel("difficulty", fontsize=7)
+    if title:
+        ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01, label="depth used (iterations)")
+    return fig
+
+
+def plot_pareto(table: pd.DataFrame, tasks: Sequence[str] | None = None, annotate_beta: bool = True) -> plt.Figure:
+    """Accuracy vs mean compute per task: fixed-depth baselines joined by a line, adaptive points per
+    mechanism (error bars: SD over seeds), the Pareto front as a dashed step line. table: ``pareto``."""
+    _require(table, ["task", "mechanism", "beta", "accuracy", "accuracy_sd", "mean_depth", "mean_depth_sd", "on_front"],
+             "plot_pareto")
+    tasks = list(tasks) if tasks is not None else list(dict.fromkeys(table["task"]))
+    fig, axes = _panels(len(tasks), width=2.8, height=2.4)
+    for ax, task in zip(axes[0], tasks):
+        sub = table[table["task"] == task]
+        for m in _ordered(sub["mechanism"]):
+            s = sub[sub["mechanism"] == m].sort_values("mean_depth")
+            st = mech_style(m)
+            ax.errorbar(s["mean_depth"], s["accuracy"], xerr=s["mean_depth_sd"].fillna(0),
+                        yerr=s["accuracy_sd"].fillna(0), color=st["color"], marker=st["marker"],
+                        linestyle="-" if m == "fixed" else "none", elinewidth=0.6, capsize=1, label=st["label"])
+            if annotate_beta and m != "fixed":
+                for _, r in s.iterrows():
+                    if pd.notna(r["beta"]):
+                        ax.annotate(f"{r['beta']:g}", (r["mean_depth"], r["accuracy"]), fontsize=5,
+                                    xytext=(2, 2), textcoords="offset points", color=st["color"])
+        front = sub[sub["on_front"]].sort_values("mean_depth")
+        if not front.empty:
+            ax.step(front["mean_depth"], front["accuracy"], where="post", color="black", linestyle="--",
+                    linewidth=0.8, label="Pareto front")
+        ax.set_title(task)
+        label_axes(ax, "depth", "accuracy", x_unit="iterations / token, compute")
+    _legend(fig, axes)
+    fig.tight_layout()
+    return fig
+
+
+def plot_speedup(table: pd.DataFrame) -> plt.Figure:
+    """Realized vs ideal speed-up of real early exit (y = x: perfect). table: ``speedup_table``."""
+    _require(table, ["mechanism", "ideal_speedup", "realized_speedup"], "plot_speedup")
+    fig, ax = plt.subplots(figsize=(2.8, 2.6))
+    for m in _ordered(table["mechanism"]):
+        s, st = table[table["mechanism"] == m], mech_style(m)
+        ax.plot(s["ideal_speedup"], s["realized_speedup"], st["marker"], color=st["color"], label=st["label"])
+    hi = float(np.nanmax(table[["ideal_speedup", "realized_speedup"]].to_numpy())) if len(table) else 1.0
+    ax.plot([1, max(hi, 1.0)], [1, max(hi, 1.0)], color="0.4", linestyle=":", linewidth=0.8, label="ideal")
+    label_axes(ax, "ideal speed-up", "realized speed-up", x_unit="max depth / mean depth",
+               y_unit="dense / adaptive wall time")
+    _legend(fig, np.array([ax]))
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["MECHANISMS", "MECH_STYLE", "PART_COLORS", "QUANTITIES", "PNG_METADATA", "PDF_METADATA", "mech_style",
+           "setup_style", "axis_label", "label_axes", "make_provenance", "savefig", "format_table", "to_latex",
+           "latex_escape", "save_table", "plot_alignment", "plot_depth_by_kind", "plot_generalization",
+           "plot_test_time_depth", "plot_timing", "plot_feature_importance", "plot_depth_heatmap", "plot_pareto",
+           "plot_speedup"]

@@ -1,0 +1,336 @@
+"""Analyses on synthetic records whose answer is known (anira.analysis.synthetic)."""
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+from sklearn.linear_model import LinearRegression
+from sklearn.metrics import r2_score
+from sklearn.model_selection import GroupKFold, cross_val_predict
+
+from anira.analysis import (BootstrapConfig, alignment_table, by_size, claims_table, complexity_vs_surprise,
+                            depth_by_difficulty, depth_by_kind, evaluate_claims, example_depths, extrapolation_table,
+                            feature_importance, load_summaries, mean_by, pareto, pareto_front, run_table, select,
+                            speedup_table,
+                            summaries_frame, synthetic_records, test_time_depth, timing_decomposition,
+                            weighted_spearman)
+from anira.analysis import claims as C
+from anira.analysis._stats import resample_counts
+from anira.analysis.synthetic import DYNAMIC, STATIC
+
+B = BootstrapConfig(n_boot=300, seed=0)
+
+
+@pytest.fixture(scope="module")
+def recs():
+    return synthetic_records(tasks=("toposort", "hops"), seeds=(0, 1), n_examples=30, n_tokens=10,
+                             depth_mode={"early": "static", "online": "difficulty", "random": "random",
+                                         "fixed": "constant"}, eval_depths=(12,))
+
+
+# --- statistics primitives ---------------------------------------------------------------------
+
+def test_weighted_spearman_matches_scipy_unit_and_repeated_weights():
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 5, 80).astype(float), rng.normal(size=80).round(1)
+    assert weighted_spearman(x, y, np.ones((1, 80)))[0] == pytest.approx(scipy.stats.spearmanr(x, y)[0], abs=1e-12)
+    W = rng.integers(0, 4, (3, 80)).astype(float)
+    got = weighted_spearman(x, y, W)
+    for b in range(3):
+        ref = scipy.stats.spearmanr(np.repeat(x, W[b].astype(int)), np.repeat(y, W[b].astype(int)))[0]
+        assert got[b] == pytest.approx(ref, abs=1e-10)
+
+
+def test_contingency_fast_path_equals_token_path():
+    from anira.analysis._stats import _run_spearman
+    rng = np.random.default_rng(4)
+    x, y = rng.integers(1, 7, 300).astype(float), rng.integers(0, 5, 300).astype(float)
+    cluster = np.repeat(np.arange(30), 10)
+    K = resample_counts(rng, np.zeros(30, dtype=int), 40)
+    fast = _run_spearman(x, y, cluster, K, chunk=10**6)
+    slow = _run_spearman(x, y, cluster, K, chunk=10**6, exact_reps=True, max_cells=0)
+    assert fast[0] == pytest.approx(slow[0], abs=1e-12) and np.allclose(fast[1], slow[1], atol=1e-12)
+    assert fast[0] == pytest.approx(scipy.stats.spearmanr(x, y)[0], abs=1e-12)
+    loss = x * 0.3 + rng.standard_normal(300)  # continuous: replicates on quantile bins, point exact
+    coarse = _run_spearman(x, loss, cluster, K, chunk=10**6, max_cells=6 * 64)
+    exact = _run_spearman(x, loss, cluster, K, chunk=10**6, exact_reps=True)
+    assert coarse[0] == exact[0] == pytest.approx(scipy.stats.spearmanr(x, loss)[0], abs=1e-12)
+    assert np.abs(coarse[1] - exact[1]).max() < 0.01
+
+
+def test_weighted_spearman_constant_depth_is_zero_constant_target_is_nan():
+    y = np.arange(10.0)
+    assert weighted_spearman(np.full(10, 3.0), y, np.ones((1, 10)))[0] == 0.0
+    assert np.isnan(weighted_spearman(y, np.full(10, 3.0), np.ones((1, 10)))[0])
+
+
+def test_resample_counts_keep_strata_sizes_and_are_seeded():
+    strata = np.array([0, 0, 0, 1, 1, 2])
+    K = resample_counts(np.random.default_rng(5), strata, 50)
+    assert np.all(K[:, :3].sum(1) == 3) and np.all(K[:, 3:5].sum(1) == 2) and np.all(K[:, 5] == 1)
+    assert np.array_equal(K, resample_counts(np.random.default_rng(5), strata, 50))
+
+
+def test_sequence_bootstrap_matches_scipy_bootstrap_of_sequence_means():
+    # tokens of a sequence share its depth: the right CI is that of n_seq sequence means, far wider
+    # than a token-level CI would be
+    rng = np.random.default_rng(0)
+    n_seq, n_tok = 60, 20
+    seq_depth = rng.normal(3, 1, n_seq)
+    df = pd.DataFrame(dict(run_id="r", task="t", mechanism="online", split="in",
+                           example=np.repeat(np.arange(n_seq), n_tok), depth=np.repeat(seq_depth, n_tok), cell=0))
+    out = mean_by(df, "depth", ["cell"], ["task", "mechanism"], BootstrapConfig(n_boot=4000, seed=1)).iloc[0]
+    ref = scipy.stats.bootstrap((seq_depth,), np.mean, n_resamples=4000, method="percentile",
+                                random_state=np.random.default_rng(2)).confidence_interval
+    assert out["mean"] == pytest.approx(seq_depth.mean())
+    assert out["ci_hi"] - out["ci_lo"] == pytest.approx(ref.high - ref.low, rel=0.12)
+    assert out["ci_lo"] == pytest.approx(ref.low, abs=0.06) and out["ci_hi"] == pytest.approx(ref.high, abs=0.06)
+    token_se = seq_depth.repeat(n_tok).std() / np.sqrt(n_seq * n_tok)
+    assert out["ci_hi"] - out["ci_lo"] > 3 * (2 * 1.96 * token_se)
+
+
+def test_mean_over_seeds_and_seed_spread():
+    rows = []
+    for run, off in (("a", 1.0), ("b", 3.0), ("c", 8.0)):
+        rows.append(pd.DataFrame(dict(run_id=run, task="t", mechanism="early", split="in", example=np.arange(20),
+                                      depth=off + np.arange(20) % 2, cell=0)))
+    out = mean_by(pd.concat(rows), "depth", ["cell"], ["task", "mechanism"], B).iloc[0]
+    per_run = np.array([1.5, 3.5, 8.5])
+    assert out["mean"] == pytest.approx(per_run.mean())
+    assert out["seed_sd"] == pytest.approx(per_run.std(ddof=1))
+    assert out["n_seeds"] == 3
+
+
+# --- alignment -----------------------------------------------------------------------------------
+
+def test_alignment_known_answers(recs):
+    tab = alignment_table(recs, boot=B).set_index(["task", "mechanism"])
+    on = tab.loc[("toposort", "online")]
+    assert on["rho"] > 0.9 and on["rho_lo"] > 0.8  # depth = difficulty + noise
+    rnd = tab.loc[("toposort", "random")]
+    assert rnd["rho_lo"] < 0 < rnd["rho_hi"]  # independent depth: CI covers 0
+    fx = tab.loc[("toposort", "fixed")]
+    assert fx["rho"] == 0 and bool(fx["depth_constant"]) and fx["mean_depth"] == 8
+    assert 0.85 < on["accuracy"] < 1.0
+    ref = recs[(recs.task == "toposort") & (recs.mechanism == "online") & (recs.split == "in")
+               & (recs.eval_max_depth == 8)]
+    assert on["mean_depth"] == pytest.approx(ref.groupby("run_id")["depth"].mean().mean())
+
+
+def test_depth_by_difficulty_recovers_the_rule(recs):
+    t = depth_by_difficulty(recs, boot=B)
+    on = t[(t.task == "hops") & (t.mechanism == "online")].set_index("difficulty")
+    # depth = clip(1 + difficulty + round(0.3 N(0,1))): mean within ~0.1 of 1 + d
+    assert np.allclose(on["mean_depth"], 1 + on.index, atol=0.15)
+    assert (on["ci_lo"] <= on["mean_depth"]).all() and (on["mean_depth"] <= on["ci_hi"]).all()
+    assert set(on["n_seeds"]) == {2}
+
+
+def test_bootstrap_is_deterministic_and_group_stable(recs):
+    a = alignment_table(recs, boot=B)
+    pd.testing.assert_frame_equal(a, alignment_table(recs, boot=B))
+    c = alignment_table(recs, boot=BootstrapConfig(n_boot=300, seed=7))
+    assert not np.allclose(a["rho_lo"].fillna(0), c["rho_lo"].fillna(0))
+    only = alignment_table(recs[recs.mechanism == "online"], boot=B)
+    both = a[a.mechanism == "online"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(only, both)  # other groups do not shift this group's CI
+
+
+def test_mixed_configurations_and_bad_input_are_refused(recs):
+    other = recs[recs.mechanism == "online"].assign(beta=0.1, run_id=lambda d: d.run_id + "-b")
+    with pytest.raises(ValueError, match="beta"):
+        alignment_table(pd.concat([recs, other]), boot=B)
+    with pytest.raises(ValueError, match="depth"):
+        alignment_table(recs.drop(columns="depth"), boot=B)
+    with pytest.raises(ValueError, match="split"):
+        select(recs, split="train")
+    shallow = recs[recs.mechanism == "fixed"].assign(depth=4, run_id=lambda d: d.run_id + "-d4")
+    with pytest.raises(ValueError, match="fixed-depth runs of depths"):
+        alignment_table(pd.concat([recs, shallow]), boot=B)
+    rt = run_table(pd.concat([recs, shallow]))
+    assert sorted(rt[rt.mechanism == "fixed"]["fixed_depth"].unique()) == [4, 8]  # read at the training depth
+    assert rt[rt.mechanism != "fixed"]["fixed_depth"].isna().all()
+
+
+def test_language_kinds_and_complexity_vs_surprise():
+    r = synthetic_records(tasks=("language",), seeds=(0,), n_examples=40, n_tokens=10,
+                          depth_mode={"online": "difficulty", "early": "surprise", "fixed": "constant"})
+    k = depth_by_kind(r, boot=B)
+    on = k[k.mechanism == "online"]
+    assert on["token_kind"].tolist()[:2] == ["grammar", "free"] and on["token_kind"].iloc[2] == "answer k=1"
+    assert on.set_index("token_kind").loc["grammar", "mean_depth"] == pytest.approx(1.0, abs=0.1)
+    cs = complexity_vs_surprise(r, mechanisms=("early", "online"), boot=B).set_index("mechanism")
+    assert (cs["surprise_source"] == "reference").all()
+    assert cs.loc["online", "follows"] == "complexity" and cs.loc["online", "rho_diff_lo"] > 0
+    assert cs.loc["early", "follows"] == "surprise" and cs.loc["early", "rho_diff_hi"] < 0
+    own = complexity_vs_surprise(r[r.mechanism != "fixed"], mechanisms=("online",), boot=B)
+    assert own["surprise_source"].iloc[0] == "own"
+
+
+# --- generalization ------------------------------------------------------------------------------
+
+def test_extrapolation_table_and_by_size(recs):
+    e = extrapolation_table(recs, boot=B).set_index(["task", "mechanism"])
+    row = e.loc[("toposort", "online")]
+    assert row["acc_drop"] == pytest.approx(row["acc_in"] - row["acc_out"])
+    assert 0.5 < row["acc_drop_lo"] <= row["acc_drop"] <= row["acc_drop_hi"]  # 0.95 -> 0.3
+    assert row["depth_increase_lo"] > 0.5  # out-of-range depth + 1 (before clipping)
+    fx = e.loc[("toposort", "fixed")]
+    assert fx["depth_increase"] == 0 and fx["depth_increase_lo"] == 0 == fx["depth_increase_hi"]
+    s = by_size(recs, boot=B)
+    assert set(s["split"]) == {"in", "out"} and s[s.split == "in"]["size"].max() < s[s.split == "out"]["size"].min()
+
+
+def test_test_time_depth_deltas_are_paired(recs):
+    t = test_time_depth(recs, boot=B)
+    deeper = t[(t.eval_max_depth == 12) & (t.mechanism == "online")]
+    # same sequences, same correctness, depth + 1: paired deltas are exact
+    assert (deeper["delta_acc"] == 0).all() and (deeper["delta_acc_lo"] == 0).all() and (deeper["delta_acc_hi"] == 0).all()
+    assert np.allclose(deeper["delta_depth"], 1.0) and np.allclose(deeper["delta_depth_lo"], 1.0)
+    assert (t[t.eval_max_depth == 8]["delta_depth"] == 0).all()
+
+
+# --- decision timing -----------------------------------------------------------------------------
+
+def test_timing_static_vs_dynamic_known_answers(recs):
+    t = timing_decomposition(recs, STATIC, DYNAMIC, boot=B).set_index(["task", "mechanism"])
+    e = t.loc[("toposort", "early")]  # depth = 1 + level + is_hub exactly
+    assert e["r2_static"] > 0.999 and e["r2_both"] > 0.999
+    assert abs(e["unique_dynamic"]) < 0.02 and e["r2_dynamic"] < 0.05
+    assert e["dynamic_minus_static_hi"] < -0.9
+    r = timing_decomposition(synthetic_records(depth_mode={"online": "dynamic"}, seeds=(0,)), STATIC, DYNAMIC,
+                             boot=B).iloc[0]
+    assert r["r2_dynamic"] > 0.999 and abs(r["unique_static"]) < 0.02 and r["dynamic_minus_static_lo"] > 0.9
+    assert np.isnan(t.loc[("toposort", "fixed"), "r2_both"])  # constant depth: nothing to explain
+
+
+def test_timing_parts_sum_to_total_and_cv_matches_sklearn(recs):
+    t = timing_decomposition(recs, STATIC, DYNAMIC, boot=B)
+    ok = t["r2_both"].notna()
+    assert ok.sum() >= 4
+    total = t["unique_static"] + t["unique_dynamic"] + t["shared"]
+    assert np.allclose(total[ok], t["r2_both"][ok], atol=1e-12)
+    per = timing_decomposition(recs, STATIC, DYNAMIC, per_run=True, boot=B)
+    row = per[(per.task == "hops") & (per.mechanism == "random")].iloc[0]
+    run = select(recs, run_id=row["run_id"])
+    ref = cross_val_predict(LinearRegression(), run[list(STATIC)].to_numpy(float), run["depth"].to_numpy(float),
+                            groups=run["example"].to_numpy(), cv=GroupKFold(5))
+    assert row["r2_static"] == pytest.approx(r2_score(run["depth"], ref), abs=1e-9)
+
+
+def test_feature_importance_ranks_the_true_features(recs):
+    fi = feature_importance(recs, STATIC, DYNAMIC)
+    e = fi[(fi.task == "toposort") & (fi.mechanism == "early")].set_index("feature")
+    assert e["perm_importance"].idxmax() == "level"
+    assert e.loc[["frontier_size", "remaining", "size"], "coef_std"].abs().max() < 1e-6
+    assert e.loc["level", "kind"] == "static" and e.loc["frontier_size", "kind"] == "dynamic"
+
+
+def test_example_depths_side_by_side(recs):
+    ed = example_depths(recs, "toposort", 3, mechanisms=("early", "online"))
+    assert list(ed.columns) == ["position", "target", "difficulty", "early", "online"] and len(ed) == 10
+    ref = recs[(recs.task == "toposort") & (recs.mechanism == "early") & (recs.seed == 0) & (recs.example == 3)
+               & (recs.split == "in") & (recs.eval_max_depth == 8)].sort_values("position")
+    assert ed["early"].tolist() == ref["depth"].tolist()
+
+
+# --- efficiency ------------------------------------------------------------------------------------
+
+def test_pareto_front_against_brute_force():
+    rng = np.random.default_rng(3)
+    acc, cost = rng.random(40).round(1), rng.integers(1, 9, 40).astype(float)
+    brute = [not any((acc[j] >= acc[i] and cost[j] <= cost[i]) and (acc[j] > acc[i] or cost[j] < cost[i])
+                     for j in range(40)) for i in range(40)]
+    assert pareto_front(acc, cost).tolist() == brute
+    assert pareto_front(np.array([0.9, 0.8, 0.95]), np.array([2.0, 3.0, 8.0])).tolist() == [True, False, True]
+
+
+def _summaries():
+    out = []
+    for seed in (0, 1):
+        for d, acc, wt in ((2, 0.5, 2.0), (4, 0.8, 4.0), (8, 0.9, 8.0)):
+            out.append({"run_id": f"f{d}-{seed}", "accuracy": acc, "mean_depth": d, "wall_time": wt,
+                        "config": {"task": "hops", "mechanism": "fixed", "seed": seed, "fixed_depth": d, "max_depth": d}})
+        out.append({"run_id": f"o-{seed}", "accuracy": 0.92, "mean_depth": 3.0, "wall_time": 4.0 + seed,
+                    "config": {"task": "hops", "mechanism": "online", "seed": seed, "beta": 0.01, "max_depth": 8}})
+        out.append({"run_id": f"e-{seed}", "accuracy": 0.7, "mean_depth": 5.0, "wall_time": 6.0,
+                    "config": {"task": "hops", "mechanism": "early", "seed": seed, "beta": 0.01, "max_depth": 8}})
+    return out
+
+
+def test_pareto_and_speedup_from_summaries():
+    p = pareto(_summaries())
+    front = set(zip(p[p.on_front]["mechanism"], p[p.on_front]["fixed_depth"].fillna(-1)))
+    assert front == {("fixed", 2.0), ("online", -1)}  # online beats fixed 4 and 8; early is dominated
+    assert (p["n_seeds"] == 2).all()
+    s = speedup_table(_summaries(), aggregate=False).set_index(["mechanism", "seed"])
+    assert s.loc[("online", 0), "ideal_speedup"] == pytest.approx(8 / 3)
+    assert s.loc[("online", 1), "realized_speedup"] == pytest.approx(8.0 / 5.0)
+    assert s.loc[("online", 0), "dense_source"] == "fixed run"
+    agg = speedup_table(_summaries()).set_index("mechanism")
+    assert agg.loc["online", "realized_speedup"] == pytest.approx((2.0 + 1.6) / 2)
+    with pytest.raises(ValueError, match="accuracy"):
+        summaries_frame([{"task": "hops", "mechanism": "online", "mean_depth": 2}])
+
+
+def test_summaries_in_the_trainer_layout(tmp_path):
+    import json
+    for name, mech, fd, acc, depth in (("a", "fixed", None, 0.8, 6.0), ("b", "online", None, 0.9, 2.5)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "summary.json").write_text(json.dumps({"run_id": name, "in": {"acc": acc, "mean_depth": depth},
+                                                    "out": {"acc": 0.1}, "eval_time_s": depth}))
+        (d / "config.json").write_text(json.dumps({"config": {"task": "hops", "mechanism": mech, "seed": 0,
+                                                              "beta": 0.01, "max_depth": 6, "fixed_depth": fd}}))
+    df = summaries_frame(load_summaries([tmp_path / "a", tmp_path / "b"])).set_index("run_id")
+    assert df.loc["a", "fixed_depth"] == 6 and np.isnan(df.loc["a", "beta"])  # fixed_depth None = max_depth
+    assert df.loc["b", "accuracy"] == 0.9 and df.loc["b", "wall_time"] == 2.5
+    sp = speedup_table(load_summaries([tmp_path / "a", tmp_path / "b"]), aggregate=False).iloc[0]
+    assert sp["ideal_speedup"] == pytest.approx(6 / 2.5) and sp["realized_speedup"] == pytest.approx(6 / 2.5)
+
+
+# --- claims ----------------------------------------------------------------------------------------
+
+def test_interval_and_aggregate_verdicts():
+    v = C.interval_verdict
+    assert v(0.5, 0.4, 0.6, 0.3, 0.0) == "reproduced"
+    assert v(0.5, -0.1, 0.9, 0.3, 0.0) == "inconclusive"
+    assert v(0.1, 0.05, 0.2, 0.3, 0.0) == "not reproduced"
+    assert v(np.nan, 0, 1, 0.3) == "inconclusive"
+    assert v(0.0, 0.0, 0.0, 0.0, strict=False) == "reproduced"
+    a = C.aggregate_verdict
+    assert a(["reproduced", "reproduced", "not reproduced"]) == "reproduced"
+    assert a(["reproduced", "not reproduced", "not reproduced"]) == "not reproduced"
+    assert a(["reproduced", "inconclusive", "not reproduced"]) == "inconclusive"
+    assert a([]) == "inconclusive"
+
+
+def _claims(depth_mode, **kw):
+    r = synthetic_records(tasks=("toposort", "hops"), seeds=(0,), n_examples=20, depth_mode=depth_mode, **kw)
+    return {(c.scope, c.finding.split(":")[0]): c.verdict for c in evaluate_claims(
+        alignment_table(r, boot=B), extrapolation_table(r, boot=B), timing_decomposition(r, STATIC, DYNAMIC, boot=B))}
+
+
+def test_claim_verdicts_flip_when_the_data_flip():
+    good = _claims({"early": "static", "online": "dynamic"})
+    assert good[("toposort / early", "Decision timing")] == "reproduced"
+    assert good[("toposort / online", "Decision timing")] == "reproduced"
+    assert good[("all / early", "No extrapolation")] == "reproduced"
+    swapped = _claims({"early": "dynamic", "online": "static"})
+    assert swapped[("toposort / early", "Decision timing")] == "not reproduced"
+    assert swapped[("toposort / online", "Decision timing")] == "not reproduced"
+    aligned = _claims({"early": "difficulty", "online": "random"})
+    assert aligned[("all / early", "Alignment")] == "reproduced"
+    assert aligned[("all / online", "Alignment")] == "not reproduced"
+    no_collapse = _claims({"early": "difficulty", "online": "difficulty"}, acc_out=0.95)
+    assert no_collapse[("all / online", "No extrapolation")] == "not reproduced"
+    less_depth = _claims({"early": "difficulty", "online": "difficulty"}, out_extra_depth=-2)
+    assert less_depth[("hops / online", "No extrapolation")] == "not reproduced"
+
+
+def test_missing_data_is_inconclusive_and_table_has_every_field():
+    claims = evaluate_claims()
+    assert claims and all(c.verdict == "inconclusive" for c in claims)
+    t = claims_table(claims)
+    assert list(t.columns)[:6] == ["finding", "statistic", "threshold", "comparison", "value", "verdict"]
+    assert set(t["verdict"]) <= set(C.VERDICTS)
+    assert C.thresholds()["ALIGN_RHO_MIN"] == 0.3 and C.thresholds()["EXTRAP_ACC_DROP_MIN"] == 0.2

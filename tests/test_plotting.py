@@ -1,0 +1,136 @@
+"""Style, reproducible figure/table files, and the study's plots on small synthetic tables."""
+import json
+
+import matplotlib
+
+matplotlib.use("agg")
+import matplotlib.colors as mcolors  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from anira import plotting as P  # noqa: E402
+from anira.analysis import (BootstrapConfig, by_size, depth_by_difficulty, depth_by_kind, example_depths,  # noqa: E402
+                            feature_importance, pareto, speedup_table, synthetic_records, test_time_depth,
+                            timing_decomposition)
+from anira.analysis.synthetic import DYNAMIC, STATIC  # noqa: E402
+
+B = BootstrapConfig(n_boot=50)
+PROV = P.make_provenance("smoke", ["run-b", "run-a", "run-a"], notebook="03_alignment")
+
+
+@pytest.fixture(scope="module")
+def recs():
+    return synthetic_records(tasks=("toposort", "hops"), seeds=(0,), n_examples=12, n_tokens=6,
+                             depth_mode={"fixed": "constant", "early": "static", "online": "difficulty",
+                                         "random": "random"}, eval_depths=(10,))
+
+
+def _figure(y):
+    P.setup_style()
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1, 2], y, **{k: v for k, v in P.mech_style("online").items() if k != "label"})
+    P.label_axes(ax, "difficulty", "depth")
+    return fig
+
+
+def test_mechanism_styles_are_fixed_distinct_and_colourblind_palette():
+    styles = [P.mech_style(m) for m in P.MECHANISMS]
+    assert len({s["color"] for s in styles}) == 5 and len({s["marker"] for s in styles}) == 5
+    palette = {mcolors.to_hex(c) for c in __import__("seaborn").color_palette("colorblind", 10)}
+    assert {s["color"] for s in styles} <= palette
+    assert P.MECH_STYLE["early"]["color"] == "#0173b2" and P.MECH_STYLE["online"]["color"] == "#de8f05"
+    with pytest.raises(ValueError, match="allowed values"):
+        P.mech_style("adaptive")
+
+
+def test_axis_labels_carry_units():
+    assert P.axis_label("depth") == "mean depth (iterations / token)"
+    assert P.axis_label("speed", "x") == "speed (x)"
+
+
+def test_savefig_is_byte_reproducible(tmp_path):
+    a = P.savefig(_figure([1, 2, 3]), tmp_path / "a" / "fig", PROV)
+    first = {k: a[k].read_bytes() for k in ("pdf", "png", "json")}
+    b = P.savefig(_figure([1, 2, 3]), tmp_path / "a" / "fig", PROV)  # a fresh figure, same data
+    assert {k: b[k].read_bytes() for k in ("pdf", "png", "json")} == first
+    c = P.savefig(_figure([1, 2, 4]), tmp_path / "c", PROV)  # different data -> different bytes
+    assert c["pdf"].read_bytes() != first["pdf"] and c["png"].read_bytes() != first["png"]
+    assert b"CreationDate" not in first["pdf"] and b"Matplotlib" not in first["pdf"]
+    assert b"Software" not in first["png"]
+    side = json.loads(first["json"])
+    assert side["provenance"] == {"profile": "smoke", "run_ids": ["run-a", "run-b"], "notebook": "03_alignment"}
+    assert side["files"] == ["fig.pdf", "fig.png"]
+
+
+def test_savefig_footer_and_provenance_required(tmp_path):
+    fig = _figure([1, 2, 3])
+    P.savefig(fig, tmp_path / "f", PROV, footer=True, close=False)
+    assert any("profile: smoke | runs: 2" in t.get_text() for t in fig.texts)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="profile"):
+        P.savefig(_figure([1, 2, 3]), tmp_path / "g", {"run_ids": []})
+
+
+def test_save_table_fixed_rounding_in_all_formats(tmp_path):
+    df = pd.DataFrame({"task": ["to_po", "hops"], "rho": [0.123456, -0.00001], "n": [3, 4],
+                       "ok": [True, False], "ci": [np.nan, 1.0]})
+    out = P.save_table(df, tmp_path / "t", PROV, float_format={"rho": "%.2f", "ci": "%.1f"})
+    assert out["csv"].read_text() == "task,rho,n,ok,ci\nto_po,0.12,3,yes,\nhops,0.00,4,no,1.0\n"
+    md = out["md"].read_text()
+    assert "0.12" in md and "0.123" not in md and "--" in md
+    tex = out["tex"].read_text()
+    assert r"to\_po & 0.12 & 3 & yes & -- \\" in tex and tex.startswith(r"\begin{tabular}{lrrlr}")
+    again = P.save_table(df, tmp_path / "t", PROV, float_format={"rho": "%.2f", "ci": "%.1f"})
+    assert all(again[k].read_bytes() == out[k].read_bytes() for k in out)
+    assert json.loads(out["json"].read_text())["files"] == ["t.csv", "t.md", "t.tex"]
+
+
+def test_plot_alignment_one_panel_per_task_fixed_colours(recs):
+    fig = P.plot_alignment(depth_by_difficulty(recs, boot=B))
+    axes = fig.axes
+    assert [a.get_title() for a in axes] == ["hops", "toposort"]
+    lines = {l.get_label(): l for l in axes[0].get_lines()}
+    assert mcolors.to_hex(lines["online (ANIRA-O)"].get_color()) == P.MECH_STYLE["online"]["color"]
+    assert len(lines) == 4 and "mean depth" in axes[0].get_ylabel()
+    plt.close(fig)
+
+
+def test_every_plot_draws_from_analysis_tables(recs, tmp_path):
+    figs = {
+        "gen": P.plot_generalization(by_size(recs, boot=B)),
+        "ttd": P.plot_test_time_depth(test_time_depth(recs, boot=B)),
+        "timing": P.plot_timing(timing_decomposition(recs, STATIC, DYNAMIC, boot=B)),
+        "fi": P.plot_feature_importance(feature_importance(recs, STATIC, DYNAMIC, n_repeats=2)),
+    }
+    assert len(figs["gen"].axes) == 4  # accuracy + depth row, 2 tasks
+    shaded = [p for p in figs["gen"].axes[0].patches if p.get_label() == "training range"]
+    assert len(shaded) == 1
+    lang = synthetic_records(tasks=("language",), seeds=(0,), n_examples=10, n_tokens=6,
+                             depth_mode={"online": "difficulty"})
+    figs["kind"] = P.plot_depth_by_kind(depth_by_kind(lang, boot=B))
+    summ = [{"task": "hops", "mechanism": m, "seed": 0, "beta": b, "max_depth": 8, "accuracy": a, "mean_depth": d,
+             "wall_time": w, "fixed_depth": fd} for m, b, a, d, w, fd in
+            (("fixed", None, 0.9, 8, 8.0, 8), ("fixed", None, 0.6, 4, 4.0, 4), ("online", 0.01, 0.92, 3, 4.0, None))]
+    figs["pareto"] = P.plot_pareto(pareto(summ))
+    figs["speedup"] = P.plot_speedup(speedup_table(summ))
+    for name, fig in figs.items():
+        assert fig.axes, name
+        plt.close(fig)
+    with pytest.raises(ValueError, match="empty"):
+        P.plot_alignment(pd.DataFrame())
+
+
+def test_depth_heatmap_rows_per_mechanism_and_blank_unscored(recs):
+    ed = example_depths(recs, "toposort", 2)
+    depths = {"early": ed["early"].astype(float).tolist(), "online": ed["online"].astype(float).tolist()}
+    depths["online"][0] = np.nan
+    fig = P.plot_depth_heatmap([f"tok{t}" for t in ed["target"]], depths, difficulty=ed["difficulty"], max_depth=8)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["early (ANIRA-E)", "online (ANIRA-O)"]
+    assert [t.get_text() for t in ax.get_xticklabels()][0] == f"tok{ed['target'].iloc[0]}"
+    assert ax.images[0].get_array().mask[1, 0] and not ax.images[0].get_array().mask[0, 0]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="tokens"):
+        P.plot_depth_heatmap(["a", "b"], {"early": [1, 2, 3]})
