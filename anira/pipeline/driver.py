@@ -1,0 +1,447 @@
+"""The study driver: run every notebook of a profile in order, the per-run notebook once per run.
+
+    1. validate the profile and the command line (any error: nothing has run yet)
+    2. notebooks before the per-run one (e.g. 01_tasks), once each
+    3. the sweep: every run not yet finished, through an executor (sequential, a local process
+       pool, or Slurm / local subprocesses via submitit); runs whose config is taken from another
+       run's result (``from_run``) go in a second wave, after the runs they match
+    4. the notebooks after it (the analyses), once each, with ``run_dirs`` = every run's directory
+
+The manifest (``runs/<profile>/manifest.json``, copied to ``figures/<profile>/``) is rewritten
+atomically after every run, so killing the driver loses only the unfinished run's last step
+interval: the next invocation skips finished runs and re-executes the others, which resume.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import multiprocessing
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from tqdm.auto import tqdm
+
+from anira.pipeline.profile import REPO, NotebookSpec, Profile, RunSpec, config_dict, load_profile, resolve_derived
+from anira.pipeline.runs import (Layout, RequeueableRun, RunJob, RunResult, atomic_write_text, error_text,
+                                 execute_notebook, execute_run, read_summary, run_state)
+
+EXECUTORS = ("sequential", "local", "slurm", "submitit-local")
+_PACKAGES = ("anira", "torch", "numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "papermill", "nbclient",
+             "ipykernel", "jupyter_client", "submitit", "PyYAML", "tqdm")
+
+
+class StudyError(RuntimeError):
+    """Some runs or notebooks failed; the manifest lists which and where their executed copies are."""
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    kind: str = "sequential"  # one of EXECUTORS
+    workers: int | None = None  # local: processes; slurm: max jobs at once (array parallelism)
+    partition: str | None = None  # slurm partition
+    time_min: int | None = None  # per-job time limit (minutes); a timed-out Slurm job is requeued and resumes
+    gpus: int | None = None  # GPUs per job
+    cpus_per_task: int | None = None  # CPUs per job
+
+    def __post_init__(self) -> None:
+        if self.kind not in EXECUTORS:
+            raise ValueError(f"executor = {self.kind!r} is not allowed; allowed values: {list(EXECUTORS)}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers = {self.workers!r} is out of range; allowed: [1, inf)")
+        if self.workers is not None and self.kind == "sequential":
+            raise ValueError("workers: only with executor 'local', 'slurm' or 'submitit-local'")
+        cluster_only = {"partition": self.partition, "time": self.time_min, "gpus": self.gpus,
+                        "cpus_per_task": self.cpus_per_task}
+        given = [k for k, v in cluster_only.items() if v is not None]
+        if given and self.kind in ("sequential", "local"):
+            raise ValueError(f"{given}: only with executor 'slurm' or 'submitit-local'")
+        if self.partition is not None and self.kind != "slurm":
+            raise ValueError("partition: only with executor 'slurm'")
+        for k in ("time", "gpus", "cpus_per_task"):
+            v = cluster_only[k]
+            if v is not None and v < (0 if k == "gpus" else 1):
+                raise ValueError(f"{k} = {v!r} is out of range; allowed: [{0 if k == 'gpus' else 1}, inf)")
+
+
+# ----------------------------------------------------------------------------------------------
+# environment: kernel, git, versions
+# ----------------------------------------------------------------------------------------------
+def check_kernel() -> str:
+    """The ``python3`` kernelspec must exist and run this interpreter; returns its resource dir."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    fix = f"run `{sys.executable} -m ipykernel install --sys-prefix`"
+    try:
+        spec = KernelSpecManager().get_kernel_spec("python3")
+    except NoSuchKernel:
+        raise ValueError(f"no Jupyter kernel named 'python3' is visible to {sys.executable}; {fix}") from None
+    argv0 = spec.argv[0]
+    generic = {"python", f"python{sys.version_info[0]}", "python%i.%i" % sys.version_info[:2]}
+    if argv0 not in generic and Path(argv0).resolve() != Path(sys.executable).resolve():
+        raise ValueError(f"kernel 'python3' ({spec.resource_dir}) runs {argv0}, not {sys.executable}; {fix}, "
+                         f"or remove that kernelspec if it lies outside {sys.prefix} and shadows this environment's")
+    return spec.resource_dir
+
+
+def git_state(repo: Path = REPO) -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain")
+    return {"commit": commit.strip() if commit else None, "dirty": bool(status.strip()) if status is not None else None}
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in _PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------------------------
+# plan
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class PlannedRun:
+    spec: RunSpec
+    config_hash: str | None  # None while waiting for its matched run
+    state: str  # done | partial | new | waiting
+    config: Any | None
+    error: str | None = None  # a from_run config that could not be built
+
+
+def _resolve(profile: Profile, layout: Layout, spec: RunSpec) -> PlannedRun:
+    if spec.depends_on is None:
+        h = spec.config_hash
+        return PlannedRun(spec, h, run_state(layout.run_dir(h), h), spec.config)
+    dep_dir = layout.run_dir(spec.depends_on)
+    if run_state(dep_dir, spec.depends_on) != "done":
+        return PlannedRun(spec, None, "waiting", None)
+    try:
+        cfg = resolve_derived(profile, spec, read_summary(dep_dir) or {})
+    except ValueError as err:
+        return PlannedRun(spec, None, "waiting", None, str(err))
+    h = profile.hash_fn(cfg)
+    return PlannedRun(spec, h, run_state(layout.run_dir(h), h), cfg)
+
+
+def make_plan(profile: Profile, layout: Layout) -> list[PlannedRun]:
+    return [_resolve(profile, layout, r) for r in profile.runs]
+
+
+def format_plan(profile: Profile, layout: Layout, plan: list[PlannedRun], only: list[NotebookSpec]) -> str:
+    counts = {s: sum(p.state == s for p in plan) for s in ("done", "partial", "new", "waiting")}
+    dup = profile.n_entries - len(profile.runs)
+    lines = [
+        f"profile {profile.name}: {profile.path} (sha256 {profile.sha256[:12]})",
+        f"outputs: {layout.base}  figures: {layout.figures_dir}",
+        "notebooks: " + " -> ".join(f"{nb.name}{' (per run)' if nb.per_run else ''}" for nb in only),
+        f"runs: {len(plan)} ({counts['done']} done/cached, {counts['partial']} partial (resume), {counts['new']} new, "
+        f"{counts['waiting']} waiting for a matched run)" + (f"; {dup} duplicate sweep entries merged" if dup else ""),
+    ]
+    for p in plan:
+        h = p.config_hash or f"after {p.spec.depends_on[:8]}".ljust(16)
+        note = f"  [{p.error}]" if p.error else ""
+        lines.append(f"  {p.spec.index:4d}  {h:16s}  {p.state:8s}  {p.spec.label()}{note}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# executors
+# ----------------------------------------------------------------------------------------------
+def _run_jobs(jobs: list[RunJob], opts: ExecutorOptions, layout: Layout, name: str,
+              on_result: Callable[[RunJob, RunResult], None]) -> None:
+    """Execute ``jobs`` with the chosen executor, calling ``on_result`` (in this process) for each."""
+    if not jobs:
+        return
+    if opts.kind == "sequential":
+        for job in jobs:
+            on_result(job, execute_run(job))
+    elif opts.kind == "local":
+        # no plain fork of this process (it holds threads); the fork server imports papermill once
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["anira.pipeline.runs", "papermill"])
+        with ProcessPoolExecutor(max_workers=opts.workers or 2, mp_context=ctx) as pool:
+            futures = {pool.submit(execute_run, job): job for job in jobs}
+            for fut in as_completed(futures):
+                job = futures[fut]
+                try:
+                    res = fut.result()
+                except Exception as err:  # a worker that died
+                    res = RunResult(job.config_hash, "failed", error=error_text(err))
+                on_result(job, res)
+    else:
+        import submitit
+
+        cluster = "slurm" if opts.kind == "slurm" else "local"
+        ex = submitit.AutoExecutor(folder=str(layout.base / "submitit" / "%j"), cluster=cluster)
+        params: dict[str, Any] = {"name": f"anira-{layout.profile}", "timeout_min": opts.time_min or 240}
+        if opts.gpus is not None:
+            params["gpus_per_node"] = opts.gpus
+        if opts.cpus_per_task is not None:
+            params["cpus_per_task"] = opts.cpus_per_task
+        if opts.partition is not None:
+            params["slurm_partition"] = opts.partition
+        if opts.workers is not None:
+            params["slurm_array_parallelism"] = opts.workers
+        ex.update_parameters(**params)
+        sjobs = ex.map_array(RequeueableRun(), jobs)
+        by_id = {sj.job_id: job for sj, job in zip(sjobs, jobs)}
+        tqdm.write(f"{name}: submitted {len(sjobs)} {cluster} job(s) ({sjobs[0].job_id} ...), logs in {layout.base / 'submitit'}")
+        poll = 0.5 if cluster == "local" else 15.0
+        for sj in submitit.helpers.as_completed(sjobs, poll_frequency=poll):
+            job = by_id[sj.job_id]
+            try:
+                res = sj.result()
+            except Exception as err:  # the job itself failed (killed, out of memory, ...)
+                res = RunResult(job.config_hash, "failed", error=f"{error_text(err)} (job {sj.job_id}, logs {sj.paths.stderr})")
+            on_result(job, res)
+
+
+# ----------------------------------------------------------------------------------------------
+# the study
+# ----------------------------------------------------------------------------------------------
+def select_notebooks(profile: Profile, only: Iterable[str] | None) -> list[NotebookSpec]:
+    """Notebooks named by ``only`` (full names or their number prefix, e.g. "03"), in profile order."""
+    if not only:
+        return list(profile.notebooks)
+    names = [nb.name for nb in profile.notebooks]
+    chosen: set[str] = set()
+    for token in only:
+        token = token.strip()
+        hits = [n for n in names if n == token or n.split("_", 1)[0] == token]
+        if len(hits) != 1:
+            raise ValueError(f"only_notebooks: {token!r} matches {len(hits)} notebooks of profile "
+                             f"{profile.name!r}; allowed: {names} or their number prefixes")
+        chosen.add(hits[0])
+    return [nb for nb in profile.notebooks if nb.name in chosen]
+
+
+def _common_params(nb: NotebookSpec, profile: Profile, layout: Layout) -> dict[str, Any]:
+    offered = {"profile": profile.name, "figures_dir": str(layout.figures_dir), "runs_dir": str(layout.runs_dir)}
+    return {k: v for k, v in offered.items() if not nb.declared or k in nb.declared}
+
+
+def _job(nb: NotebookSpec, profile: Profile, layout: Layout, p: PlannedRun) -> RunJob:
+    h = p.config_hash
+    assert h is not None
+    params = {**_common_params(nb, profile, layout), **nb.params}
+    offered = {"run_config": config_dict(p.config), "run_dir": str(layout.run_dir(h)), "config_hash": h}
+    params.update({k: v for k, v in offered.items() if not nb.declared or k in nb.declared})
+    return RunJob(config_hash=h, label=p.spec.label(), notebook=nb.path, executed=layout.executed(nb.name, h),
+                  run_dir=layout.run_dir(h), params=params, timeout_s=nb.timeout_s)
+
+
+class _Manifest:
+    """runs/<profile>/manifest.json, rewritten atomically on every change (and copied to figures/)."""
+
+    def __init__(self, profile: Profile, layout: Layout, opts: ExecutorOptions, selected: list[NotebookSpec]):
+        self.layout = layout
+        self.per_run = profile.per_run_notebook
+        try:  # notebooks not selected this time keep their rows from the last manifest of the same profile file
+            prev = json.loads(layout.manifest.read_text())
+            prev_rows = {r["name"]: r for r in prev["notebooks"]} if prev.get("profile_sha256") == profile.sha256 else {}
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            prev_rows = {}
+        chosen = {nb.name for nb in selected}
+        rows = [{"name": nb.name, "per_run": nb.per_run, "status": "pending", "wall_time_s": None, "executed": None}
+                if nb.name in chosen else prev_rows.get(nb.name, {"name": nb.name, "per_run": nb.per_run,
+                                                                  "status": "not run", "wall_time_s": None,
+                                                                  "executed": None})
+                for nb in profile.notebooks]
+        path = profile.path
+        self.data: dict[str, Any] = {
+            "profile": profile.name, "profile_file": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
+            "profile_sha256": profile.sha256,
+            "description": profile.description, "git": git_state(), "versions": versions(),
+            "executor": opts.kind, "argv": sys.argv, "started_utc": _now(), "finished_utc": None,
+            "status": "running", "run_class": f"{profile.run_cls.__module__}:{profile.run_cls.__qualname__}",
+            "notebooks": rows,
+            "runs": [],
+        }
+
+    def set_runs(self, plan: list[PlannedRun]) -> None:
+        old = {r["index"]: r for r in self.data["runs"]}
+        rows = []
+        for p in plan:
+            cfg = p.config
+            row = old.get(p.spec.index, {})
+            if p.state == "done" and row.get("wall_time_s") is None:  # finished in an earlier session
+                row = {**row, "wall_time_s": (read_summary(self.layout.run_dir(p.config_hash)) or {}).get("wall_time_s")}
+            if p.config_hash and self.per_run and not row.get("executed"):
+                nb = self.layout.executed(self.per_run.name, p.config_hash)
+                row = {**row, "executed": str(nb.relative_to(self.layout.base)) if nb.exists() else None}
+            rows.append({
+                "index": p.spec.index, "config_hash": p.config_hash, "values": p.spec.values,
+                "task": getattr(cfg, "task", None), "mechanism": getattr(cfg, "mechanism", None),
+                "seed": getattr(cfg, "seed", None), "depends_on": p.spec.depends_on,
+                # disk state, except that a run which failed in this session says so until it finishes
+                "status": "failed" if (row.get("status") == "failed" and row.get("config_hash") == p.config_hash
+                                       and p.state != "done") else p.state,
+                "wall_time_s": row.get("wall_time_s"), "notebook_wall_s": row.get("notebook_wall_s"),
+                "run_dir": str(self.layout.run_dir(p.config_hash).relative_to(self.layout.base)) if p.config_hash else None,
+                "executed": row.get("executed"), "error": row.get("error") or p.error,
+            })
+        self.data["runs"] = rows
+        self.write()
+
+    def run_result(self, job: RunJob, res: RunResult) -> None:
+        for row in self.data["runs"]:
+            if row["config_hash"] == job.config_hash:
+                summary = read_summary(job.run_dir) or {}
+                row.update(status="done" if res.status in ("done", "cached") else res.status,
+                           notebook_wall_s=res.wall_time_s if res.status != "cached" else row.get("notebook_wall_s"),
+                           wall_time_s=summary.get("wall_time_s", res.wall_time_s), error=res.error,
+                           executed=str(Path(job.executed).relative_to(self.layout.base)))
+        self.write()
+
+    def notebook(self, name: str, **kw: Any) -> None:
+        for row in self.data["notebooks"]:
+            if row["name"] == name:
+                row.update(kw)
+        self.write()
+
+    def finish(self, status: str) -> None:
+        self.data["status"] = status
+        self.data["finished_utc"] = _now()
+        self.write()
+
+    def write(self) -> None:
+        text = json.dumps(self.data, indent=1, default=str) + "\n"
+        atomic_write_text(self.layout.manifest, text)
+        atomic_write_text(self.layout.figures_dir / "manifest.json", text)
+
+
+def run_study(
+    profile: Profile | str | Path,
+    *,
+    executor: ExecutorOptions | None = None,
+    only_notebooks: Iterable[str] | None = None,
+    dry_run: bool = False,
+    runs_root: Path | None = None,
+    figures_root: Path | None = None,
+    out: Any = None,
+) -> dict[str, Any]:
+    """Run ``profile`` (a loaded Profile, or a name/path for ``load_profile`` with the real trainer; see
+    the module docstring); returns the manifest (the plan, for ``dry_run``).
+
+    Raises ValueError for bad input before anything runs, StudyError when runs or notebooks failed.
+    """
+    if not isinstance(profile, Profile):
+        profile = load_profile(profile)
+    opts = executor or ExecutorOptions()
+    out = out or sys.stdout
+    layout = Layout(profile.name, **{k: Path(v) for k, v in (("runs_root", runs_root), ("figures_root", figures_root))
+                                     if v is not None})
+    selected = select_notebooks(profile, only_notebooks)
+    per_run = profile.per_run_notebook
+    plan = make_plan(profile, layout)
+    pos = {nb.name: i for i, nb in enumerate(profile.notebooks)}
+    after_sweep = [nb for nb in selected if per_run is not None and pos[nb.name] > pos[per_run.name]]
+    if after_sweep and per_run not in selected:
+        missing = [p for p in plan if p.state != "done"]
+        if missing:
+            raise ValueError(f"only_notebooks: {[nb.name for nb in after_sweep]} need every run finished; "
+                             f"{len(missing)} of {len(plan)} are not (include {per_run.name!r} to run them)")
+    if dry_run:
+        print(format_plan(profile, layout, plan, selected), file=out)
+        return {"profile": profile.name, "runs": [{"index": p.spec.index, "config_hash": p.config_hash,
+                                                   "state": p.state, "values": p.spec.values} for p in plan]}
+    check_kernel()
+    if opts.kind == "slurm" and shutil.which("sbatch") is None:
+        raise ValueError("executor = 'slurm' needs Slurm's sbatch on PATH (run the driver on a login node); "
+                         "allowed here: ['sequential', 'local', 'submitit-local']")
+    manifest = _Manifest(profile, layout, opts, selected)
+    manifest.set_runs(plan)
+    status = "complete"
+    try:
+        for nb in selected:
+            if nb.per_run:
+                t0 = time.perf_counter()
+                manifest.notebook(nb.name, status="running", executed=str(layout.executed_dir.relative_to(layout.base) / nb.name))
+                plan = _run_sweep(profile, layout, nb, opts, manifest, out)
+                failed = [p for p in plan if p.state != "done"]
+                manifest.notebook(nb.name, status="failed" if failed else "done",
+                                  wall_time_s=round(time.perf_counter() - t0, 3))
+                if failed:
+                    rows = {r["index"]: r for r in manifest.data["runs"]}
+                    detail = "\n".join(f"  {p.spec.index} {p.config_hash or '-'} {p.spec.label()}: "
+                                       f"{rows[p.spec.index].get('error') or p.state}" for p in failed)
+                    status = "failed"
+                    raise StudyError(f"{len(failed)} of {len(plan)} runs did not finish; the notebooks after "
+                                     f"{nb.name} were not run. Rerun the same command to resume them.\n{detail}")
+                continue
+            params = {**_common_params(nb, profile, layout), **nb.params}
+            if (not nb.declared or "run_dirs" in nb.declared) and per_run is not None and pos[nb.name] > pos[per_run.name]:
+                params["run_dirs"] = [str(layout.run_dir(p.config_hash)) for p in make_plan(profile, layout)]
+            target = layout.executed(nb.name)
+            tqdm.write(f"{nb.name}: executing -> {target}", file=out)
+            manifest.notebook(nb.name, status="running", executed=str(target.relative_to(layout.base)))
+            try:
+                wall = execute_notebook(nb.path, target, params, nb.path.parent, nb.timeout_s)
+            except Exception as err:
+                manifest.notebook(nb.name, status="failed", error=error_text(err))
+                status = "failed"
+                raise StudyError(f"notebook {nb.name} failed: {error_text(err)} (see {target})") from None
+            manifest.notebook(nb.name, status="done", wall_time_s=round(wall, 3))
+            tqdm.write(f"{nb.name}: done in {wall:.1f} s", file=out)
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except StudyError:
+        raise
+    except BaseException:
+        status = "error"
+        raise
+    finally:
+        manifest.finish(status)
+    return manifest.data
+
+
+def _run_sweep(profile: Profile, layout: Layout, nb: NotebookSpec, opts: ExecutorOptions, manifest: _Manifest,
+               out: Any) -> list[PlannedRun]:
+    """All runs of the sweep: independent ones first, then those configured from their results."""
+    for wave in (0, 1):
+        plan = make_plan(profile, layout)
+        manifest.set_runs(plan)
+        todo = [p for p in plan if p.state in ("new", "partial") and (p.spec.depends_on is not None) == bool(wave)]
+        cached = sum(p.state == "done" for p in plan)
+        if wave == 0:
+            tqdm.write(f"{nb.name}: {len(plan)} runs, {cached} already finished, {len(todo)} to run "
+                       f"({opts.kind} executor)", file=out)
+        if not todo:
+            continue
+        bar = tqdm(total=len(todo), desc=f"{nb.name}{' (matched runs)' if wave else ''}", unit="run", dynamic_ncols=True)
+
+        def done(job: RunJob, res: RunResult) -> None:
+            manifest.run_result(job, res)
+            msg = f"{res.status} in {res.wall_time_s:.1f} s" if res.wall_time_s is not None else res.status
+            tqdm.write(f"  {job.config_hash} {job.label}: {msg}" + (f" -- {res.error}" if res.error else ""), file=out)
+            bar.update(1)
+
+        try:
+            _run_jobs([_job(nb, profile, layout, p) for p in todo], opts, layout, nb.name, done)
+        finally:
+            bar.close()
+    plan = make_plan(profile, layout)
+    manifest.set_runs(plan)
+    return plan

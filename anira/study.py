@@ -1,0 +1,76 @@
+"""Run the whole study for one profile: ``python -m anira.study --profile cpu``.
+
+Every notebook of the profile runs in order through papermill; the training notebook once per run
+of the sweep. Finished runs are cached under ``runs/<profile>/runs/<config_hash>/`` and skipped;
+interrupted ones resume. Examples::
+
+    python -m anira.study --profile smoke --dry-run            # the plan: runs, hashes, cached or not
+    python -m anira.study --profile cpu --executor local --workers 2
+    python -m anira.study --profile full --executor slurm --partition gpu --time 240 --gpus 1
+    python -m anira.study --profile cpu --only-notebooks 03,04 # re-run two analyses on finished runs
+
+Exit status: 0 done, 1 some runs or notebooks failed (rerun to resume), 2 bad input (nothing ran).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from anira.pipeline.driver import EXECUTORS, ExecutorOptions, StudyError, run_study
+from anira.pipeline.profile import load_profile
+from anira.pipeline.runs import Layout
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m anira.study", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", required=True, help="profile name (profiles/<name>.yaml) or path to a YAML file")
+    p.add_argument("--executor", default="sequential", choices=EXECUTORS,
+                   help="how runs execute: in this process, a local process pool, Slurm jobs (submitit), or "
+                        "submitit's local subprocesses (the Slurm code path without a cluster)")
+    p.add_argument("--workers", type=int, help="local: worker processes (default 2); slurm: max jobs at once")
+    p.add_argument("--partition", help="slurm partition")
+    p.add_argument("--time", type=int, dest="time_min", metavar="MIN",
+                   help="per-job time limit in minutes (slurm/submitit-local, default 240; a timed-out job is "
+                        "requeued and resumes from its checkpoint)")
+    p.add_argument("--gpus", type=int, help="GPUs per job (slurm/submitit-local)")
+    p.add_argument("--cpus-per-task", type=int, help="CPUs per job (slurm/submitit-local)")
+    p.add_argument("--only-notebooks", metavar="LIST",
+                   help="comma-separated notebook names or number prefixes, e.g. 03,04")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (runs, hashes, cached or not) and exit")
+    p.add_argument("--profiles-dir", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--notebooks-dir", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--runs-root", type=Path, help="where runs/<profile>/ goes (default: ./runs of the repository)")
+    p.add_argument("--figures-root", type=Path, help="where figures/<profile>/ goes (default: ./figures)")
+    p.add_argument("--run-class", help=argparse.SUPPRESS)  # "module:Class" (tests use a toy trainer)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        opts = ExecutorOptions(kind=args.executor, workers=args.workers, partition=args.partition,
+                               time_min=args.time_min, gpus=args.gpus, cpus_per_task=args.cpus_per_task)
+        profile = load_profile(args.profile, profiles_dir=args.profiles_dir, notebooks_dir=args.notebooks_dir,
+                               run_cls=args.run_class)
+        only = [t for t in args.only_notebooks.split(",") if t.strip()] if args.only_notebooks else None
+        manifest = run_study(profile, executor=opts, only_notebooks=only, dry_run=args.dry_run,
+                             runs_root=args.runs_root, figures_root=args.figures_root)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except StudyError as err:
+        print(f"failed: {err}", file=sys.stderr)
+        return 1
+    if not args.dry_run:
+        n = len(manifest["runs"])
+        layout = Layout(profile.name, **{k: v for k, v in (("runs_root", args.runs_root),
+                                                           ("figures_root", args.figures_root)) if v is not None})
+        print(f"profile {profile.name}: {n} runs finished, {len(manifest['notebooks'])} notebooks executed; "
+              f"manifest {layout.manifest}, figures {layout.figures_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,421 @@
+"""The study driver: profile validation, sweep expansion, run cache, resume, executors, end to end.
+
+Toy notebooks (tests/notebooks/toy_*.ipynb) and a toy trainer (tests/notebooks/toy_lib.py) stand in
+for the real ones; every notebook really executes through papermill and a Jupyter kernel.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NB_DIR = Path(__file__).parent / "notebooks"
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(NB_DIR))
+
+import toy_lib  # noqa: E402
+
+from anira.pipeline import driver as driver_mod  # noqa: E402
+from anira.pipeline import (ExecutorOptions, Layout, RunJob, RunLock, StudyError, execute_run,  # noqa: E402
+                            load_profile, run_study)
+from anira.study import main as study_main  # noqa: E402
+
+TOY_NOTEBOOKS = """\
+notebooks:
+  - {name: toy_tasks, params: {n_examples: 3}}
+  - {name: toy_train, per_run: true}
+  - {name: toy_analysis}
+"""
+
+
+def write_profile(d: Path, name: str, body: str) -> Path:
+    (d / "profiles").mkdir(parents=True, exist_ok=True)
+    path = d / "profiles" / f"{name}.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def load(path: Path, **kw):
+    return load_profile(path, notebooks_dir=NB_DIR, run_cls=toy_lib.ToyConfig, **kw)
+
+
+def study(path: Path, root: Path, **kw):
+    return run_study(load(path), runs_root=root / "runs", figures_root=root / "figures", **kw)
+
+
+def attempts(run_dir: Path) -> list[tuple[int, int]]:
+    p = run_dir / "attempts.log"
+    return [tuple(map(int, l.split())) for l in p.read_text().splitlines()] if p.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie has exited
+
+
+def stream_text(nb_path: Path) -> str:
+    nb = nbformat.read(nb_path, as_version=4)
+    outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    return "".join(o.get("text", "") + f"{o.get('ename', '')}: {o.get('evalue', '')}\n" for o in outs)
+
+
+# ------------------------------------------------------------------------------------------------
+# validation (nothing executes)
+# ------------------------------------------------------------------------------------------------
+GOOD = """\
+profile: NAME
+timeout_s: 60
+defaults: {steps: 3}
+sweep:
+  - {task: [hops], mechanism: [online], seed: [0]}
+""" + TOY_NOTEBOOKS
+
+BAD_CASES = {
+    "malformed": ("profile: [bad\n", ["malformed YAML"]),
+    "not_mapping": ("- a\n- b\n", ["must be a mapping"]),
+    "missing_key": ("profile: NAME\nnotebooks: []\n", ["missing required key 'timeout_s'"]),
+    "unknown_top": (GOOD + "sweeps: []\n", ["unknown key(s) ['sweeps']", "allowed keys", "'sweep'"]),
+    "top_type": (GOOD.replace("timeout_s: 60", "timeout_s: ten"), ["timeout_s = 'ten'", "expected int"]),
+    "name_mismatch": (GOOD.replace("profile: NAME", "profile: other"), ["profile = 'other'", "file name"]),
+    "defaults_key": (GOOD.replace("{steps: 3}", "{stepz: 3}"), ["defaults", "['stepz']", "allowed keys", "'steps'"]),
+    "defaults_type": (GOOD.replace("{steps: 3}", "{steps: 2.5}"), ["defaults", "steps = 2.5", "expected int"]),
+    "sweep_key": (GOOD.replace("mechanism: [online]", "mechanizm: [online]"), ["sweep[0]", "['mechanizm']", "'mechanism'"]),
+    "unknown_task": (GOOD.replace("task: [hops]", "task: [hopz]"), ["sweep[0]", "task = 'hopz'", "'hops'", "'toposort'"]),
+    "unknown_mechanism": (GOOD.replace("[online]", "[onlin]"), ["sweep[0]", "mechanism = 'onlin'", "'online'", "'early'"]),
+    "sweep_type": (GOOD.replace("seed: [0]", "seed: ['0']"), ["sweep[0]", "seed = '0'", "expected int"]),
+    "sweep_scalar": (GOOD.replace("seed: [0]", "seed: 0"), ["sweep[0].seed = 0", "non-empty list"]),
+    "notebook_missing": (GOOD.replace("toy_analysis}", "toy_analysys}"), ["no such notebook", "toy_analysys", "toy_analysis"]),
+    "notebook_key": (GOOD.replace("per_run: true", "per_rn: true"), ["notebooks[1]", "['per_rn']", "'per_run'"]),
+    "nb_param": (GOOD.replace("n_examples: 3", "n_exampels: 3"), ["toy_tasks", "'n_exampels'", "n_examples", "title"]),
+    "nb_param_type": (GOOD.replace("n_examples: 3", "n_examples: three"), ["n_examples = 'three'", "expected int"]),
+    "nb_reserved": (GOOD.replace("n_examples: 3", "figures_dir: /tmp/x"), ["['figures_dir']", "set by the driver"]),
+    "no_per_run": (GOOD.replace("  - {name: toy_train, per_run: true}\n", ""), ["no notebook has per_run"]),
+    "per_run_params": (GOOD.replace(", per_run: true", ""), ["toy_train", "must declare ['figures_dir']"]),
+    "task_params": (GOOD + "task_params: {toposort: {max_nodes: 4}}\n", ["task_params", "['toposort']", "allowed: ['hops']"]),
+    "from_run": (GOOD.replace("  - {task: [hops]", "  - {task: [hops], mechanism: [random], seed: [0], from_run: "
+                              "{match: {mechanism: early}, set: {random_mean_depth: in.mean_depth}}}\n  - {task: [hops]"),
+                 ["sweep[0]", "from_run.match", "not an independent run"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_profile_errors_name_file_key_and_allowed(tmp_path, case):
+    body, expected = BAD_CASES[case]
+    path = write_profile(tmp_path, "bad", body.replace("NAME", "bad"))
+    with pytest.raises(ValueError) as info:
+        load(path)
+    msg = str(info.value)
+    assert str(path) in msg, msg
+    for part in expected:
+        assert part in msg, f"{case}: {part!r} not in {msg!r}"
+
+
+def test_unknown_profile_lists_available(tmp_path):
+    write_profile(tmp_path, "alpha", GOOD.replace("NAME", "alpha"))
+    write_profile(tmp_path, "beta", GOOD.replace("NAME", "beta"))
+    with pytest.raises(ValueError, match=r"'gamma' not found.*\['alpha', 'beta'\]"):
+        load_profile("gamma", profiles_dir=tmp_path / "profiles", notebooks_dir=NB_DIR, run_cls=toy_lib.ToyConfig)
+    assert load_profile("beta", profiles_dir=tmp_path / "profiles", notebooks_dir=NB_DIR,
+                        run_cls="toy_lib:ToyConfig").name == "beta"
+
+
+def test_cli_bad_input_exits_2_before_anything_runs(tmp_path, capsys):
+    path = write_profile(tmp_path, "bad", GOOD.replace("NAME", "bad").replace("[online]", "[onlin]"))
+    args = ["--profile", str(path), "--notebooks-dir", str(NB_DIR), "--runs-root", str(tmp_path / "runs"),
+            "--figures-root", str(tmp_path / "figures"), "--run-class", "toy_lib:ToyConfig"]
+    assert study_main(args) == 2
+    assert "mechanism = 'onlin'" in capsys.readouterr().err
+    good = write_profile(tmp_path, "good", GOOD.replace("NAME", "good"))
+    assert study_main([*args[:1], str(good), *args[2:], "--workers", "2"]) == 2  # sequential + workers
+    assert "workers" in capsys.readouterr().err
+    assert study_main([*args[:1], str(good), *args[2:], "--only-notebooks", "toy_nothing"]) == 2
+    assert "toy_nothing" in capsys.readouterr().err
+    assert study_main([*args[:1], str(good), *args[2:], "--only-notebooks", "toy_analysis"]) == 2
+    assert "need every run finished; 1 of 1 are not" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "figures").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# sweep expansion and hashing
+# ------------------------------------------------------------------------------------------------
+SWEEP = """\
+profile: NAME
+timeout_s: 60
+defaults: {steps: STEPS}
+task_params:
+  toposort: {max_nodes: 6}
+sweep:
+  - {task: [hops, toposort], mechanism: [early, online], seed: [0, 1, 2], beta: [0.01]}
+  - {task: [hops], mechanism: [fixed], fixed_depth: [1, 3, 6], seed: [0]}
+  - {task: [hops], mechanism: [online], seed: [0], beta: [0.01]}   # duplicate of block 0
+  - task: [hops]
+    mechanism: [random]
+    seed: [0, 1]
+    from_run:
+      match: {mechanism: online}
+      set: {random_mean_depth: in.mean_depth}
+""" + TOY_NOTEBOOKS
+
+
+def sweep_profile(steps: int) -> str:
+    return SWEEP.replace("NAME", "s").replace("STEPS", str(steps))
+
+
+def test_sweep_expansion_count_and_configs(tmp_path):
+    p = load(write_profile(tmp_path, "s", sweep_profile(3)))
+    assert p.n_entries == 2 * 2 * 3 + 3 + 1 + 2
+    assert len(p.runs) == 2 * 2 * 3 + 3 + 2  # the duplicate is merged
+    independent = [r for r in p.runs if r.depends_on is None]
+    assert len({r.config_hash for r in independent}) == len(independent) == 15
+    by_task = {r.config.task: r.config.task_params for r in independent}
+    assert by_task == {"hops": {}, "toposort": {"max_nodes": 6}}
+    assert all(r.config.steps == 3 for r in independent)
+    fixed = [r.config.fixed_depth for r in independent if r.config.mechanism == "fixed"]
+    assert fixed == [1, 3, 6]
+    # the matched controls point at the online hops run of their seed
+    online = {(r.config.seed): r.config_hash for r in independent if r.config.mechanism == "online" and r.config.task == "hops"}
+    assert [r.depends_on for r in p.runs if r.depends_on] == [online[0], online[1]]
+
+
+def test_hash_stable_matches_trainer_and_changes_with_parameters(tmp_path):
+    a = load(write_profile(tmp_path / "a", "s", sweep_profile(3)))
+    a2 = load(write_profile(tmp_path / "a2", "s", sweep_profile(3)))
+    b = load(write_profile(tmp_path / "b", "s", sweep_profile(4)))
+    ha = [r.config_hash for r in a.runs if r.config_hash]
+    assert ha == [r.config_hash for r in a2.runs if r.config_hash]  # stable across loads
+    ref = toy_lib.ToyConfig(task="toposort", task_params={"max_nodes": 6}, mechanism="early", seed=2, beta=0.01, steps=3)
+    assert toy_lib.config_hash(ref) in ha  # the trainer's own hash of an independently built config
+    hb = [r.config_hash for r in b.runs if r.config_hash]
+    assert len(hb) == len(ha) and not set(ha) & set(hb)  # one changed default -> every hash changes
+    # an unhashed field does not change the hash; a new seed adds exactly one new hash
+    c = load(write_profile(tmp_path / "c", "s", sweep_profile(3).replace(
+        "{steps: 3}", "{steps: 3, num_threads: 4}").replace("seed: [0, 1, 2]", "seed: [0, 1, 2, 7]")))
+    hc = [r.config_hash for r in c.runs if r.config_hash]
+    assert set(ha) <= set(hc) and len(set(hc) - set(ha)) == 4
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "full"])
+def test_shipped_profiles_validate_with_the_real_trainer(name):
+    nb_dir = REPO / "notebooks"
+    check = all((nb_dir / f"{nb}.ipynb").exists() for nb in ("01_tasks", "02_train"))
+    p = load_profile(name, check_notebooks=check)
+    assert p.name == name and p.runs and p.per_run_notebook is not None
+    mechs = {r.config.mechanism for r in p.runs if r.config is not None}
+    assert {"early", "online", "fixed"} <= mechs
+
+
+# ------------------------------------------------------------------------------------------------
+# lock
+# ------------------------------------------------------------------------------------------------
+def test_lock_makes_a_second_worker_wait_then_reuse_the_result(tmp_path):
+    run_dir = tmp_path / "runs" / "abc"
+    job = RunJob("abc", "toy", NB_DIR / "toy_train.ipynb", tmp_path / "executed.ipynb", run_dir,
+                 {"run_dir": str(run_dir), "run_config": {}}, 60)
+    results = []
+    with RunLock(run_dir / ".lock"):
+        t = threading.Thread(target=lambda: results.append(execute_run(job)))
+        t.start()
+        time.sleep(0.5)
+        assert t.is_alive() and not results  # blocked on the lock
+        (run_dir / "summary.json").write_text(json.dumps({"config_hash": "abc"}))  # the holder finishes
+    t.join(timeout=10)
+    assert [r.status for r in results] == ["cached"]
+    assert not (tmp_path / "executed.ipynb").exists()  # never executed
+
+
+def test_notebook_that_writes_no_summary_is_a_failed_run(tmp_path):
+    run_dir = tmp_path / "runs" / "abc"
+    job = RunJob("abc", "toy", NB_DIR / "toy_noop.ipynb", tmp_path / "executed.ipynb", run_dir,
+                 {"run_dir": str(run_dir), "run_config": {}}, 60)
+    res = execute_run(job)
+    assert res.status == "failed" and "wrote no" in res.error
+    assert "nothing trained" in stream_text(tmp_path / "executed.ipynb")
+
+
+# ------------------------------------------------------------------------------------------------
+# the driver, end to end
+# ------------------------------------------------------------------------------------------------
+E2E = """\
+profile: e2e
+timeout_s: 60
+defaults: {steps: 4}
+sweep:
+  - {task: [hops, toposort], mechanism: [online], seed: [0]}
+  - {task: [hops], mechanism: [fixed], fixed_depth: [2], seed: [0], crash_once_at: [2]}
+  - task: [hops]
+    mechanism: [random]
+    seed: [0]
+    from_run:
+      match: {mechanism: online}
+      set: {random_mean_depth: in.mean_depth}
+""" + TOY_NOTEBOOKS
+
+
+def test_driver_end_to_end_failure_resume_and_cache(tmp_path, monkeypatch):
+    path = write_profile(tmp_path, "e2e", E2E)
+    calls: list[str] = []
+    real = driver_mod.execute_notebook
+
+    def counting(nb_path, *a, **kw):
+        calls.append(Path(nb_path).stem)
+        return real(nb_path, *a, **kw)
+
+    monkeypatch.setattr(driver_mod, "execute_notebook", counting)
+    monkeypatch.setattr("anira.pipeline.runs.execute_notebook", counting)
+    layout = Layout("e2e", tmp_path / "runs", tmp_path / "figures")
+    prof = load(path)
+    hashes = [r.config_hash for r in prof.runs if r.config_hash]
+    crashing = next(r.config_hash for r in prof.runs if r.config is not None and r.config.crash_once_at)
+
+    # 1) one run crashes after its step-2 checkpoint: the others finish, the analysis does not run
+    with pytest.raises(StudyError, match=rf"1 of 4 runs did not finish(.|\n)*{crashing}(.|\n)*simulated crash"):
+        study(path, tmp_path)
+    assert calls == ["toy_tasks", "toy_train", "toy_train", "toy_train", "toy_train"]
+    man = json.loads(layout.manifest.read_text())
+    assert man["status"] == "failed"
+    status = {r["config_hash"]: r["status"] for r in man["runs"] if r["config_hash"]}
+    assert status[crashing] == "failed" and sum(s == "done" for s in status.values()) == 3
+    assert json.loads((layout.run_dir(crashing) / "checkpoint.json").read_text())["step"] == 2
+    assert "simulated crash" in stream_text(layout.executed("toy_train", crashing))
+    assert not (layout.figures_dir / "table.csv").exists()
+
+    # 2) rerun: only the crashed run executes, resumes from its checkpoint, then the analysis runs
+    calls.clear()
+    man = study(path, tmp_path)
+    assert calls == ["toy_tasks", "toy_train", "toy_analysis"]
+    summary = json.loads((layout.run_dir(crashing) / "summary.json").read_text())
+    assert summary["config_hash"] == crashing and summary["resumed_from"] == 2
+    assert len(attempts(layout.run_dir(crashing))) == 2
+    assert man["status"] == "complete" and all(r["status"] == "done" for r in man["runs"])
+    assert {r["config_hash"] for r in man["runs"]} >= set(hashes) and len(man["runs"]) == 4
+    for r in man["runs"]:  # every run: its summary, its executed notebook with outputs and parameters
+        h = r["config_hash"]
+        assert json.loads((layout.run_dir(h) / "summary.json").read_text())["config_hash"] == h
+        nb = layout.executed("toy_train", h)
+        assert f"summary {h}" in stream_text(nb)
+        injected = nbformat.read(nb, as_version=4).metadata.papermill.parameters
+        assert injected["config_hash"] == h and injected["run_dir"] == str(layout.run_dir(h))
+        assert r["wall_time_s"] is not None and r["seed"] == 0
+    random_run = next(r for r in man["runs"] if r["mechanism"] == "random")
+    cfg = nbformat.read(layout.executed("toy_train", random_run["config_hash"]), as_version=4).metadata.papermill.parameters
+    online = json.loads((layout.run_dir(hashes[0]) / "summary.json").read_text())
+    assert cfg["run_config"]["random_mean_depth"] == online["in"]["mean_depth"] == 2.5
+    table = (layout.figures_dir / "table.csv").read_text().splitlines()
+    assert len(table) == 1 + 4 and "runs 4" in stream_text(layout.executed("toy_analysis"))
+    assert "3" in (layout.figures_dir / "tasks.txt").read_text()  # the profile's n_examples reached the notebook
+    assert man["profile_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert man["versions"]["papermill"] and "commit" in man["git"]
+    assert json.loads((layout.figures_dir / "manifest.json").read_text()) == man
+
+    # 3) third invocation: every run is cached, nothing executes, no file is rewritten
+    calls.clear()
+    mtimes = {p: p.stat().st_mtime_ns for p in layout.base.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    man = study(path, tmp_path, only_notebooks=["toy_train"])
+    assert calls == [] and man["status"] == "complete"
+    assert [(n["name"], n["status"]) for n in man["notebooks"]] == [
+        ("toy_tasks", "done"), ("toy_train", "done"), ("toy_analysis", "done")]  # kept from the last full run
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
+    path = write_profile(tmp_path, "e2e", E2E)
+    args = ["--profile", str(path), "--notebooks-dir", str(NB_DIR), "--runs-root", str(tmp_path / "runs"),
+            "--figures-root", str(tmp_path / "figures"), "--run-class", "toy_lib:ToyConfig", "--dry-run"]
+    assert study_main(args) == 0
+    out = capsys.readouterr().out
+    prof = load(path)
+    for r in prof.runs:
+        if r.config_hash:
+            assert f"{r.config_hash}  new" in out
+    assert "4 (0 done/cached, 0 partial (resume), 3 new, 1 waiting" in out
+    assert not (tmp_path / "runs").exists()
+
+
+PAR = """\
+profile: par
+timeout_s: 60
+defaults: {steps: 2, step_sleep_s: 0.2}
+sweep:
+  - {task: [hops, toposort], mechanism: [online], seed: [0]}
+notebooks:
+  - {name: toy_train, per_run: true}
+"""
+
+
+@pytest.mark.parametrize("kind", ["local", "submitit-local"])
+def test_parallel_executors_run_every_run_in_worker_processes(tmp_path, kind):
+    path = write_profile(tmp_path, "par", PAR)
+    man = study(path, tmp_path, executor=ExecutorOptions(kind=kind, workers=2))
+    layout = Layout("par", tmp_path / "runs", tmp_path / "figures")
+    assert man["status"] == "complete" and man["executor"] == kind
+    parents = set()
+    for r in man["runs"]:
+        assert r["status"] == "done"
+        (kernel, parent), = attempts(layout.run_dir(r["config_hash"]))
+        parents.add(parent)
+    assert os.getpid() not in parents and len(parents) == 2  # two worker processes ran the kernels
+    if kind == "submitit-local":
+        assert list((layout.base / "submitit").rglob("*_result.pkl"))
+
+
+KILL = """\
+profile: kill
+timeout_s: 60
+defaults: {steps: 40, step_sleep_s: 0.1}
+sweep:
+  - {task: [hops], mechanism: [online], seed: [0]}
+notebooks:
+  - {name: toy_train, per_run: true}
+"""
+
+
+def test_killing_the_driver_loses_only_the_current_step(tmp_path):
+    """SIGKILL the driver mid-run: its kernel exits too, and the next invocation resumes the run.
+
+    The driver is the CLI ``main`` in a child process started by the fork server (which already
+    imported papermill, so the test does not pay for a fresh interpreter's imports)."""
+    path = write_profile(tmp_path, "kill", KILL)
+    layout = Layout("kill", tmp_path / "runs", tmp_path / "figures")
+    argv = ["--profile", str(path), "--notebooks-dir", str(NB_DIR), "--runs-root", str(tmp_path / "runs"),
+            "--figures-root", str(tmp_path / "figures"), "--run-class", "toy_lib:ToyConfig"]
+    h = load(path).runs[0].config_hash
+    ckpt = layout.run_dir(h) / "checkpoint.json"
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["anira.pipeline.runs", "papermill"])
+    proc = ctx.Process(target=study_main, args=(argv,))
+    proc.start()
+    try:
+        deadline = time.time() + 60
+        while not (ckpt.exists() and json.loads(ckpt.read_text())["step"] >= 2):
+            assert time.time() < deadline and proc.is_alive(), "the run never started"
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+    (kernel, parent), = attempts(layout.run_dir(h))
+    assert parent == proc.pid
+    deadline = time.time() + 10  # the orphaned kernel notices its parent is gone and exits (ipykernel)
+    while alive(kernel):
+        assert time.time() < deadline, "the kernel outlived the driver"
+        time.sleep(0.1)
+    step = json.loads(ckpt.read_text())["step"]
+    assert 2 <= step < 40
+    assert json.loads(layout.manifest.read_text())["status"] == "running"  # killed: no chance to say more
+
+    man = study(path, tmp_path)
+    summary = json.loads((layout.run_dir(h) / "summary.json").read_text())
+    assert summary["config_hash"] == h and summary["resumed_from"] == step
+    assert man["status"] == "complete" and len(attempts(layout.run_dir(h))) == 2
