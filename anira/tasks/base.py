@@ -177,14 +177,26 @@ def collate(examples: Sequence[Example], feature_names: Sequence[str] | None = N
         if pad_to < T:
             raise ValueError(f"pad_to = {pad_to} is shorter than the longest example ({T} input positions)")
         T = pad_to
-    B = len(examples)
-    ids = torch.full((B, T + 1), PAD_ID, dtype=torch.long)
-    mask = torch.zeros((B, T), dtype=torch.bool)
-    feats = {k: torch.zeros((B, T), dtype=torch.long if k == "difficulty" else torch.float32) for k in feature_names}
+    # Build flat Python lists and fill each tensor with one indexed write (one small tensor per
+    # example and feature was the data pipeline's bottleneck).
+    B, W = len(examples), T + 1
+    flat = [PAD_ID] * (B * W)
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: dict[str, list[float]] = {k: [] for k in feature_names}
     for b, ex in enumerate(examples):
-        ids[b, : len(ex.tokens)] = torch.as_tensor(ex.tokens, dtype=torch.long)
-        pos = torch.as_tensor(ex.scored, dtype=torch.long) - 1
-        mask[b, pos] = True
+        flat[b * W : b * W + len(ex.tokens)] = ex.tokens
+        rows += [b] * len(ex.scored)
+        cols += [i - 1 for i in ex.scored]
         for k in feature_names:
-            feats[k][b, pos] = torch.as_tensor([r[k] for r in ex.features], dtype=feats[k].dtype)
+            vals[k] += [r[k] for r in ex.features]
+    ids = torch.tensor(flat, dtype=torch.long).view(B, W)
+    r, c = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.bool)
+    mask[r, c] = True
+    feats = {}
+    for k in feature_names:
+        dtype = torch.long if k == "difficulty" else torch.float32
+        feats[k] = torch.zeros((B, T), dtype=dtype)
+        feats[k][r, c] = torch.tensor(vals[k], dtype=dtype)
     return Batch(ids[:, :-1].contiguous(), ids[:, 1:].contiguous(), mask, feats)

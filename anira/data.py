@@ -1,0 +1,287 @@
+"""Frozen evaluation sets: every task's in-range and extrapolation examples, written once.
+
+Layout under the data root (default: the repository's ``data/``; env var ``ANIRA_DATA`` overrides)::
+
+    data/<task>/eval_in.jsonl.gz    EVAL_COUNT examples from the task's training range
+    data/<task>/eval_out.jsonl.gz   EVAL_COUNT examples from its extrapolation range
+    data/<task>/vocab.json          the task's token list (id = position)
+    data/manifest.json              per set: task, split, range, params (config dict), seed,
+                                    count, file, sha256 (file bytes), content_sha256 (JSON lines);
+                                    per file: sha256
+
+Each line is one ``Example.to_json()`` dumped with sorted keys and no spaces. The gzip stream is
+byte-reproducible: header mtime 0, the file name without ``.gz`` in the header, level 9. (The
+compressed bytes also depend on the zlib build; ``content_sha256`` identifies the data itself,
+and a mismatch report says which of the two differs.)
+
+Seeds: ``eval_seed(task, split)`` = the first 4 bytes of sha256("anira-eval/<task>/<split>") as
+an integer, i.e. fixed per task and split and far from the small seeds of training streams.
+
+CLI: ``python -m anira.data`` regenerates every task in ``TASK_NAMES``;
+``python -m anira.data --check`` regenerates into a temporary directory and compares every
+sha256 with the committed manifest and files (exit 1 on any mismatch).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from anira.config import to_dict
+from anira.tasks import TASK_NAMES, Example, Vocab, make_task, task_class
+
+EVAL_COUNT = 512  # examples per task and split
+SPLITS = {"in": "train", "out": "extrap"}  # split name -> task range it is drawn from
+MANIFEST = "manifest.json"
+FORMAT = 1  # bump when the file layout changes
+
+
+# ---------------------------------------------------------------------------------------------
+# paths and names
+# ---------------------------------------------------------------------------------------------
+def default_root() -> Path:
+    """``$ANIRA_DATA`` if set, else ``data/`` of the repository this package lives in."""
+    env = os.environ.get("ANIRA_DATA")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
+
+
+def eval_seed(task: str, split: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"anira-eval/{task}/{split}".encode()).digest()[:4], "big")
+
+
+def set_file(task: str, split: str) -> str:
+    """Path of a set relative to the data root."""
+    return f"{task}/eval_{split}.jsonl.gz"
+
+
+def _check_task(task: str) -> None:
+    if task not in TASK_NAMES:
+        raise ValueError(f"task = {task!r} is not a known task; allowed values: {list(TASK_NAMES)}")
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split = {split!r} is not allowed; allowed values: {list(SPLITS)}")
+
+
+def _sha256(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+def _gzip(content: bytes, name: str) -> bytes:
+    """Deterministic gzip: mtime 0, fixed file name ``name`` in the header, level 9."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename=name, mode="wb", fileobj=buf, mtime=0, compresslevel=9) as f:
+        f.write(content)
+    return buf.getvalue()
+
+
+def _jsonl(examples: Iterable[Example]) -> bytes:
+    return b"".join(json.dumps(ex.to_json(), sort_keys=True, separators=(",", ":")).encode() + b"\n" for ex in examples)
+
+
+def _json_text(obj: Any) -> bytes:
+    return (json.dumps(obj, sort_keys=True, indent=2) + "\n").encode()
+
+
+def _task_class_or_raise(task: str):
+    try:
+        return task_class(task)
+    except ImportError as err:
+        raise ImportError(
+            f"task {task!r} could not be imported ({err}); the frozen evaluation sets need every task "
+            f"in TASK_NAMES = {list(TASK_NAMES)}"
+        ) from err
+
+
+def build_task_files(task: str, count: int = EVAL_COUNT) -> tuple[dict[str, bytes], list[dict[str, Any]]]:
+    """The files of one task (relative path -> bytes) and its manifest entries, in memory."""
+    _check_task(task)
+    _task_class_or_raise(task)
+    files: dict[str, bytes] = {}
+    entries: list[dict[str, Any]] = []
+    vocab = None
+    for split, rng_name in SPLITS.items():
+        t = make_task(task, range=rng_name)
+        vocab = t.vocab.to_json() if vocab is None else vocab
+        if t.vocab.to_json() != vocab:
+            raise ValueError(f"task {task!r}: the vocabulary differs between ranges; it must be fixed")
+        seed = eval_seed(task, split)
+        content = _jsonl(t.generate(count, seed=seed))
+        rel = set_file(task, split)
+        files[rel] = _gzip(content, Path(rel).name[: -len(".gz")])
+        entries.append({
+            "task": task,
+            "split": split,
+            "range": rng_name,
+            "params": to_dict(t.config),
+            "seed": seed,
+            "count": count,
+            "file": rel,
+            "sha256": _sha256(files[rel]),
+            "content_sha256": _sha256(content),
+            "vocab_size": len(vocab),
+        })
+    files[f"{task}/vocab.json"] = _json_text(vocab)
+    return files, entries
+
+
+def _read_manifest(root: Path) -> dict[str, Any] | None:
+    p = root / MANIFEST
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def write_eval_sets(root: str | os.PathLike = "data", tasks: Iterable[str] = TASK_NAMES, count: int = EVAL_COUNT) -> dict[str, Any]:
+    """Write the sets of ``tasks`` under ``root`` and update ``root/manifest.json``.
+
+    Entries of tasks not in ``tasks`` are kept from an existing manifest. A task whose module
+    cannot be imported raises ImportError: nothing is skipped. Returns the manifest.
+    """
+    root = Path(root)
+    tasks = list(tasks)
+    for task in tasks:
+        _check_task(task)
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"count = {count!r} must be a positive integer")
+    built = [build_task_files(task, count) for task in tasks]  # all in memory before any write
+    old = _read_manifest(root) or {}
+    sets = [e for e in old.get("sets", []) if e["task"] not in tasks]
+    file_sums = {k: v for k, v in old.get("files", {}).items() if k.split("/")[0] not in tasks}
+    for files, entries in built:
+        for rel, data in files.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            file_sums[rel] = _sha256(data)
+        sets += entries
+    manifest = {
+        "format": FORMAT,
+        "generator": "python -m anira.data",
+        "sets": sorted(sets, key=lambda e: (e["task"], e["split"])),
+        "files": dict(sorted(file_sums.items())),
+    }
+    (root / MANIFEST).write_bytes(_json_text(manifest))
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------
+def _missing(path: Path) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"{path} does not exist; regenerate the frozen sets with `python -m anira.data` "
+        f"or point ANIRA_DATA at a directory that holds them"
+    )
+
+
+def load_eval_set(task: str, split: str, root: str | os.PathLike | None = None, verify: bool = True) -> list[Example]:
+    """The frozen set ``split`` ("in" or "out") of ``task``.
+
+    With ``verify`` the file's sha256 must match the manifest (ValueError otherwise), so stale or
+    edited files are never evaluated silently.
+    """
+    _check_task(task)
+    _check_split(split)
+    root = Path(root) if root is not None else default_root()
+    path = root / set_file(task, split)
+    if not path.exists():
+        raise _missing(path)
+    data = path.read_bytes()
+    if verify:
+        manifest = _read_manifest(root)
+        if manifest is None:
+            raise _missing(root / MANIFEST)
+        want = manifest.get("files", {}).get(set_file(task, split))
+        if want is None:
+            raise ValueError(f"{root / MANIFEST} has no entry for {set_file(task, split)}; regenerate with `python -m anira.data`")
+        if _sha256(data) != want:
+            raise ValueError(f"{path}: sha256 does not match {root / MANIFEST}; regenerate with `python -m anira.data`")
+    lines = gzip.decompress(data).decode().splitlines()
+    return [Example.from_json(json.loads(line)) for line in lines]
+
+
+def load_vocab(task: str, root: str | os.PathLike | None = None) -> Vocab:
+    _check_task(task)
+    root = Path(root) if root is not None else default_root()
+    path = root / task / "vocab.json"
+    if not path.exists():
+        raise _missing(path)
+    return Vocab.from_json(json.loads(path.read_text()))
+
+
+# ---------------------------------------------------------------------------------------------
+# check
+# ---------------------------------------------------------------------------------------------
+def check(root: str | os.PathLike | None = None, tasks: Iterable[str] = TASK_NAMES) -> list[str]:
+    """Regenerate ``tasks`` in a temporary directory and compare with ``root``; [] when identical.
+
+    Every file listed for these tasks is compared by sha256 against both the manifest under
+    ``root`` and the file on disk; each problem is one line of the returned list.
+    """
+    root = Path(root) if root is not None else default_root()
+    tasks = list(tasks)
+    committed = _read_manifest(root)
+    if committed is None:
+        return [f"{root / MANIFEST} is missing"]
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = write_eval_sets(tmp, tasks)
+        old_sets = {(e["task"], e["split"]): e for e in committed.get("sets", [])}
+        for e in fresh["sets"]:
+            o = old_sets.get((e["task"], e["split"]))
+            if o is None:
+                problems.append(f"{e['file']}: no entry in the committed manifest")
+                continue
+            for key in ("params", "seed", "count"):
+                if o.get(key) != e[key]:
+                    problems.append(f"{e['file']}: {key} differs: committed {o.get(key)!r}, regenerated {e[key]!r}")
+            if o.get("content_sha256") != e["content_sha256"]:
+                problems.append(f"{e['file']}: the examples differ (content sha256)")
+            elif o.get("sha256") != e["sha256"]:
+                problems.append(f"{e['file']}: same examples, but the gzip bytes differ (another zlib build?)")
+        for rel, sha in fresh["files"].items():
+            on_disk = root / rel
+            want = committed.get("files", {}).get(rel)
+            if want is None:
+                problems.append(f"{rel}: not listed in the committed manifest")
+            elif want != sha:
+                problems.append(f"{rel}: sha256 differs from the committed manifest")
+            if not on_disk.exists():
+                problems.append(f"{rel}: missing under {root}")
+            elif _sha256(on_disk.read_bytes()) != sha:
+                problems.append(f"{rel}: the file under {root} differs from the regenerated one")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m anira.data", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="regenerate in a temporary directory and compare sha256")
+    ap.add_argument("--root", default=None, help="data root (default: $ANIRA_DATA or the repository's data/)")
+    ap.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), help=f"tasks (default: all of {list(TASK_NAMES)})")
+    args = ap.parse_args(argv)
+    root = Path(args.root) if args.root else default_root()
+    if args.check:
+        problems = check(root, args.tasks)
+        for p in problems:
+            print(f"MISMATCH {p}")
+        print(f"checked {len(args.tasks)} task(s) under {root}: " + ("OK" if not problems else f"{len(problems)} problem(s)"))
+        return 1 if problems else 0
+    manifest = write_eval_sets(root, args.tasks)
+    for e in manifest["sets"]:
+        if e["task"] in args.tasks:
+            print(f"wrote {root / e['file']}  count={e['count']} seed={e['seed']} sha256={e['sha256'][:12]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

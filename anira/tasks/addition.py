@@ -1,0 +1,151 @@
+"""`addition`: multi-digit addition, answer written most-significant digit first.
+
+Sequence (one example, n digits):
+    <bos> a_{n-1} ... a_0 + b_{n-1} ... b_0 = r_n r_{n-1} ... r_0
+Both operands are written with exactly n digits (leading zeros allowed) and the answer with
+exactly n + 1 digits, so r_n is the carry out (0 or 1) and ``r = str(a + b).zfill(n + 1)``.
+The fixed width makes every answer position a function of its own column and the carry into
+it, and makes the sequence length a function of n alone. ``size`` = n (digits per operand).
+
+Carries, with column sums s_i = a_i + b_i (i = 0 is the least significant column; s_n = 0):
+
+    c_0 = 0,   c_{i+1} = 1 if s_i + c_i >= 10 else 0,   r_i = (s_i + c_i) mod 10
+
+Column i-1 decides c_i alone unless s_{i-1} = 9 (it "propagates": c_i = c_{i-1}). So the carry
+into column i depends on a chain of columns below it, and its length is
+
+    carry_chain(0) = 0
+    carry_chain(i) = 1                       if s_{i-1} != 9   (generate: s >= 10, or kill: s <= 8)
+                   = 1 + carry_chain(i - 1)  if s_{i-1} == 9   (propagate)
+
+i.e. carry_chain(i) = number of columns below i that must be read to know c_i: the run of
+9-sums directly below i plus the column that ends it (or the run alone when it reaches column
+0, where the carry in is 0). ``difficulty`` of answer digit r_i is carry_chain(i): 0 for the
+last digit, 1 for a digit whose carry is settled by the column right below, k + 1 behind a run
+of k propagating columns. The equivalent integer definition (used by the tests): carry_chain(i)
+is the smallest k such that the digits in columns i-k..i-1 fix c_i whatever the lower digits.
+
+Generator: digits are uniform (P(s = 9) = 0.1, so long chains would be rare); with probability
+``plant_prob`` one propagate run is planted: length L ~ U{1..n-1} in columns start..start+L-1,
+start ~ U{1..n-L}; every column in the run gets a random pair with sum 9 and the column right
+below it a random pair with sum != 9. So the run is exactly L long, the chain above it is L + 1,
+and the carry entering it is 1 (sum >= 10) or 0 (sum <= 8) equally often (45 pairs each): the
+length of a run of 9s says nothing about the carry. Runs are planted only for n >= 2.
+
+Per answer token (r_i, written at digit_index n - i):
+  static   n_digits = n, digit_index = n - i (0 = the carry-out digit, from the most significant)
+  dynamic  carry_in = c_i, carry_chain = carry_chain(i) (= difficulty)
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from anira.tasks.base import Example, Task, Vocab
+
+MAX_DIGITS = 32  # largest supported operand width
+PLUS, EQUALS = "+", "="
+
+
+@dataclass
+class AdditionConfig:
+    min_digits: int = 1  # size range (digits per operand); training 1..8
+    max_digits: int = 8  # 8 digits = 28 tokens; carry chains up to 8 columns
+    plant_prob: float = 0.8  # P(plant one propagate run): uniform digits alone rarely chain past 2
+
+
+def _check(name: str, value: float, lo: float, hi: float, why: str = "") -> None:
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} = {value!r} is out of range; allowed: [{lo}, {hi}]" + (f" ({why})" if why else ""))
+
+
+class AdditionTask(Task):
+    name = "addition"
+    Config = AdditionConfig
+    static_features = ("n_digits", "digit_index")
+    dynamic_features = ("carry_in", "carry_chain")
+    size_name = "number of digits per operand"
+
+    @classmethod
+    def train_config(cls) -> AdditionConfig:
+        return AdditionConfig()
+
+    @classmethod
+    def extrap_config(cls) -> AdditionConfig:
+        return AdditionConfig(min_digits=10, max_digits=16)
+
+    def validate(self) -> None:
+        c = self.config
+        _check("min_digits", c.min_digits, 1, MAX_DIGITS)
+        _check("max_digits", c.max_digits, c.min_digits, MAX_DIGITS, "from min_digits to MAX_DIGITS")
+        _check("plant_prob", c.plant_prob, 0.0, 1.0, "a probability")
+
+    @classmethod
+    def build_vocab(cls) -> Vocab:
+        return Vocab([str(d) for d in range(10)] + [PLUS, EQUALS])
+
+    # ------------------------------------------------------------------------------------
+    def sample(self, rng: random.Random) -> Example:
+        c = self.config
+        randint = rng.randint
+        n = randint(c.min_digits, c.max_digits)
+        # column digits, least significant first (one 10**n draw per operand: cheaper than n)
+        a = [int(ch) for ch in reversed(str(rng.randrange(10**n)).zfill(n))]
+        b = [int(ch) for ch in reversed(str(rng.randrange(10**n)).zfill(n))]
+        if n >= 2 and rng.random() < c.plant_prob:
+            L = randint(1, n - 1)
+            start = randint(1, n - L)
+            for i in range(start, start + L):
+                x = randint(0, 9)
+                a[i], b[i] = x, 9 - x
+            while True:
+                x, y = randint(0, 9), randint(0, 9)
+                if x + y != 9:
+                    break
+            a[start - 1], b[start - 1] = x, y
+
+        # carries and chains, least significant first
+        digits, carry_in, chain = [0] * (n + 1), [0] * (n + 1), [0] * (n + 1)
+        carry = length = 0
+        for i in range(n):
+            s = a[i] + b[i]
+            digits[i] = (s + carry) % 10
+            carry_in[i], chain[i] = carry, length
+            length = length + 1 if s == 9 else 1
+            carry = 1 if s + carry >= 10 else 0
+        digits[n], carry_in[n], chain[n] = carry, carry, length
+
+        ids = [1]
+        ids += [d + _ID_DIGIT0 for d in reversed(a)]
+        ids.append(_ID_PLUS)
+        ids += [d + _ID_DIGIT0 for d in reversed(b)]
+        ids.append(_ID_EQUALS)
+        start_pos = len(ids)
+        ids += [d + _ID_DIGIT0 for d in reversed(digits)]
+
+        feats = []
+        for k in range(n + 1):  # k = digit_index, column i = n - k
+            i = n - k
+            feats.append({
+                "difficulty": chain[i],
+                "size": n,
+                "position": start_pos + k,
+                "is_answer": 1,
+                "n_digits": n,
+                "digit_index": k,
+                "carry_in": carry_in[i],
+                "carry_chain": chain[i],
+            })
+        return Example(tokens=ids, scored=list(range(start_pos, start_pos + n + 1)), features=feats, size=n)
+
+    # ------------------------------------------------------------------------------------
+    @staticmethod
+    def parse(words: list[str]) -> tuple[str, str, str]:
+        """Split a rendered example into the digit strings (a, b, answer), most significant first."""
+        i_plus, i_eq = words.index(PLUS), words.index(EQUALS)
+        return "".join(words[1:i_plus]), "".join(words[i_plus + 1 : i_eq]), "".join(words[i_eq + 1 :])
+
+
+_V = AdditionTask.build_vocab()
+_ID_DIGIT0, _ID_PLUS, _ID_EQUALS = _V.stoi["0"], _V.stoi[PLUS], _V.stoi[EQUALS]
+assert all(_V.stoi[str(d)] == _ID_DIGIT0 + d for d in range(10))

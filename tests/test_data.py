@@ -1,0 +1,142 @@
+"""Frozen evaluation sets: committed files are exactly what the generators produce, the gzip
+stream is byte-reproducible, and loading is strict."""
+import csv
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from anira import bench, data
+from anira.config import to_dict
+from anira.tasks import TASK_NAMES, make_task
+
+REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+@pytest.fixture(scope="module")
+def hops_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    data.write_eval_sets(root, tasks=("hops",))
+    return root
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_committed_sets_regenerate_byte_identical(task, tmp_path):
+    """Fails (never skips) when data/ lacks a task: run `python -m anira.data` and commit."""
+    committed = json.loads((REPO_DATA / data.MANIFEST).read_text())
+    fresh = data.write_eval_sets(tmp_path, tasks=(task,))
+    rels = sorted(fresh["files"])
+    assert rels == [f"{task}/eval_in.jsonl.gz", f"{task}/eval_out.jsonl.gz", f"{task}/vocab.json"]
+    for rel in rels:
+        assert (REPO_DATA / rel).exists(), f"data/{rel} is missing"
+        assert (REPO_DATA / rel).read_bytes() == (tmp_path / rel).read_bytes(), f"data/{rel} differs from a regeneration"
+        assert committed["files"][rel] == fresh["files"][rel]
+    assert [e for e in committed["sets"] if e["task"] == task] == fresh["sets"]
+    got = fresh["sets"]
+    assert [e["count"] for e in got] == [data.EVAL_COUNT] * 2
+
+
+def test_gzip_header_fixed_and_rewrite_identical(hops_root, tmp_path):
+    raw = (hops_root / "hops/eval_in.jsonl.gz").read_bytes()
+    assert raw[:2] == b"\x1f\x8b" and raw[4:8] == b"\x00\x00\x00\x00"  # magic, mtime 0
+    assert raw[10:24] == b"eval_in.jsonl\x00"  # FNAME: fixed, independent of the output path
+    data.write_eval_sets(tmp_path, tasks=("hops",))
+    for rel in ("hops/eval_in.jsonl.gz", "hops/eval_out.jsonl.gz", "hops/vocab.json", data.MANIFEST):
+        assert (tmp_path / rel).read_bytes() == (hops_root / rel).read_bytes()
+
+
+def test_load_equals_generator_with_recorded_seed(hops_root):
+    manifest = json.loads((hops_root / data.MANIFEST).read_text())
+    for e in manifest["sets"]:
+        exs = data.load_eval_set("hops", e["split"], root=hops_root)
+        task = make_task("hops", range=data.SPLITS[e["split"]])
+        assert e["params"] == to_dict(task.config)
+        assert e["seed"] == data.eval_seed("hops", e["split"])
+        assert [x.to_json() for x in exs] == [x.to_json() for x in task.generate(e["count"], seed=e["seed"])]
+    lines = gzip.decompress((hops_root / "hops/eval_out.jsonl.gz").read_bytes()).decode().splitlines()
+    assert len(lines) == data.EVAL_COUNT and all(json.loads(s)["size"] >= 10 for s in lines)
+    assert data.load_vocab("hops", root=hops_root).itos == make_task("hops").vocab.itos
+
+
+def test_seeds_differ_per_task_and_split():
+    seeds = [data.eval_seed(t, s) for t in TASK_NAMES for s in data.SPLITS]
+    assert len(set(seeds)) == len(seeds) and min(seeds) > 10_000
+
+
+def test_write_subset_keeps_other_entries(tmp_path):
+    data.write_eval_sets(tmp_path, tasks=("hops",))
+    m = data.write_eval_sets(tmp_path, tasks=("addition",))
+    assert {e["task"] for e in m["sets"]} == {"hops", "addition"}
+    assert json.loads((tmp_path / data.MANIFEST).read_text()) == m
+
+
+def test_env_var_sets_default_root(hops_root, monkeypatch):
+    monkeypatch.setenv("ANIRA_DATA", str(hops_root))
+    assert data.default_root() == hops_root
+    assert len(data.load_eval_set("hops", "in")) == data.EVAL_COUNT
+
+
+def test_load_errors(hops_root, tmp_path):
+    with pytest.raises(ValueError, match=r"split = 'test'.*\['in', 'out'\]"):
+        data.load_eval_set("hops", "test", root=hops_root)
+    with pytest.raises(ValueError, match="task = 'nope'.*hops"):
+        data.load_eval_set("nope", "in", root=hops_root)
+    with pytest.raises(FileNotFoundError, match="python -m anira.data"):
+        data.load_eval_set("addition", "in", root=hops_root)
+    with pytest.raises(FileNotFoundError):
+        data.load_vocab("hops", root=tmp_path)
+
+
+def test_tampered_file_rejected_and_check_fails(tmp_path):
+    data.write_eval_sets(tmp_path, tasks=("hops",))
+    assert data.check(tmp_path, ["hops"]) == []
+    assert data.main(["--check", "--root", str(tmp_path), "--tasks", "hops"]) == 0
+    path = tmp_path / "hops/eval_in.jsonl.gz"
+    exs = data.load_eval_set("hops", "in", root=tmp_path)
+    exs[0].tokens[-1] = exs[0].tokens[-2]  # one wrong answer
+    content = b"".join(json.dumps(x.to_json(), sort_keys=True, separators=(",", ":")).encode() + b"\n" for x in exs)
+    path.write_bytes(data._gzip(content, "eval_in.jsonl"))
+    with pytest.raises(ValueError, match="sha256 does not match"):
+        data.load_eval_set("hops", "in", root=tmp_path)
+    assert len(data.load_eval_set("hops", "in", root=tmp_path, verify=False)) == data.EVAL_COUNT
+    problems = data.check(tmp_path, ["hops"])
+    assert any("hops/eval_in.jsonl.gz" in p and "differs" in p for p in problems)
+    assert data.main(["--check", "--root", str(tmp_path), "--tasks", "hops"]) == 1
+
+
+def test_check_reports_changed_generator(tmp_path, monkeypatch):
+    data.write_eval_sets(tmp_path, tasks=("hops",))
+    from anira.tasks.hops import HopsConfig, HopsTask
+
+    # a changed training range: the committed set no longer matches the generator
+    monkeypatch.setattr(HopsTask, "train_config", classmethod(lambda cls: HopsConfig(n_values=9)))
+    problems = data.check(tmp_path, ["hops"])
+    assert any("params differs" in p for p in problems) and any("content sha256" in p for p in problems)
+
+
+def test_missing_task_module_raises(tmp_path, monkeypatch):
+    import anira.tasks as tasks
+
+    monkeypatch.setitem(tasks._REGISTRY, "hops", "anira.tasks.not_written_yet:HopsTask")
+    with pytest.raises(ImportError, match="'hops' could not be imported"):
+        data.write_eval_sets(tmp_path, tasks=("addition", "hops"))
+    assert not (tmp_path / data.MANIFEST).exists(), "nothing is written when a task is missing"
+    with pytest.raises(ValueError, match="task = 'ghost'"):
+        data.write_eval_sets(tmp_path, tasks=("ghost",))
+
+
+def test_bench_data_section_runs_and_reports_errors(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "b.csv"
+    argv = ["--only", "data", "--repeats", "2", "--n-examples", "64", "--batch-size", "16", "--csv", str(out)]
+    assert bench.main(argv) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["task"], r["op"]) for r in rows] == [(t, op) for t in TASK_NAMES for op in ("generate", "collate(batch=16)")]
+    for r in rows:
+        assert float(r["min"]) <= float(r["median"]) <= float(r["max"]) and r["repeats"] == "2" and not r["error"]
+    import anira.tasks as tasks
+
+    monkeypatch.setitem(tasks._REGISTRY, "addition", "anira.tasks.not_written_yet:AdditionTask")
+    assert bench.main(argv) == 1
+    rows = {r["task"]: r for r in csv.DictReader(out.open())}
+    assert "ModuleNotFoundError" in rows["addition"]["error"] and rows["hops"]["median"]

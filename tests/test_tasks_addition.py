@@ -1,0 +1,103 @@
+"""`addition` against Python integers: operands parsed back from the rendered tokens, the answer
+checked against str(a + b), carries and carry chains recomputed from integer arithmetic."""
+import collections
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anira.tasks import make_task
+from anira.tasks.addition import AdditionConfig, AdditionTask
+
+
+def carry_into(a: int, b: int, i: int) -> int:
+    """c_i: does the sum of the lowest i columns overflow into column i?"""
+    m = 10**i
+    return (a % m + b % m) // m
+
+
+def chain_reference(a: int, b: int, i: int) -> int:
+    """Smallest k such that the columns i-k..i-1 alone fix the carry into column i, whatever the
+    carry x into column i-k (which is 0 when k = i: there is nothing below)."""
+    for k in range(0, i + 1):
+        m = 10**k
+        wa, wb = (a // 10 ** (i - k)) % m, (b // 10 ** (i - k)) % m
+        outcomes = {(wa + wb + x) // m for x in ((0,) if k == i else (0, 1))}
+        if len(outcomes) == 1:
+            return k
+    raise AssertionError("unreachable")
+
+
+def check_examples(task, exs):
+    c = task.config
+    for ex in exs:
+        sa, sb, sr = AdditionTask.parse(task.render(ex))
+        n = ex.size
+        assert len(sa) == len(sb) == n and c.min_digits <= n <= c.max_digits
+        a, b = int(sa), int(sb)
+        assert sr == str(a + b).zfill(n + 1)
+        assert len(ex.scored) == n + 1 and ex.scored == list(range(len(ex.tokens) - n - 1, len(ex.tokens)))
+        for k, rec in enumerate(ex.features):
+            i = n - k  # column, 0 = least significant
+            chain = chain_reference(a, b, i)
+            want = {"difficulty": chain, "carry_chain": chain, "carry_in": carry_into(a, b, i), "digit_index": k,
+                    "n_digits": n, "size": n, "is_answer": 1, "position": ex.scored[k]}
+            assert rec == want, f"{sa} + {sb}, column {i}"
+
+
+@pytest.mark.parametrize("rng", ["train", "extrap"])
+def test_against_python_integers(rng):
+    task = make_task("addition", range=rng)
+    check_examples(task, task.generate(300, seed=3))
+
+
+@settings(max_examples=25, deadline=None)
+@given(min_digits=st.integers(1, 20), extra=st.integers(0, 12), plant_prob=st.floats(0.0, 1.0), seed=st.integers(0, 2**31))
+def test_reference_over_configs(min_digits, extra, plant_prob, seed):
+    task = AdditionTask(AdditionConfig(min_digits, min(min_digits + extra, 32), plant_prob))
+    check_examples(task, task.generate(20, seed=seed))
+
+
+def test_chain_reference_on_hand_examples():
+    # 999 + 001: column 0 generates, columns 1-2 propagate -> carry chains 0,1,2,3
+    assert [chain_reference(999, 1, i) for i in range(4)] == [0, 1, 2, 3]
+    assert [carry_into(999, 1, i) for i in range(4)] == [0, 1, 1, 1]
+    # 1999 + 0001: column 3 (1 + 0) kills, so the carry out is settled by column 3 alone
+    assert [chain_reference(1999, 1, i) for i in range(5)] == [0, 1, 2, 3, 1]
+    # 45 + 54: both columns sum to 9, nothing below: the carry out depends on both columns
+    assert [chain_reference(45, 54, i) for i in range(3)] == [0, 1, 2]
+
+
+def test_planting_makes_long_chains_common():
+    exs = make_task("addition").generate(3000, seed=1)
+    diff = collections.Counter(r["difficulty"] for e in exs for r in e.features)
+    assert set(diff) == set(range(0, 9))  # the carry out of 8 digits depends on up to 8 columns
+    assert sum(v for d, v in diff.items() if d >= 4) / sum(diff.values()) > 0.05
+    plain = make_task("addition", plant_prob=0.0).generate(3000, seed=1)
+    diff0 = collections.Counter(r["difficulty"] for e in plain for r in e.features)
+    assert sum(v for d, v in diff0.items() if d >= 4) / sum(diff0.values()) < 0.005
+    # the carry entering a long chain is 1 about as often as 0
+    long_in = [r["carry_in"] for e in exs for r in e.features if r["carry_chain"] >= 4]
+    assert 0.35 < sum(long_in) / len(long_in) < 0.65
+
+
+def test_sizes_cover_ranges_and_lengths():
+    tr = make_task("addition").generate(2000, seed=0)
+    ex = make_task("addition", range="extrap").generate(2000, seed=0)
+    assert {e.size for e in tr} == set(range(1, 9)) and {e.size for e in ex} == set(range(10, 17))
+    assert all(len(e.tokens) == 3 * e.size + 4 for e in tr + ex)
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"min_digits": 0}, r"min_digits = 0 .*allowed: \[1, 32\]"),
+    ({"min_digits": -2}, r"min_digits = -2"),
+    ({"max_digits": 33}, r"max_digits = 33"),
+    ({"min_digits": 5, "max_digits": 4}, r"max_digits = 4 .*allowed: \[5, 32\]"),
+    ({"plant_prob": 1.5}, r"plant_prob = 1.5 .*allowed: \[0.0, 1.0\]"),
+    ({"plant_prob": -0.1}, r"plant_prob = -0.1"),
+    ({"max_digits": 8.0}, r"AdditionConfig.max_digits = 8.0 has the wrong type"),
+    ({"digits": 8}, r"unknown key.*'digits'"),
+])
+def test_bad_config_rejected(params, match):
+    with pytest.raises(ValueError, match=match):
+        make_task("addition", **params)

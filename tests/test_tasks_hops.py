@@ -1,0 +1,177 @@
+"""`hops` against an independent interpreter: every answer and feature is recomputed from the
+rendered text alone (assignments read into a dict, resolved by repeated lookup, a left-to-right
+reader simulated pass by pass)."""
+import collections
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anira.tasks import make_task
+from anira.tasks.hops import HopsConfig, HopsTask
+
+
+def interpret(words):
+    """(assignments, per-query reference records) from the rendered words only."""
+    assert words[0] == "<bos>"
+    end = words.index("|")
+    prompt, tail = words[1:end], words[end + 1 :]
+    assert len(prompt) % 4 == 3 and len(tail) % 3 == 0
+    env, lhs_pos = {}, {}
+    for k in range(0, len(prompt), 4):
+        lhs, eq, rhs = prompt[k : k + 3]
+        assert eq == "=" and (k + 3 == len(prompt) or prompt[k + 3] == ";")
+        assert lhs.isalpha() and lhs not in env, "every variable is assigned exactly once"
+        env[lhs], lhs_pos[lhs] = rhs, 1 + k
+    order = [prompt[k] for k in range(0, len(prompt), 4)]
+
+    def resolve(x):
+        hops = 1
+        while not env[x].isdigit():  # KeyError: a variable used but never assigned
+            assert hops <= len(env), "cycle"
+            x, hops = env[x], hops + 1
+        return env[x], hops, x  # value, hops, the chain's bottom variable
+
+    def sweeps(x):
+        known, passes = {}, 0
+        while x not in known:
+            passes += 1
+            for v in order:
+                rhs = env[v]
+                if rhs.isdigit():
+                    known[v] = rhs
+                elif rhs in known:
+                    known[v] = known[rhs]
+            assert passes <= len(env)
+        return passes
+
+    bottoms = {resolve(v)[2] for v in env}
+    records = []
+    for j in range(0, len(tail), 3):
+        q, x, ans = tail[j : j + 3]
+        assert q == "?"
+        value, hops, bottom = resolve(x)
+        records.append({
+            "answer": ans, "value": value, "bottom": bottom,
+            "difficulty": hops, "chain_length": hops, "size": len(env), "n_vars": len(env),
+            "n_chains": len(bottoms), "n_queries": len(tail) // 3, "query_index": j // 3,
+            "distance": (1 + end + j + 1) - lhs_pos[x], "sweeps": sweeps(x), "position": 1 + end + j + 2,
+            "is_answer": 1,
+        })
+    return env, records
+
+
+def chain_lengths(env):
+    """Length of every chain (variables that resolve to the same bottom variable)."""
+    count = collections.Counter()
+    for v in env:
+        x = v
+        while not env[x].isdigit():
+            x = env[x]
+        count[x] += 1
+    return list(count.values())
+
+
+def check_examples(task, exs):
+    c = task.config
+    for ex in exs:
+        words = task.render(ex)
+        env, refs = interpret(words)
+        assert len(refs) == len(ex.features) >= 1 and len(refs) <= c.n_queries
+        assert [r["position"] for r in refs] == ex.scored
+        assert len({r["bottom"] for r in refs}) == len(refs), "every query has its own chain"
+        assert len({w for w in words[words.index("|") + 1 :] if w.isalpha()}) == len(refs)
+        assert c.min_vars <= len(env) <= c.max_vars
+        assert max(chain_lengths(env)) <= min(c.max_hops, len(env))
+        assert all(int(v) < c.n_values for v in env.values() if v.isdigit())
+        for ref, rec in zip(refs, ex.features):
+            assert ref["answer"] == ref["value"], "answer token is the value at the end of the chain"
+            assert c.min_hops <= ref["difficulty"] <= c.max_hops
+            for k, v in rec.items():
+                assert ref[k] == v, f"feature {k}: generator {v}, reference {ref[k]} in {' '.join(words)}"
+
+
+@pytest.mark.parametrize("rng", ["train", "extrap"])
+def test_against_reference_interpreter(rng):
+    task = make_task("hops", range=rng)
+    check_examples(task, task.generate(300, seed=11))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    min_vars=st.integers(2, 12), extra_vars=st.integers(0, 10), min_hops=st.integers(1, 4),
+    extra_hops=st.integers(0, 6), n_queries=st.integers(1, 6), n_values=st.integers(1, 10),
+    hop_tilt=st.floats(0.0, 3.0), seed=st.integers(0, 2**31),
+)
+def test_reference_over_configs(min_vars, extra_vars, min_hops, extra_hops, n_queries, n_values, hop_tilt, seed):
+    max_vars = min(min_vars + extra_vars, 26)
+    min_hops = min(min_hops, min_vars)
+    max_hops = min(min_hops + extra_hops, max_vars)
+    task = HopsTask(HopsConfig(min_vars, max_vars, min_hops, max_hops, n_queries, n_values, hop_tilt))
+    check_examples(task, task.generate(20, seed=seed))
+
+
+def test_training_hops_balanced_and_sizes_uniform():
+    exs = make_task("hops").generate(3000, seed=5)
+    hops = collections.Counter(r["difficulty"] for e in exs for r in e.features)
+    share = {h: hops[h] / sum(hops.values()) for h in range(1, 5)}
+    assert set(hops) == {1, 2, 3, 4}
+    assert all(0.2 <= s <= 0.32 for s in share.values()), share
+    sizes = collections.Counter(e.size for e in exs)
+    assert set(sizes) == set(range(4, 9)) and min(sizes.values()) > 450
+    # every hop count occurs with every query index, so position is no proxy for difficulty
+    by_index = collections.Counter((r["query_index"], r["difficulty"]) for e in exs for r in e.features)
+    assert all(by_index[(0, h)] > 100 for h in range(1, 5))
+
+
+def test_extrap_reaches_every_hop_count():
+    exs = make_task("hops", range="extrap").generate(1000, seed=5)
+    hops = collections.Counter(r["difficulty"] for e in exs for r in e.features)
+    assert set(hops) == set(range(1, 9)) and min(hops.values()) > 200
+    assert max(r["sweeps"] for e in exs for r in e.features) >= 5
+
+
+def test_sequence_lengths():
+    assert max(len(e.tokens) for e in make_task("hops").generate(2000, seed=1)) <= 70
+    assert max(len(e.tokens) for e in make_task("hops", range="extrap").generate(2000, seed=1)) <= 150
+
+
+def test_queried_variable_not_always_a_chain_head():
+    """Leftover variables go on top of chains, so some queried variables are pointed at."""
+    task = make_task("hops", range="extrap")
+    heads = []
+    for ex in task.generate(200, seed=2):
+        words = task.render(ex)
+        env, _ = interpret(words)
+        pointed = {v for v in env.values() if not v.isdigit()}
+        heads += [words[i - 1] not in pointed for i in ex.scored]
+    assert 0 < sum(heads) < len(heads)
+
+
+def test_parse_round_trip():
+    task = make_task("hops")
+    ex = task.generate(1, seed=0)[0]
+    assigns, queries = HopsTask.parse(task.render(ex))
+    assert len(assigns) == ex.size and len(queries) == len(ex.scored)
+    assert [q[1] for q in queries] == [task.vocab.itos[ex.tokens[i]] for i in ex.scored]
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"min_vars": 1}, r"min_vars = 1 .*allowed: \[2, 26\]"),
+    ({"min_vars": -3}, r"min_vars = -3"),
+    ({"min_vars": 9}, r"max_vars = 8 .*allowed: \[9, 26\]"),
+    ({"max_vars": 27}, r"max_vars = 27"),
+    ({"min_hops": 5}, r"min_hops = 5 .*allowed: \[1, 4\].*min_vars"),
+    ({"min_hops": 0}, r"min_hops = 0"),
+    ({"max_hops": 9}, r"max_hops = 9 .*allowed: \[1, 8\]"),
+    ({"min_hops": 3, "max_hops": 2}, r"max_hops = 2 .*allowed: \[3, 8\]"),
+    ({"n_queries": 0}, r"n_queries = 0"),
+    ({"n_queries": -1}, r"n_queries = -1"),
+    ({"n_values": 11}, r"n_values = 11 .*allowed: \[1, 10\]"),
+    ({"hop_tilt": -1.0}, r"hop_tilt = -1.0"),
+    ({"max_vars": "8"}, r"HopsConfig.max_vars = '8' has the wrong type"),
+    ({"max_var": 8}, r"unknown key.*'max_var'"),
+])
+def test_bad_config_rejected(params, match):
+    with pytest.raises(ValueError, match=match):
+        make_task("hops", **params)
