@@ -1,0 +1,546 @@
+"""Model-agnostic training loop, evaluation under real early exit, per-token records.
+
+``run(cfg, out_dir)`` trains one ``RunConfig`` (or resumes it from ``out_dir/checkpoint.pt``, or
+returns the cached ``summary.json`` when it was already finished with the same config hash) and
+writes into ``out_dir``:
+
+    config.json      the config, its hash, argv and library versions
+    checkpoint.pt    model, optimizer, scheduler, RNG states and data position (atomic write)
+    log.jsonl        every ``log_every`` steps: loss terms, accuracy, mean depth, depth histogram,
+                     lr, elapsed; every ``eval_every`` steps an evaluation row (real early exit)
+    records.csv.gz   one row per scored token of the frozen eval sets (``evaluate``)
+    summary.json     accuracy / depth in and out of the training range, per difficulty, wall time
+
+Optimisation: AdamW, linear warm-up then cosine decay to ``min_lr_ratio * lr``, gradient-norm
+clipping. ``early``/``online`` minimise the shared ``PonderLoss``; ``fixed``/``oracle``/``random``
+minimise cross-entropy at their imposed depth, trained on the masked path (halted states frozen,
+exactly as at inference). The ``difficulty`` feature reaches the model only for ``oracle``.
+
+Training data are ``task.sample(rng)`` draws from ``random.Random(seed)`` -- the same sequence as
+``task.stream(seed)`` -- so the data position is the RNG state, saved in the checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from anira.config import check_choice, check_range, from_dict, to_dict
+from anira.losses import LossConfig, PonderLoss, task_loss, token_ce
+from anira.model import MECHANISMS, POS_ENCODINGS, AniraModel, ModelConfig
+from anira.tasks import TASK_NAMES, Example, Task, collate, make_task
+
+ADAPTIVE = ("early", "online")
+TRAIN_MODES = ("dense", "frozen")
+SUMMARY_VERSION = 1
+
+
+@dataclass
+class RunConfig:
+    # --- what is trained ---------------------------------------------------------------------
+    task: str = "hops"  # registry name
+    task_params: dict = field(default_factory=dict)  # overrides of the task's training-range config
+    mechanism: Literal["fixed", "early", "online", "oracle", "random"] = "online"  # the decision mechanism
+    seed: int = 0  # model init, data stream and random-depth draws
+    # --- depth decision ----------------------------------------------------------------------
+    max_depth: int = 6  # S, most iterations in training
+    fixed_depth: int | None = None  # `fixed` depth (None = max_depth)
+    halt_bias_init: float = -3.0  # anti-collapse: initial halting mass on the last step
+    halt_threshold: float = 0.5  # halt at the first n with cumulative p_n >= threshold
+    oracle_offset: float = 1.0  # oracle depth = clamp(round(offset + scale * difficulty), 1, S)
+    oracle_scale: float = 1.0
+    random_mean_depth: float | None = None  # `random` control: mean depth of the matched adaptive run
+    random_depth_probs: tuple[float, ...] | None = None  # `random`: full depth histogram instead
+    # --- objective (early/online) ------------------------------------------------------------
+    beta: float = 0.01  # compute-penalty weight
+    penalty: Literal["kl", "depth"] = "kl"  # PonderNet KL to a geometric prior, or expected depth
+    prior_lambda: float = 0.2  # geometric prior's halting rate
+    ds_weight: float = 0.1  # deep-supervision weight after the warm-up
+    ds_warmup_steps: int = 1200  # pure deep supervision first (prevents halting collapse)
+    beta_warmup_steps: int = 0  # linear ramp of beta after the warm-up
+    train_mode: Literal["dense", "frozen"] = "dense"  # forward path of early/online in training
+    # --- model size --------------------------------------------------------------------------
+    d_model: int = 128
+    n_heads: int = 4
+    d_ff: int = 512
+    n_prelude: int = 1
+    n_coda: int = 1
+    pos_encoding: Literal["learned", "rope"] = "learned"
+    state_norm: bool = True  # LayerNorm on e and on every recurrent state
+    max_len: int = 512  # longest input the model accepts (covers the extrapolation sets)
+    # --- optimisation ------------------------------------------------------------------------
+    steps: int = 4000  # optimizer steps
+    batch_size: int = 32
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.1
+    warmup_steps: int = 200  # linear lr warm-up
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0  # max global gradient norm
+    # --- evaluation, logging, checkpoints -----------------------------------------------------
+    eval_every: int = 500  # periodic evaluation (real early exit) on the frozen in-range set
+    eval_examples: int = 256  # examples used by the periodic evaluation (0 = all)
+    eval_batch_size: int = 128
+    eval_max_depth: int | None = None  # extra test-time depth for the final evaluation (None = off)
+    log_every: int = 50
+    ckpt_every: int = 500
+    device: Literal["cpu", "cuda"] = "cpu"
+    num_threads: int = 2  # torch CPU threads (not part of the config hash)
+    progress: bool = True  # tqdm bar (not part of the config hash)
+
+    def __post_init__(self) -> None:
+        check_choice("task", self.task, TASK_NAMES)
+        if not isinstance(self.task_params, dict):
+            raise ValueError(f"task_params = {self.task_params!r} must be a dict")
+        check_choice("mechanism", self.mechanism, MECHANISMS)
+        check_range("max_depth", self.max_depth, 1)
+        if self.fixed_depth is not None:
+            check_range("fixed_depth", self.fixed_depth, 1, self.max_depth)
+        if self.random_depth_probs is not None:
+            self.random_depth_probs = tuple(float(p) for p in self.random_depth_probs)
+        check_range("beta", self.beta, 0.0)
+        check_choice("train_mode", self.train_mode, TRAIN_MODES)
+        check_choice("pos_encoding", self.pos_encoding, POS_ENCODINGS)
+        check_range("steps", self.steps, 1)
+        check_range("batch_size", self.batch_size, 1)
+        if not self.lr > 0:
+            raise ValueError(f"lr = {self.lr!r} is out of range; allowed: (0, inf)")
+        check_range("weight_decay", self.weight_decay, 0.0)
+        check_range("warmup_steps", self.warmup_steps, 0)
+        check_range("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        if not self.grad_clip > 0:
+            raise ValueError(f"grad_clip = {self.grad_clip!r} is out of range; allowed: (0, inf)")
+        check_range("eval_every", self.eval_every, 1)
+        check_range("eval_examples", self.eval_examples, 0)
+        check_range("eval_batch_size", self.eval_batch_size, 1)
+        if self.eval_max_depth is not None:
+            check_range("eval_max_depth", self.eval_max_depth, 1)
+        check_range("log_every", self.log_every, 1)
+        check_range("ckpt_every", self.ckpt_every, 1)
+        check_choice("device", self.device, ("cpu", "cuda"))
+        check_range("num_threads", self.num_threads, 1)
+        # the model and loss configs validate the rest and name the field
+        self.model_config(vocab_size=2)
+        self.loss_config()
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(
+            vocab_size=vocab_size, max_len=self.max_len, d_model=self.d_model, n_heads=self.n_heads, d_ff=self.d_ff,
+            n_prelude=self.n_prelude, n_coda=self.n_coda, max_depth=self.max_depth, pos_encoding=self.pos_encoding,
+            state_norm=self.state_norm, mechanism=self.mechanism, fixed_depth=self.fixed_depth, halt_bias_init=self.halt_bias_init,
+            halt_threshold=self.halt_threshold, oracle_offset=self.oracle_offset, oracle_scale=self.oracle_scale,
+            random_mean_depth=self.random_mean_depth, random_depth_probs=self.random_depth_probs,
+        )
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(
+            beta=self.beta, penalty=self.penalty, prior_lambda=self.prior_lambda, ds_weight=self.ds_weight,
+            ds_warmup_steps=self.ds_warmup_steps, beta_warmup_steps=self.beta_warmup_steps,
+        )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "") -> "RunConfig":
+        return from_dict(cls, values, where=where)
+
+
+_UNHASHED = ("num_threads", "progress")
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Stable sha256 (first 16 hex digits) of the canonical JSON of every result-relevant field."""
+    d = {k: v for k, v in to_dict(cfg).items() if k not in _UNHASHED}
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+def load_eval_sets(cfg: RunConfig, task: Task, n_fallback: int = 512) -> dict[str, list[Example]]:
+    """The frozen evaluation sets {"in": ..., "out": ...}; generated (with a warning) if missing."""
+    sets: dict[str, list[Example]] = {}
+    for split, rng_name, seed in (("in", "train", 10_001), ("out", "extrap", 10_002)):
+        try:
+            from anira.data import load_eval_set
+
+            sets[split] = list(load_eval_set(cfg.task, split))
+        except (ImportError, FileNotFoundError) as err:
+            warnings.warn(f"frozen eval set {cfg.task}/{split} unavailable ({err}); generating {n_fallback} examples")
+            sets[split] = make_task(cfg.task, range=rng_name).generate(n_fallback, seed=seed)
+    return sets
+
+
+def _difficulty(cfg_mechanism: str, batch) -> torch.Tensor | None:
+    """Only the oracle ever sees the ground-truth difficulty."""
+    return batch.features["difficulty"] if cfg_mechanism == "oracle" else None
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------------
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    return -(p * p.clamp_min(1e-30).log()).sum(-1)
+
+
+@torch.no_grad()
+def evaluate(
+    model: AniraModel,
+    examples: Sequence[Example],
+    *,
+    max_depths: Sequence[int | None] = (None,),
+    mode: Literal["dense", "masked", "exit"] = "exit",
+    batch_size: int = 128,
+    seed: int = 0,
+    info: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """One row per scored token of ``examples``, for each call-time max depth in ``max_depths``.
+
+    Columns: ``info`` keys (run id, task, ...), eval_max_depth, example, target, pred, correct,
+    loss, depth, expected_depth, p_entropy (entropy of p_n), p_halt (cumulative halting
+    probability at the depth used), block_calls, then every feature of the example's records.
+    ``seed`` fixes the ``random`` mechanism's draws. Examples are batched by length (padding is
+    on the right and attention is causal, so batching does not change any scored prediction).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].tokens))
+    frames = []
+    for md in max_depths:
+        gen = torch.Generator().manual_seed(seed)
+        cols: dict[str, list] = {k: [] for k in (
+            "example", "target", "pred", "correct", "loss", "depth", "expected_depth", "p_entropy", "p_halt", "block_calls")}
+        feats: list[dict] = []
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            exs = [examples[i] for i in idx]
+            batch = collate(exs, feature_names=["difficulty"]).to(device)
+            out = model(batch.input_ids, difficulty=_difficulty(model.cfg.mechanism, batch), exit=mode, max_depth=md,
+                        generator=gen)
+            loss = token_ce(out.logits, batch.targets)  # (B, T)
+            pred = out.logits.argmax(-1)
+            cum = out.p_n.cumsum(-1).gather(-1, (out.depth - 1)[..., None])[..., 0]
+            if out.lambda_n is not None and mode != "dense":  # online: raw cumulative halting probability
+                remain = torch.cumprod(1 - out.lambda_n, -1).gather(-1, (out.depth - 1)[..., None])[..., 0]
+                cum = 1 - remain
+            ent = _entropy(out.p_n)
+            for b, ex in enumerate(exs):
+                t = torch.as_tensor(ex.scored, device=device) - 1
+                n = len(ex.scored)
+                cols["example"] += [idx[b]] * n
+                cols["target"] += batch.targets[b, t].tolist()
+                cols["pred"] += pred[b, t].tolist()
+                cols["correct"] += (pred[b, t] == batch.targets[b, t]).tolist()
+                cols["loss"] += loss[b, t].tolist()
+                cols["depth"] += out.depth[b, t].tolist()
+                cols["expected_depth"] += out.expected_depth[b, t].tolist()
+                cols["p_entropy"] += ent[b, t].tolist()
+                cols["p_halt"] += cum[b, t].tolist()
+                cols["block_calls"] += out.block_calls[b, t].tolist()
+                feats += ex.features
+        df = pd.concat([pd.DataFrame(cols), pd.DataFrame(feats)], axis=1)
+        df.insert(0, "eval_max_depth", model.cfg.max_depth if md is None else md)
+        frames.append(df.sort_values(["example", "position"] if "position" in df else ["example"], kind="stable"))
+    df = pd.concat(frames, ignore_index=True)
+    for k, v in reversed(list((info or {}).items())):
+        df.insert(0, k, v)
+    model.train(was_training)
+    return df
+
+
+def summarize(df: pd.DataFrame) -> dict[str, Any]:
+    """Accuracy and depth over the answer tokens (``is_answer`` when present), overall and per difficulty."""
+    d = df[df["is_answer"] == 1] if "is_answer" in df else df
+    per = d.groupby("difficulty").agg(acc=("correct", "mean"), depth=("depth", "mean"), n=("correct", "size"))
+    hist = d["depth"].value_counts().sort_index()
+    return {
+        "acc": float(d["correct"].mean()) if len(d) else float("nan"),
+        "mean_depth": float(d["depth"].mean()) if len(d) else float("nan"),
+        "n_tokens": int(len(d)),
+        "depth_hist": {int(k): int(v) for k, v in hist.items()},
+        "per_difficulty": {int(k): {"acc": float(r.acc), "mean_depth": float(r.depth), "n": int(r.n)} for k, r in per.iterrows()},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------
+def build(cfg: RunConfig) -> tuple[Task, AniraModel]:
+    task = make_task(cfg.task, range="train", **cfg.task_params)
+    torch.manual_seed(cfg.seed)
+    model = AniraModel(cfg.model_config(vocab_size=len(task.vocab))).to(cfg.device)
+    return task, model
+
+
+def make_optimizer(model: AniraModel, cfg: RunConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (decay on matrices only) and warm-up + cosine schedule."""
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.95),
+    )
+
+    def lr_factor(step: int) -> float:  # step = number of optimizer steps taken
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load_model(out_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, AniraModel]:
+    """The config and trained model of a run directory (from its checkpoint)."""
+    out_dir = Path(out_dir)
+    cfg = RunConfig.from_dict(json.loads((out_dir / "config.json").read_text())["config"], where=str(out_dir))
+    task = make_task(cfg.task, range="train", **cfg.task_params)
+    model = AniraModel(cfg.model_config(vocab_size=len(task.vocab)))
+    ckpt = torch.load(out_dir / "checkpoint.pt", map_location=device, weights_only=False)
+    model.load_state_dict(ckpt["model"])
+    return cfg, model.to(device).eval()
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+def _versions() -> dict[str, str]:
+    import anira
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "pandas": pd.__version__, "anira": getattr(anira, "__version__", "0")}
+
+
+def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None) -> dict[str, Any]:
+    """Train (or resume, or return the cached result of) ``cfg`` in ``out_dir``; see module docstring.
+
+    ``interrupt_at`` is a testing aid: stop right after the checkpoint of that step, as if killed.
+    """
+    if not isinstance(cfg, RunConfig):
+        raise ValueError(f"cfg must be a RunConfig, got {type(cfg).__name__}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    h = config_hash(cfg)
+    summary_path, ckpt_path, log_path = out_dir / "summary.json", out_dir / "checkpoint.pt", out_dir / "log.jsonl"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("config_hash") == h:
+            return summary
+        raise ValueError(f"out_dir = {str(out_dir)!r} holds a finished run with config hash "
+                         f"{summary.get('config_hash')}, not {h}; use another directory")
+    torch.set_num_threads(cfg.num_threads)
+    _atomic_write_text(json.dumps({"config": to_dict(cfg), "config_hash": h, "argv": sys.argv, "versions": _versions()},
+                                  indent=1), out_dir / "config.json")
+    task, model = build(cfg)
+    eval_sets = load_eval_sets(cfg, task)
+    for split, exs in eval_sets.items():
+        longest = max(len(e.tokens) - 1 for e in exs)
+        if longest > cfg.max_len:
+            raise ValueError(f"max_len = {cfg.max_len} is shorter than the longest eval_{split} input ({longest})")
+    opt, sched = make_optimizer(model, cfg)
+    ponder = PonderLoss(cfg.loss_config(), cfg.max_depth).to(cfg.device) if cfg.mechanism in ADAPTIVE else None
+    data_rng = random.Random(cfg.seed)  # == task.stream(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # random-mechanism draws in training
+    step, elapsed = 0, 0.0
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=cfg.device, weights_only=False)
+        if ckpt["config_hash"] != h:
+            raise ValueError(f"{ckpt_path} belongs to config hash {ckpt['config_hash']}, not {h}")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        gen.set_state(ckpt["gen_rng"])
+        data_rng.setstate(ckpt["data_rng"])
+        step, elapsed = ckpt["step"], ckpt["elapsed"]
+    # the log holds exactly the rows of steps <= the checkpoint's step
+    rows = [json.loads(l) for l in log_path.read_text().splitlines()] if log_path.exists() else []
+    _atomic_write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step), log_path)
+
+    def checkpoint() -> None:
+        _atomic_save({"config_hash": h, "step": step, "elapsed": elapsed, "model": model.state_dict(),
+                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                      "torch_rng": torch.get_rng_state(), "gen_rng": gen.get_state(),
+                      "data_rng": data_rng.getstate()}, ckpt_path)
+
+    eval_subset = eval_sets["in"][: cfg.eval_examples] if cfg.eval_examples else eval_sets["in"]
+    M = cfg.max_depth
+    acc_stats = _Stats(M)
+    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, mininterval=2.0, desc=f"{cfg.mechanism} {h[:8]}")
+    model.train()
+    t0 = time.perf_counter() - elapsed
+    with log_path.open("a") as log:
+        while step < cfg.steps:
+            batch = collate([task.sample(data_rng) for _ in range(cfg.batch_size)], feature_names=["difficulty"])
+            batch = batch.to(cfg.device)
+            diff = _difficulty(cfg.mechanism, batch)
+            if ponder is not None:
+                out = model(batch.input_ids, exit=cfg.train_mode)
+                lo = ponder(out.step_logits, out.p_n, batch.targets, batch.loss_mask, step)
+                loss, parts = lo.loss, {"expected": lo.expected.item(), "ds": lo.ds.item(),
+                                        "penalty": lo.penalty.item(), "beta_t": lo.beta_t}
+            else:
+                out = model(batch.input_ids, difficulty=diff, exit="masked", generator=gen)
+                loss, parts = task_loss(out.logits, batch.targets, batch.loss_mask), {}
+            if not torch.isfinite(loss):
+                bar.close()
+                raise NonFiniteLossError(
+                    f"non-finite loss ({loss.item()}) at step {step} of run {h}; stopped. The last good "
+                    f"checkpoint is {ckpt_path} ({'step ' + str(_ckpt_step(ckpt_path)) if ckpt_path.exists() else 'none yet'})"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            bar.update(1)
+            acc_stats.add(loss.item(), parts, gnorm.item(), out, batch)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                elapsed = time.perf_counter() - t0
+                row = {"step": step, "kind": "train", **acc_stats.flush(), "lr": sched.get_last_lr()[0], "elapsed": elapsed}
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}", depth=f"{row['mean_depth']:.2f}")
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                ev = summarize(evaluate(model, eval_subset, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2))
+                ev_dense = summarize(evaluate(model, eval_subset, batch_size=cfg.eval_batch_size, mode="dense", seed=cfg.seed + 2))
+                elapsed = time.perf_counter() - t0
+                log.write(json.dumps({"step": step, "kind": "eval", "split": "in", "mode": "exit", "acc": ev["acc"],
+                                      "mean_depth": ev["mean_depth"], "depth_hist": ev["depth_hist"],
+                                      "acc_dense": ev_dense["acc"], "mean_depth_dense": ev_dense["mean_depth"],
+                                      "per_difficulty": ev["per_difficulty"], "elapsed": elapsed}) + "\n")
+                log.flush()
+                model.train()
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                elapsed = time.perf_counter() - t0
+                checkpoint()
+                if interrupt_at is not None and step >= interrupt_at and step < cfg.steps:
+                    bar.close()
+                    return {"interrupted_at": step}
+    bar.close()
+    train_time = time.perf_counter() - t0
+    # final evaluation on the frozen sets with real early exit
+    info = {"run_id": h, "task": cfg.task, "mechanism": cfg.mechanism, "seed": cfg.seed, "beta": cfg.beta,
+            "max_depth": cfg.max_depth}
+    depths = (None,) if cfg.eval_max_depth is None else (None, cfg.eval_max_depth)
+    frames, summary = [], {"config_hash": h, "run_id": h, "summary_version": SUMMARY_VERSION, "steps": cfg.steps,
+                           "train_time_s": train_time, "steps_per_s": cfg.steps / max(train_time, 1e-9)}
+    t_eval = time.perf_counter()
+    for split, exs in eval_sets.items():
+        df = evaluate(model, exs, max_depths=depths, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2, info=info)
+        df.insert(list(df.columns).index("eval_max_depth") + 1, "split", split)
+        frames.append(df)
+        for md, d in df.groupby("eval_max_depth"):
+            key = split if md == cfg.max_depth else f"{split}@{md}"
+            summary[key] = summarize(d)
+    summary["eval_time_s"] = time.perf_counter() - t_eval
+    records = pd.concat(frames, ignore_index=True)
+    tmp = out_dir / "records.csv.gz.tmp"
+    records.to_csv(tmp, index=False, compression={"method": "gzip", "mtime": 0})
+    os.replace(tmp, out_dir / "records.csv.gz")
+    summary["wall_time_s"] = time.perf_counter() - t0
+    _atomic_write_text(json.dumps(summary, indent=1), summary_path)
+    return json.loads(summary_path.read_text())  # the same object a cached call returns
+
+
+def _ckpt_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=False)["step"])
+
+
+class _Stats:
+    """Running training statistics between two log rows (scored tokens only)."""
+
+    def __init__(self, M: int):
+        self.M = M
+        self.reset()
+
+    def reset(self) -> None:
+        self.n, self.loss, self.gnorm, self.parts = 0, 0.0, 0.0, {}
+        self.correct, self.tokens, self.depth_sum = 0, 0, 0
+        self.hist = torch.zeros(self.M, dtype=torch.long)
+        self.by_diff: dict[int, list[float]] = {}
+
+    def add(self, loss: float, parts: dict, gnorm: float, out, batch) -> None:
+        self.n += 1
+        self.loss += loss
+        self.gnorm += gnorm
+        for k, v in parts.items():
+            self.parts[k] = self.parts.get(k, 0.0) + v
+        m = batch.loss_mask
+        with torch.no_grad():
+            correct = (out.logits.argmax(-1) == batch.targets) & m
+            d = out.depth[m].cpu()
+            self.correct += int(correct.sum())
+            self.tokens += int(m.sum())
+            self.depth_sum += int(d.sum())
+            self.hist += torch.bincount(d - 1, minlength=self.M)[: self.M]
+            diff = batch.features["difficulty"][m].cpu()
+            for k in diff.unique().tolist():
+                sel = diff == k
+                a = self.by_diff.setdefault(int(k), [0, 0, 0])
+                a[0] += int(sel.sum())
+                a[1] += int(correct[m].cpu()[sel].sum())
+                a[2] += int(d[sel].sum())
+
+    def flush(self) -> dict[str, Any]:
+        n, tok = max(self.n, 1), max(self.tokens, 1)
+        row = {"loss": self.loss / n, **{k: v / n for k, v in self.parts.items()}, "grad_norm": self.gnorm / n,
+               "acc": self.correct / tok, "mean_depth": self.depth_sum / tok, "depth_hist": self.hist.tolist(),
+               "per_difficulty": {k: {"acc": a[1] / a[0], "mean_depth": a[2] / a[0]} for k, a in sorted(self.by_diff.items())}}
+        self.reset()
+        return row
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m anira.train --out DIR [--config FILE.yaml] key=value ...`` (values parsed as YAML)."""
+    import argparse
+
+    import yaml
+
+    ap = argparse.ArgumentParser(description="Train and evaluate one ANIRA run.")
+    ap.add_argument("--out", required=True, help="run directory (resumed / reused when it exists)")
+    ap.add_argument("--config", help="YAML/JSON file with RunConfig fields")
+    ap.add_argument("overrides", nargs="*", help="RunConfig fields as key=value")
+    args = ap.parse_args(argv)
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(yaml.safe_load(Path(args.config).read_text()) or {})
+    for item in args.overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value")
+        k, v = item.split("=", 1)
+        values[k] = yaml.safe_load(v)
+    summary = run(RunConfig.from_dict(values, where="command line"), args.out)
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

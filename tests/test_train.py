@@ -1,0 +1,198 @@
+"""Trainer tests at toy scale: validation, hashing, determinism, resume, NaN stop, records."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+import anira.train as tr
+from anira.config import to_dict
+from anira.tasks import make_task
+from anira.train import RunConfig, config_hash, evaluate, run
+
+TASK = "hops"
+
+
+def tiny(**kw) -> RunConfig:
+    base = dict(task=TASK, d_model=16, n_heads=2, d_ff=32, max_depth=3, steps=6, batch_size=4, warmup_steps=2,
+                eval_every=3, eval_examples=4, ckpt_every=2, log_every=1, ds_warmup_steps=2, progress=False,
+                num_threads=1, eval_batch_size=8)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+@pytest.fixture(autouse=True)
+def small_eval_sets(monkeypatch):
+    """Frozen-set stand-ins: 6 in-range and 4 extrapolation examples (the real files are large)."""
+    cache = {}
+
+    def fake(cfg, task, n_fallback=512):
+        key = cfg.task
+        if key not in cache:
+            cache[key] = {"in": make_task(cfg.task, range="train").generate(6, seed=1),
+                          "out": make_task(cfg.task, range="extrap").generate(4, seed=2)}
+        return cache[key]
+
+    monkeypatch.setattr(tr, "load_eval_sets", fake)
+
+
+def weights(out_dir):
+    return torch.load(out_dir / "checkpoint.pt", weights_only=False)["model"]
+
+
+def log_rows(out_dir):
+    rows = [json.loads(l) for l in (out_dir / "log.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("elapsed")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field,value", [
+    ("max_depth", 0), ("mechanism", "sometimes"), ("beta", -0.1), ("fixed_depth", 0), ("fixed_depth", 4),
+    ("lr", 0.0), ("batch_size", 0), ("steps", 0), ("eval_max_depth", 0), ("task", "chess"), ("penalty", "l1"),
+    ("pos_encoding", "alibi"), ("halt_threshold", 1.5), ("prior_lambda", 0.0), ("ds_warmup_steps", -1),
+    ("min_lr_ratio", 2.0), ("device", "tpu"), ("train_mode", "sparse"), ("d_model", 15),
+])
+def test_bad_run_config_raises_naming_field(field, value):
+    with pytest.raises(ValueError, match=field if field != "d_model" else "d_model"):
+        tiny(**{field: value})
+
+
+def test_random_needs_a_mean_and_from_dict_is_strict():
+    with pytest.raises(ValueError, match="random_mean_depth"):
+        tiny(mechanism="random")
+    with pytest.raises(ValueError, match=r"unknown key.*'betta'"):
+        RunConfig.from_dict({"betta": 0.1})
+    with pytest.raises(ValueError, match=r"RunConfig\.steps"):
+        RunConfig.from_dict({"steps": 1.5})
+
+
+def test_config_hash_is_stable_and_sensitive():
+    a = tiny()
+    assert config_hash(a) == config_hash(RunConfig.from_dict(json.loads(json.dumps(to_dict(a)))))
+    assert config_hash(a) == config_hash(tiny(progress=True, num_threads=2))  # not result-relevant
+    assert config_hash(a) != config_hash(tiny(beta=0.02))
+    assert len(config_hash(a)) == 16
+
+
+# ------------------------------------------------------------------------------------------
+def test_same_seed_same_numbers(tmp_path):
+    run(tiny(mechanism="online"), tmp_path / "a")
+    run(tiny(mechanism="online"), tmp_path / "b")
+    wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert log_rows(tmp_path / "a") == log_rows(tmp_path / "b")
+    ra = pd.read_csv(tmp_path / "a" / "records.csv.gz")
+    rb = pd.read_csv(tmp_path / "b" / "records.csv.gz")
+    pd.testing.assert_frame_equal(ra, rb)
+    run(tiny(mechanism="online", seed=1), tmp_path / "c")
+    wc = weights(tmp_path / "c")
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+@pytest.mark.parametrize("mech,kw", [("online", {}), ("random", {"random_mean_depth": 1.5})])
+def test_resume_gives_the_same_final_weights(tmp_path, mech, kw):
+    cfg = tiny(mechanism=mech, **kw)
+    run(cfg, tmp_path / "full")
+    part = run(cfg, tmp_path / "resumed", interrupt_at=2)
+    assert part == {"interrupted_at": 2}
+    assert not (tmp_path / "resumed" / "summary.json").exists()
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["step"] == 2
+    run(cfg, tmp_path / "resumed")
+    wa, wb = weights(tmp_path / "full"), weights(tmp_path / "resumed")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert log_rows(tmp_path / "full") == log_rows(tmp_path / "resumed")
+
+
+def test_finished_run_is_cached_and_other_config_refused(tmp_path, monkeypatch):
+    cfg = tiny(mechanism="fixed", steps=2, eval_every=2)
+    first = run(cfg, tmp_path)
+    monkeypatch.setattr(tr, "make_optimizer", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    assert run(cfg, tmp_path) == first
+    with pytest.raises(ValueError, match="config hash"):
+        run(tiny(mechanism="fixed", steps=3), tmp_path)
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = tr.task_loss
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] == 4 else loss
+
+    monkeypatch.setattr(tr, "task_loss", poisoned)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss.*step 3.*checkpoint.*step 2"):
+        run(tiny(mechanism="fixed"), tmp_path)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert not (tmp_path / "summary.json").exists()
+
+
+# ------------------------------------------------------------------------------------------
+def test_outputs_records_and_summary(tmp_path):
+    cfg = tiny(mechanism="online", eval_max_depth=5)
+    summary = run(cfg, tmp_path)
+    for name in ("config.json", "checkpoint.pt", "log.jsonl", "records.csv.gz", "summary.json"):
+        assert (tmp_path / name).exists()
+    meta = json.loads((tmp_path / "config.json").read_text())
+    assert meta["config_hash"] == config_hash(cfg) and "torch" in meta["versions"] and "argv" in meta
+    with gzip.open(tmp_path / "records.csv.gz") as f:
+        rec = pd.read_csv(f)
+    sets = tr.load_eval_sets(cfg, None)
+    n_in, n_out = (sum(len(e.scored) for e in sets[s]) for s in ("in", "out"))
+    assert len(rec) == 2 * (n_in + n_out)  # every scored token, at max_depth and at eval_max_depth
+    assert set(rec["eval_max_depth"]) == {3, 5} and set(rec["split"]) == {"in", "out"}
+    for col in ("run_id", "task", "mechanism", "seed", "beta", "max_depth", "example", "position", "target", "pred",
+                "correct", "loss", "depth", "expected_depth", "p_entropy", "p_halt", "block_calls", "difficulty", "size",
+                "is_answer", *make_task(TASK).feature_names()):
+        assert col in rec.columns, col
+    assert (rec["depth"] == rec["block_calls"]).all()
+    assert (rec["correct"] == (rec["pred"] == rec["target"])).all()
+    in3 = rec[(rec.split == "in") & (rec.eval_max_depth == 3)]
+    assert summary["in"]["acc"] == pytest.approx(in3[in3.is_answer == 1]["correct"].mean())
+    assert summary["in"]["mean_depth"] == pytest.approx(in3[in3.is_answer == 1]["depth"].mean())
+    assert "in@5" in summary and "out" in summary
+    rows = log_rows(tmp_path)
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train_rows] == list(range(1, 7))
+    assert all(sum(r["depth_hist"]) > 0 and len(r["depth_hist"]) == 3 for r in train_rows)
+    assert [r["step"] for r in rows if r["kind"] == "eval"] == [3, 6]
+
+
+def test_evaluate_matches_a_direct_forward_and_extra_depth(tmp_path):
+    cfg = tiny(mechanism="fixed")
+    task, model = tr.build(cfg)
+    exs = task.generate(5, seed=3)
+    df = evaluate(model, exs, max_depths=(None, 7), batch_size=2, info={"run_id": "x"})
+    assert (df[df.eval_max_depth == 7]["depth"] == 7).all() and (df[df.eval_max_depth == 3]["depth"] == 3).all()
+    assert (df["run_id"] == "x").all()
+    # row values equal a direct one-example forward
+    from anira.tasks import collate
+
+    b = collate(exs[:1])
+    with torch.no_grad():
+        out = model(b.input_ids, exit="exit")
+    t = torch.tensor(exs[0].scored) - 1
+    row = df[(df.example == 0) & (df.eval_max_depth == 3)]
+    assert row["pred"].tolist() == out.logits[0, t].argmax(-1).tolist()
+
+
+@pytest.mark.parametrize("mech,kw", [("early", {}), ("online", {}), ("oracle", {}), ("fixed", {})])
+def test_difficulty_reaches_only_the_oracle(tmp_path, monkeypatch, mech, kw):
+    seen = []
+    real = tr.AniraModel.forward
+
+    def spy(self, input_ids, difficulty=None, **k):
+        seen.append(difficulty is not None)
+        return real(self, input_ids, difficulty=difficulty, **k)
+
+    monkeypatch.setattr(tr.AniraModel, "forward", spy)
+    run(tiny(mechanism=mech, steps=2, eval_every=2, **kw), tmp_path)
+    assert seen and all(seen) == (mech == "oracle") and any(seen) == (mech == "oracle")
