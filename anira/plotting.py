@@ -117,10 +117,11 @@ def _footer_text(provenance: Mapping[str, Any]) -> str:
 
 
 def savefig(fig: plt.Figure, path_stem: str | Path, provenance: Mapping[str, Any], footer: bool = False,
-            close: bool = True) -> dict[str, Path]:
+            close: bool = True, show: bool = False) -> dict[str, Path]:
     """Write <stem>.pdf, <stem>.png (byte-reproducible) and <stem>.json (provenance).
 
     footer adds a small grey line 'profile: ... | runs: n (hash of run ids)' under the figure.
+    show displays the written PNG in a notebook (works with any matplotlib backend, e.g. agg).
     """
     _check_provenance(provenance)
     stem = Path(path_stem)
@@ -135,6 +136,9 @@ def savefig(fig: plt.Figure, path_stem: str | Path, provenance: Mapping[str, Any
     side = _write_sidecar(stem, "figure", [pdf, png], provenance)
     if close:
         plt.close(fig)
+    if show:
+        from IPython.display import Image, display
+        display(Image(filename=str(png)))
     return {"pdf": pdf, "png": png, "json": side}
 
 
@@ -231,7 +235,7 @@ def _panels(n: int, ncols: int | None = None, width: float = 2.6, height: float 
     return fig, axes
 
 
-def _legend(fig: plt.Figure, axes: np.ndarray) -> None:
+def _legend(fig: plt.Figure, axes: np.ndarray, ncol: int = 5) -> None:
     handles, labels = {}, []
     for ax in np.ravel(axes):
         for h, l in zip(*ax.get_legend_handles_labels()):
@@ -240,21 +244,45 @@ def _legend(fig: plt.Figure, axes: np.ndarray) -> None:
                 labels.append(l)
     if handles:
         fig.legend([handles[l] for l in labels], labels, loc="lower center", bbox_to_anchor=(0.5, 1.0),
-                   ncol=min(len(labels), 5), frameon=False)
+                   ncol=min(len(labels), ncol), frameon=False)
 
 
-def _line_with_band(ax, x, y, lo, hi, mech: str, **kw) -> None:
+def _line_with_band(ax, x, y, lo, hi, mech: str, sd=None, color: str | None = None, **kw) -> None:
+    """Line + 95% CI band; ``sd`` (seed spread) adds thin error bars where it is finite."""
     st = mech_style(mech)
-    ax.plot(x, y, color=st["color"], marker=st["marker"], linestyle=kw.pop("linestyle", st["linestyle"]),
+    color = color or st["color"]
+    ax.plot(x, y, color=color, marker=st["marker"], linestyle=kw.pop("linestyle", st["linestyle"]),
             label=kw.pop("label", st["label"]), **kw)
-    ax.fill_between(x, lo, hi, color=st["color"], alpha=0.18, linewidth=0)
+    ax.fill_between(x, lo, hi, color=color, alpha=0.18, linewidth=0)
+    if sd is not None:
+        sd = np.asarray(sd, dtype=float)
+        ok = np.isfinite(sd)
+        if ok.any():
+            ax.errorbar(np.asarray(x)[ok], np.asarray(y, dtype=float)[ok], yerr=sd[ok], fmt="none", ecolor=color,
+                        elinewidth=0.7, capsize=1.5)
+
+
+def _series(sub: pd.DataFrame, mech: str):
+    """(label, rows, colour) for each line of ``mech``: one per depth for ``fixed`` when the table
+    has a ``fixed_depth`` column (several dense baselines, greys from light = shallow to dark)."""
+    s, st = sub[sub["mechanism"] == mech], mech_style(mech)
+    if s.empty:
+        return
+    if mech != "fixed" or "fixed_depth" not in s.columns or s["fixed_depth"].isna().all():
+        yield st["label"], s, st["color"]
+        return
+    depths = sorted(s["fixed_depth"].dropna().unique().tolist())
+    shades = [mpl.colors.to_hex(c) for c in mpl.colormaps["Greys"](np.linspace(0.45, 0.9, len(depths)))]
+    for d, c in zip(depths, shades):
+        yield f"fixed depth {d:g} (dense)", s[s["fixed_depth"] == d], c
 
 
 def plot_alignment(table: pd.DataFrame, tasks: Sequence[str] | None = None, mechanisms: Sequence[str] | None = None,
                    y: str = "mean_depth") -> plt.Figure:
-    """Mean depth vs difficulty, one panel per task, one line per mechanism with its 95% CI band.
+    """Mean depth vs difficulty, one panel per task, one line per mechanism with its 95% CI band
+    (error bars: SD over seeds, when there are several).
 
-    table: ``depth_by_difficulty`` output.
+    table: ``depth_by_difficulty`` output (with a ``fixed_depth`` column: one line per fixed depth).
     """
     _require(table, ["task", "mechanism", "difficulty", y, "ci_lo", "ci_hi"], "plot_alignment")
     tasks = list(tasks) if tasks is not None else list(dict.fromkeys(table["task"]))
@@ -263,9 +291,10 @@ def plot_alignment(table: pd.DataFrame, tasks: Sequence[str] | None = None, mech
     for ax, task in zip(axes[0], tasks):
         sub = table[table["task"] == task]
         for m in mechs:
-            s = sub[sub["mechanism"] == m].sort_values("difficulty")
-            if not s.empty:
-                _line_with_band(ax, s["difficulty"], s[y], s["ci_lo"], s["ci_hi"], m)
+            for label, s, color in _series(sub, m):
+                s = s.sort_values("difficulty")
+                _line_with_band(ax, s["difficulty"], s[y], s["ci_lo"], s["ci_hi"], m, label=label, color=color,
+                                sd=s["seed_sd"] if "seed_sd" in s else None)
         ax.set_title(task)
         ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
         label_axes(ax, "difficulty", "depth")
@@ -291,7 +320,7 @@ def plot_depth_by_kind(table: pd.DataFrame, mechanisms: Sequence[str] | None = N
         ax.bar(x, s["mean_depth"], width, color=st["color"], label=st["label"])
         ax.errorbar(x, s["mean_depth"], yerr=[s["mean_depth"] - s["ci_lo"], s["ci_hi"] - s["mean_depth"]],
                     fmt="none", ecolor="black", elinewidth=0.8, capsize=1.5)
-    ax.set_xticks(np.arange(len(kinds)), kinds)
+    ax.set_xticks(np.arange(len(kinds)), [k.replace(" ", "\n") for k in kinds])  # "answer\nk=2": no overlap
     label_axes(ax, "token kind", "depth", x_unit="")
     _legend(fig, np.array([ax]))
     fig.tight_layout()
@@ -304,6 +333,7 @@ def plot_generalization(table: pd.DataFrame, train_range: Mapping[str, tuple[flo
     """Accuracy (top) and mean depth (bottom) vs input size per task; training range shaded.
 
     table: ``by_size`` output; train_range: task -> (min, max) size (default: sizes of split 'in').
+    A ``fixed_depth`` column gives one line per fixed depth; error bars are the SD over seeds.
     """
     _require(table, ["task", "mechanism", "size", "split", "accuracy", "acc_lo", "acc_hi", "mean_depth", "depth_lo",
                      "depth_hi"], "plot_generalization")
@@ -320,10 +350,12 @@ def plot_generalization(table: pd.DataFrame, train_range: Mapping[str, tuple[flo
             if task in train_range:
                 a, b = train_range[task]
                 ax.axvspan(a - 0.5, b + 0.5, color=TRAIN_RANGE_COLOR, zorder=0, label="training range")
+            sdcol = {"accuracy": "acc_seed_sd", "mean_depth": "depth_seed_sd"}[q]
             for m in mechs:
-                s = sub[sub["mechanism"] == m].sort_values("size")
-                if not s.empty:
-                    _line_with_band(ax, s["size"], s[q], s[lo], s[hi], m)
+                for label, s, color in _series(sub, m):
+                    s = s.sort_values("size")
+                    _line_with_band(ax, s["size"], s[q], s[lo], s[hi], m, label=label, color=color,
+                                    sd=s[sdcol] if sdcol in s else None)
             label_axes(ax, "size", "accuracy" if q == "accuracy" else "depth",
                        x_unit=(size_units or {}).get(task))
             ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
@@ -349,12 +381,13 @@ def plot_test_time_depth(table: pd.DataFrame, tasks: Sequence[str] | None = None
     for ax, task in zip(axes[0], tasks):
         sub = table[table["task"] == task]
         for m in mechs:
-            for split in ("in", "out"):
-                s = sub[(sub["mechanism"] == m) & (sub["split"] == split)].sort_values("eval_max_depth")
-                if not s.empty:
-                    _line_with_band(ax, s["eval_max_depth"], s["accuracy"], s["acc_lo"], s["acc_hi"], m,
-                                    linestyle=SPLIT_STYLE[split]["linestyle"],
-                                    label=mech_style(m)["label"] if split == "in" else "_nolegend_")
+            for label, sm, color in _series(sub, m):
+                for split in ("in", "out"):
+                    s = sm[sm["split"] == split].sort_values("eval_max_depth")
+                    if not s.empty:
+                        _line_with_band(ax, s["eval_max_depth"], s["accuracy"], s["acc_lo"], s["acc_hi"], m,
+                                        color=color, linestyle=SPLIT_STYLE[split]["linestyle"],
+                                        label=label if split == "in" else "_nolegend_")
         for md in sub["max_depth"].dropna().unique():
             ax.axvline(md, color="0.4", linewidth=0.8, linestyle=":")
         ax.set_title(task)
@@ -397,7 +430,7 @@ def plot_timing(table: pd.DataFrame, mechanisms: Sequence[str] | None = None) ->
     ax.axhline(0, color="0.3", linewidth=0.6)
     ax.set_xticks(x, [f"{a}\n{mech_style(b)['label'].split(' ')[0]}" for a, b in zip(t["task"], t["mechanism"])])
     ax.set_ylabel(axis_label("r2"))
-    _legend(fig, np.array([ax]))
+    _legend(fig, np.array([ax]), ncol=3)
     fig.tight_layout()
     return fig
 
@@ -413,8 +446,8 @@ def plot_feature_importance(table: pd.DataFrame, value: str = "perm_importance",
         raise ValueError(f"plot_feature_importance: every {value!r} is NaN (constant depths?)")
     tasks = list(dict.fromkeys(has["task"]))
     mechs = [m for m in mechs if (has["mechanism"] == m).any()]
-    fig, axes = _panels(len(mechs), nrows=max(len(tasks), 1), width=2.4,
-                        height=0.2 * table["feature"].nunique() + 0.9)
+    n_feat = int(has.groupby("task")["feature"].nunique().max())  # rows of the tallest panel
+    fig, axes = _panels(len(mechs), nrows=max(len(tasks), 1), width=2.4, height=0.2 * n_feat + 0.9)
     for (i, t), (j, m) in ((a, b) for a in enumerate(tasks) for b in enumerate(mechs)):
         ax = axes[i, j]
         s = has[(has["task"] == t) & (has["mechanism"] == m)]
@@ -430,7 +463,10 @@ def plot_feature_importance(table: pd.DataFrame, value: str = "perm_importance",
         ax.set_title(f"{t} / {m}")
         ax.set_xlabel({"perm_importance": "drop in $R^2$ when shuffled", "coef_std": "standardized coefficient"}
                       .get(value, value))
+    handles = [mpl.patches.Patch(color=PART_COLORS[p], label=lab)
+               for p, lab in (("unique_static", "static feature"), ("unique_dynamic", "dynamic feature"))]
     fig.tight_layout()
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     return fig
 
 
@@ -473,6 +509,26 @@ def plot_depth_heatmap(tokens: Sequence[str], depths_by_mechanism: Mapping[str, 
     return fig
 
 
+def plot_example_heatmaps(sequences: Sequence[Mapping[str, Any]], max_depth: int | None = None,
+                          annotate: bool = True) -> plt.Figure:
+    """Several ``plot_depth_heatmap`` panels stacked vertically (one per example sequence).
+
+    sequences: dicts with "tokens", "depths" (mechanism -> per-token depth), optional "difficulty"
+    and "title" (e.g. from ``anira.analysis.io.example_sequence``).
+    """
+    if not sequences:
+        raise ValueError("plot_example_heatmaps: sequences is empty")
+    n_tok = max(len(s["tokens"]) for s in sequences)
+    n_mech = max(len(s["depths"]) for s in sequences)
+    fig, axes = plt.subplots(len(sequences), 1, squeeze=False,
+                             figsize=(max(3.0, 0.2 * n_tok + 2.2), len(sequences) * (0.32 * n_mech + 1.35)))
+    for ax, s in zip(axes[:, 0], sequences):
+        plot_depth_heatmap(s["tokens"], s["depths"], s.get("difficulty"), max_depth=max_depth, ax=ax,
+                           annotate=annotate, title=s.get("title"))
+    fig.tight_layout()
+    return fig
+
+
 def plot_pareto(table: pd.DataFrame, tasks: Sequence[str] | None = None, annotate_beta: bool = True) -> plt.Figure:
     """Accuracy vs mean compute per task: fixed-depth baselines joined by a line, adaptive points per
     mechanism (error bars: SD over seeds), the Pareto front as a dashed step line. table: ``pareto``."""
@@ -507,15 +563,15 @@ def plot_pareto(table: pd.DataFrame, tasks: Sequence[str] | None = None, annotat
 def plot_speedup(table: pd.DataFrame) -> plt.Figure:
     """Realized vs ideal speed-up of real early exit (y = x: perfect). table: ``speedup_table``."""
     _require(table, ["mechanism", "ideal_speedup", "realized_speedup"], "plot_speedup")
-    fig, ax = plt.subplots(figsize=(2.8, 2.6))
+    fig, ax = plt.subplots(figsize=(3.2, 2.8))
     for m in _ordered(table["mechanism"]):
         s, st = table[table["mechanism"] == m], mech_style(m)
         ax.plot(s["ideal_speedup"], s["realized_speedup"], st["marker"], color=st["color"], label=st["label"])
     hi = float(np.nanmax(table[["ideal_speedup", "realized_speedup"]].to_numpy())) if len(table) else 1.0
     ax.plot([1, max(hi, 1.0)], [1, max(hi, 1.0)], color="0.4", linestyle=":", linewidth=0.8, label="ideal")
     label_axes(ax, "ideal speed-up", "realized speed-up", x_unit="max depth / mean depth",
-               y_unit="dense / adaptive wall time")
-    _legend(fig, np.array([ax]))
+               y_unit="dense / early-exit time")
+    _legend(fig, np.array([ax]), ncol=2)
     fig.tight_layout()
     return fig
 
@@ -523,5 +579,6 @@ def plot_speedup(table: pd.DataFrame) -> plt.Figure:
 __all__ = ["MECHANISMS", "MECH_STYLE", "PART_COLORS", "QUANTITIES", "PNG_METADATA", "PDF_METADATA", "mech_style",
            "setup_style", "axis_label", "label_axes", "make_provenance", "savefig", "format_table", "to_latex",
            "latex_escape", "save_table", "plot_alignment", "plot_depth_by_kind", "plot_generalization",
-           "plot_test_time_depth", "plot_timing", "plot_feature_importance", "plot_depth_heatmap", "plot_pareto",
+           "plot_test_time_depth", "plot_timing", "plot_feature_importance", "plot_depth_heatmap",
+           "plot_example_heatmaps", "plot_pareto",
            "plot_speedup"]

@@ -10,16 +10,20 @@ describe one configuration per (task, mechanism): filter a beta sweep with ``sel
     04 generalization  by_size, extrapolation_table, test_time_depth, train_size_range
     05 timing          timing_decomposition, feature_importance, default_feature_sets, example_depths
     06 efficiency      pareto, speedup_table
-    07 claims          evaluate_claims, claims_table, thresholds
+    07 claims          claim_inputs, evaluate_claims, claims_table, thresholds
+Loading runs (``io``): resolve_run_dirs, runs_of_beta, load_study, select_beta, with_fixed_depth, example_sequence.
+Measured early-exit speed-up (``speed``, imports torch): measure_speedup, summarize_speedup.
 Figures and tables: ``anira.plotting``. Synthetic records with known answers: ``synthetic_records``.
 """
 from anira.analysis._stats import (ADAPTIVE, MECHANISMS, RECORD_COLUMNS, SPLITS, BootstrapConfig, check_columns,
                                    check_one_config, mean_by, run_table, select, spearman_by, weighted_spearman)
 from anira.analysis.alignment import (alignment_table, complexity_vs_surprise, depth_by_difficulty, depth_by_kind,
                                       reference_surprise, token_kind_labels)
-from anira.analysis.claims import Claim, claims_table, evaluate_claims, thresholds
+from anira.analysis.claims import Claim, claim_inputs, claims_table, evaluate_claims, thresholds
 from anira.analysis.efficiency import load_summaries, pareto, pareto_front, speedup_table, summaries_frame
 from anira.analysis.generalization import by_size, extrapolation_table, test_time_depth, train_size_range
+from anira.analysis.io import (eval_examples, example_sequence, headline_beta, load_study, resolve_run_dirs,
+                               runs_of_beta, select_beta, task_size_name, with_fixed_depth)
 from anira.analysis.synthetic import synthetic_records
 from anira.analysis.timing import default_feature_sets, example_depths, feature_importance, timing_decomposition
 
@@ -35,7 +39,9 @@ def load_records(paths) -> "pd.DataFrame":
 
 __all__ = ["ADAPTIVE", "MECHANISMS", "RECORD_COLUMNS", "SPLITS", "BootstrapConfig", "check_columns", "check_one_config",
            "mean_by", "run_table", "select", "spearman_by", "weighted_spearman", "alignment_table", "complexity_vs_surprise",
-           "depth_by_difficulty", "depth_by_kind", "reference_surprise", "token_kind_labels", "Claim", "claims_table",
+           "depth_by_difficulty", "depth_by_kind", "reference_surprise", "token_kind_labels", "Claim", "claim_inputs",
+           "claims_table",
            "evaluate_claims", "thresholds", "load_summaries", "pareto", "pareto_front", "speedup_table", "summaries_frame", "by_size",
            "extrapolation_table", "test_time_depth", "train_size_range", "synthetic_records", "default_feature_sets",
-           "example_depths", "feature_importance", "timing_decomposition", "load_records"]
+           "example_depths", "feature_importance", "timing_decomposition", "load_records", "resolve_run_dirs", "load_study",
+           "headline_beta", "select_beta", "runs_of_beta", "with_fixed_depth", "task_size_name", "eval_examples", "example_sequence"]

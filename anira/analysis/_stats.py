@@ -140,6 +140,13 @@ def _as_tuple(key: Any) -> tuple:
     return key if isinstance(key, tuple) else (key,)
 
 
+def group_key(key: Any) -> tuple:
+    """A group key as a tuple with NaN replaced by None, so that keys of groups formed with
+    ``dropna=False`` (e.g. ``fixed_depth`` = NaN for adaptive runs) compare equal across groupbys
+    (NaN != NaN would make every dictionary lookup of such a group miss)."""
+    return tuple(None if isinstance(v, float) and v != v else v for v in _as_tuple(key))
+
+
 def group_rng(boot: BootstrapConfig, key: Any) -> np.random.Generator:
     """A generator that depends only on the base seed and the group key (stable across tables)."""
     return np.random.default_rng([boot.seed, zlib.crc32(repr(key).encode())])
@@ -221,7 +228,7 @@ def mean_by(records: pd.DataFrame, value: str, by: Sequence[str], groups: Sequen
     differences between cells (e.g. out - in, eval depth 12 - 8) have paired CIs.
 
     Returns columns: *groups, *by, mean, ci_lo, ci_hi, seed_sd, n_seeds, n_seq, n_tok.
-    With return_reps, also {group key: (cell keys, replicates (B, n_cells))}.
+    With return_reps, also {group key: (cell keys, replicates (B, n_cells))}, keyed by ``group_key``.
     """
     boot = boot or BootstrapConfig()
     groups, by = list(groups), list(by)
@@ -261,7 +268,7 @@ def mean_by(records: pd.DataFrame, value: str, by: Sequence[str], groups: Sequen
             rows.append(dict(zip(groups, gkey)) | dict(zip(by, ck)) | dict(
                 mean=mean[j], ci_lo=lo[j], ci_hi=hi[j], seed_sd=sd[j], n_seeds=int(n_seeds[j]),
                 n_seq=int(n_seq[j]), n_tok=int(n_tok[j])))
-        all_reps[gkey] = (cell_keys, agg)
+        all_reps[group_key(gkey)] = (cell_keys, agg)
     out = pd.DataFrame(rows, columns=groups + by + ["mean", "ci_lo", "ci_hi", "seed_sd", "n_seeds", "n_seq", "n_tok"])
     return (out, all_reps) if return_reps else out
 
@@ -378,7 +385,7 @@ def spearman_by(records: pd.DataFrame, x: str, ys: Sequence[str], groups: Sequen
     ``x`` is the allocation (depth): a constant x gives rho = 0 (see ``weighted_spearman``).
     All y's share the resampled sequences, so differences rho(x, y1) - rho(x, y2) are paired.
     Returns a frame (*groups, n_seeds, n_seq, n_tok, and per y: rho_<y>, rho_<y>_lo, rho_<y>_hi,
-    rho_<y>_seed_sd, x_constant) and {group key: replicates (B, len(ys)) averaged over runs}.
+    rho_<y>_seed_sd, x_constant) and {group_key: replicates (B, len(ys)) averaged over runs}.
     """
     boot = boot or BootstrapConfig()
     groups, ys = list(groups), list(ys)
@@ -409,7 +416,7 @@ def spearman_by(records: pd.DataFrame, x: str, ys: Sequence[str], groups: Sequen
         for j, y in enumerate(ys):
             row |= {f"rho_{y}": mean[j], f"rho_{y}_lo": lo[j], f"rho_{y}_hi": hi[j], f"rho_{y}_seed_sd": sd[j]}
         rows.append(row)
-        all_reps[gkey] = agg
+        all_reps[group_key(gkey)] = agg
     return pd.DataFrame(rows), all_reps
 
 

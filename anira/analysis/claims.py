@@ -203,6 +203,36 @@ def evaluate_claims(alignment: pd.DataFrame | None = None, extrapolation: pd.Dat
     return alignment_claims(alignment) + extrapolation_claims(extrapolation) + timing_claims(timing)
 
 
+def claim_inputs(records: pd.DataFrame, boot=None, n_splits: int = 5,
+                 timing_model: str = "linear") -> dict[str, pd.DataFrame | None]:
+    """The three tables ``evaluate_claims`` reads, computed from per-token records.
+
+    Uses the mechanisms the claims are about (ALIGN_MECHANISMS, EXTRAP_MECHANISMS) on the
+    ALGORITHMIC_TASKS, and TIMING_TASK for timing with the task's default static/dynamic feature
+    sets. Records must hold one configuration per task x mechanism (filter a beta sweep first).
+    A table without data is None (its claims become 'inconclusive: data missing').
+    Returns {"alignment": ..., "extrapolation": ..., "timing": ...}.
+    """
+    from anira.analysis._stats import select
+    from anira.analysis.alignment import alignment_table
+    from anira.analysis.generalization import extrapolation_table
+    from anira.analysis.timing import default_feature_sets, timing_decomposition
+
+    def part(mechanisms, tasks):
+        return select(records, split=None, eval_depth=None, mechanism=list(mechanisms), task=list(tasks))
+
+    al = part(ALIGN_MECHANISMS, ALGORITHMIC_TASKS)
+    ex = part(EXTRAP_MECHANISMS, ALGORITHMIC_TASKS)
+    tm = part(("early", "online"), (TIMING_TASK,))
+    static, dynamic = default_feature_sets(TIMING_TASK)
+    return {
+        "alignment": alignment_table(al, boot=boot) if len(al) else None,
+        "extrapolation": extrapolation_table(ex, boot=boot) if len(ex) else None,
+        "timing": timing_decomposition(tm, static, dynamic, model=timing_model, n_splits=n_splits, boot=boot)
+        if len(tm) else None,
+    }
+
+
 def claims_table(claims: Sequence[Claim]) -> pd.DataFrame:
     """One row per claim, columns in Claim field order."""
     return pd.DataFrame([asdict(c) for c in claims])
@@ -216,7 +246,7 @@ def thresholds() -> dict[str, float | str | tuple]:
                 TIMING_MARGIN=TIMING_MARGIN, TIMING_MIN_R2=TIMING_MIN_R2, TASK_FRACTION=TASK_FRACTION)
 
 
-__all__ = ["Claim", "evaluate_claims", "claims_table", "thresholds", "interval_verdict", "aggregate_verdict",
+__all__ = ["Claim", "evaluate_claims", "claim_inputs", "claims_table", "thresholds", "interval_verdict", "aggregate_verdict",
            "combine_all", "alignment_claims", "extrapolation_claims", "timing_claims", "VERDICTS",
            "ALGORITHMIC_TASKS", "ALIGN_MECHANISMS", "ALIGN_RHO_MIN", "ALIGN_CI_LO_MIN", "EXTRAP_MECHANISMS",
            "EXTRAP_ACC_DROP_MIN", "EXTRAP_DEPTH_INCREASE_MIN", "TIMING_TASK", "TIMING_MARGIN", "TIMING_MIN_R2",

@@ -99,7 +99,7 @@ def summaries_frame(summaries: Sequence[Mapping[str, Any]] | pd.DataFrame) -> pd
     fill = df["max_depth"].where(df["max_depth"].notna(), df["mean_depth"])
     df.loc[fixed & df["fixed_depth"].isna(), "fixed_depth"] = fill[fixed & df["fixed_depth"].isna()]
     df.loc[~fixed, "fixed_depth"] = np.nan
-    df.loc[fixed, "beta"] = np.nan  # beta does not act on a fixed-depth model
+    df.loc[df["mechanism"].isin(["fixed", "oracle"]), "beta"] = np.nan  # no compute penalty in their objective
     return df
 
 

@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from anira.analysis._stats import BootstrapConfig, check_columns, check_one_config, diff_ci, mean_by, select
+from anira.analysis._stats import (BootstrapConfig, check_columns, check_one_config, diff_ci, group_key, mean_by,
+                                   select)
 
 
 def _acc_depth(df: pd.DataFrame, by: list[str], groups: list[str], depth_col: str, boot: BootstrapConfig):
@@ -76,7 +77,7 @@ def extrapolation_table(records: pd.DataFrame, groups: Sequence[str] = ("task", 
             v_in = s[col].get("in", np.nan)
             v_out = s[col].get("out", np.nan)
             row[f"{name}_in"], row[f"{name}_out"] = v_in, v_out
-            cells, rep = reps.get(gkey, ([], None))
+            cells, rep = reps.get(group_key(gkey), ([], None))
             i, o = _lookup(cells, ("in",)), _lookup(cells, ("out",))
             if name == "acc":
                 d, (lo, hi) = v_in - v_out, (diff_ci(rep[:, i], rep[:, o], boot.ci) if i is not None and o is not None
@@ -107,15 +108,15 @@ def test_time_depth(records: pd.DataFrame, groups: Sequence[str] = ("task", "mec
     check_columns(df, ["split", "eval_max_depth", "max_depth", "correct", "is_answer", depth_col], "test_time_depth")
     check_one_config(df, groups, cols=("beta", "max_depth"))
     tab, acc_reps, dep_reps = _acc_depth(df, ["split", "eval_max_depth"], groups, depth_col, boot)
-    train_depth = df.groupby(groups, sort=True, dropna=False)["max_depth"].first()
+    train_depth = {group_key(k): v for k, v in df.groupby(groups, sort=True, dropna=False)["max_depth"].first().items()}
     out = []
     for gkey, sub in tab.groupby(groups, sort=True, dropna=False):
         gkey = gkey if isinstance(gkey, tuple) else (gkey,)
-        md = train_depth.loc[gkey if len(gkey) > 1 else gkey[0]]
+        md = train_depth[group_key(gkey)]
         sub = sub.copy()
         sub.insert(len(groups) + 2, "max_depth", md)
         for name, reps, col in (("acc", acc_reps, "accuracy"), ("depth", dep_reps, "mean_depth")):
-            cells, rep = reps.get(gkey, ([], None))
+            cells, rep = reps.get(group_key(gkey), ([], None))
             vals, los, his = [], [], []
             for _, r in sub.iterrows():
                 base = sub[(sub["split"] == r["split"]) & (sub["eval_max_depth"] == md)]
