@@ -82,6 +82,7 @@ class RunConfig:
     n_coda: int = 1
     pos_encoding: Literal["learned", "rope"] = "learned"
     state_norm: bool = True  # LayerNorm on e and on every recurrent state
+    conv_width: int = 4  # short causal conv on the embeddings (0 = off)
     max_len: int = 512  # longest input the model accepts (covers the extrapolation sets)
     # --- optimisation ------------------------------------------------------------------------
     steps: int = 4000  # optimizer steps
@@ -141,7 +142,7 @@ class RunConfig:
         return ModelConfig(
             vocab_size=vocab_size, max_len=self.max_len, d_model=self.d_model, n_heads=self.n_heads, d_ff=self.d_ff,
             n_prelude=self.n_prelude, n_coda=self.n_coda, max_depth=self.max_depth, pos_encoding=self.pos_encoding,
-            state_norm=self.state_norm, mechanism=self.mechanism, fixed_depth=self.fixed_depth, halt_bias_init=self.halt_bias_init,
+            state_norm=self.state_norm, conv_width=self.conv_width, mechanism=self.mechanism, fixed_depth=self.fixed_depth, halt_bias_init=self.halt_bias_init,
             halt_threshold=self.halt_threshold, oracle_offset=self.oracle_offset, oracle_scale=self.oracle_scale,
             random_mean_depth=self.random_mean_depth, random_depth_probs=self.random_depth_probs,
         )
@@ -234,7 +235,7 @@ def evaluate(
             loss = token_ce(out.logits, batch.targets)  # (B, T)
             pred = out.logits.argmax(-1)
             cum = out.p_n.cumsum(-1).gather(-1, (out.depth - 1)[..., None])[..., 0]
-            if out.lambda_n is not None and mode != "dense":  # online: raw cumulative halting probability
+            if out.lambda_n is not None:  # online: raw cumulative halting probability 1 - prod_{j<=d}(1 - lambda_j)
                 remain = torch.cumprod(1 - out.lambda_n, -1).gather(-1, (out.depth - 1)[..., None])[..., 0]
                 cum = 1 - remain
             ent = _entropy(out.p_n)
@@ -402,12 +403,12 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
             batch = batch.to(cfg.device)
             diff = _difficulty(cfg.mechanism, batch)
             if ponder is not None:
-                out = model(batch.input_ids, exit=cfg.train_mode)
+                out = model(batch.input_ids, exit=cfg.train_mode, readout_rows=batch.loss_mask)
                 lo = ponder(out.step_logits, out.p_n, batch.targets, batch.loss_mask, step)
                 loss, parts = lo.loss, {"expected": lo.expected.item(), "ds": lo.ds.item(),
                                         "penalty": lo.penalty.item(), "beta_t": lo.beta_t}
             else:
-                out = model(batch.input_ids, difficulty=diff, exit="masked", generator=gen)
+                out = model(batch.input_ids, difficulty=diff, exit="masked", generator=gen, readout_rows=batch.loss_mask)
                 loss, parts = task_loss(out.logits, batch.targets, batch.loss_mask), {}
             if not torch.isfinite(loss):
                 bar.close()
@@ -431,12 +432,13 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}", depth=f"{row['mean_depth']:.2f}")
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 ev = summarize(evaluate(model, eval_subset, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2))
-                ev_dense = summarize(evaluate(model, eval_subset, batch_size=cfg.eval_batch_size, mode="dense", seed=cfg.seed + 2))
+                row = {"step": step, "kind": "eval", "split": "in", "mode": "exit", "acc": ev["acc"],
+                       "mean_depth": ev["mean_depth"], "depth_hist": ev["depth_hist"], "per_difficulty": ev["per_difficulty"]}
+                if cfg.mechanism in ADAPTIVE:  # the same tokens read out of the training path, for the gap
+                    ev_tr = summarize(evaluate(model, eval_subset, batch_size=cfg.eval_batch_size, mode=cfg.train_mode))
+                    row.update({"acc_train_path": ev_tr["acc"], "mean_depth_train_path": ev_tr["mean_depth"]})
                 elapsed = time.perf_counter() - t0
-                log.write(json.dumps({"step": step, "kind": "eval", "split": "in", "mode": "exit", "acc": ev["acc"],
-                                      "mean_depth": ev["mean_depth"], "depth_hist": ev["depth_hist"],
-                                      "acc_dense": ev_dense["acc"], "mean_depth_dense": ev_dense["mean_depth"],
-                                      "per_difficulty": ev["per_difficulty"], "elapsed": elapsed}) + "\n")
+                log.write(json.dumps({**row, "elapsed": elapsed}) + "\n")
                 log.flush()
                 model.train()
             if step % cfg.ckpt_every == 0 or step == cfg.steps:

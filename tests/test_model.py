@@ -31,9 +31,13 @@ def make(mech="online", pe="learned", spread=True, seed=0, **kw) -> AniraModel:
                 p.normal_(1.0, 0.1)
             else:
                 p.normal_(0, 0.1)
-    if spread and m.halt is not None:
+    if spread and m.halt is not None:  # random halting weights, bias centred on this model's logits
         torch.nn.init.normal_(m.halt.weight, std=1.5)
-        torch.nn.init.constant_(m.halt.bias, -1.0)
+        torch.nn.init.zeros_(m.halt.bias)
+        with torch.no_grad():
+            ids, _ = inputs(99, 4, 25)
+            lam = m(ids, exit="dense").lambda_n[..., :-1]
+            torch.nn.init.constant_(m.halt.bias, -torch.logit(lam.clamp(1e-6, 1 - 1e-6)).median().item() - 1.0)
     if spread and m.router is not None:
         torch.nn.init.normal_(m.router.weight, std=1.5)
     return m
@@ -98,6 +102,12 @@ def ref_forward(m, ids, depth):
     x = m.tok_emb(ids)
     if m.pos_emb is not None:
         x = x + m.pos_emb.weight[: ids.shape[1]]
+    if m.conv is not None:  # y_t = b + sum_k W[..., w-1-k] x_{t-k}, x_{<0} = 0
+        w, W = m.conv.kernel_size[0], m.conv.weight
+        y = m.conv.bias.expand_as(x).clone()
+        for k in range(w):
+            y[:, k:] += x[:, : x.shape[1] - k] @ W[:, :, w - 1 - k].T
+        x = x + y
     for L in m.prelude:
         x = ref_layer(x, L, rope, base)
     e = m.ln_e(x)
@@ -230,6 +240,21 @@ def test_frozen_training_path_reads_out_exactly_what_early_exit_computes(pe, mec
         assert torch.allclose(fr.step_logits[-1], de.step_logits[-1], atol=1e-5)  # no token halts early
     if mech == "online":
         assert torch.allclose(fr.lambda_n[..., :-1], fwd(m, ids, diff, "frozen").lambda_n[..., :-1])
+
+
+@pytest.mark.parametrize("n_coda", [0, 1, 2])
+@pytest.mark.parametrize("mech", ["fixed", "online", "early"])
+def test_readout_of_selected_rows_equals_the_full_readout(mech, n_coda):
+    m = make(mech, "rope", n_coda=n_coda)
+    ids, diff = inputs(2, 5, 31)
+    rows = torch.rand(5, 31, generator=torch.Generator().manual_seed(3)) < 0.3
+    rows[3] = False  # a sequence without any selected row
+    for mode in ("dense", "frozen", "masked", "exit"):
+        a, b = fwd(m, ids, diff, mode), fwd(m, ids, diff, mode, readout_rows=rows)
+        assert torch.allclose(a.logits[rows], b.logits[rows], atol=1e-5) and (b.logits[~rows] == 0).all()
+        if a.step_logits is not None:
+            assert torch.allclose(a.step_logits[:, rows], b.step_logits[:, rows], atol=1e-5)
+        assert torch.equal(a.depth, b.depth)
 
 
 def test_early_exit_equals_masked_at_test_time_extra_depth():
