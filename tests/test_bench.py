@@ -1,7 +1,6 @@
 """The benchmark script runs every section at tiny sizes and writes its CSV (no timing assertions:
 targets belong in the benchmark's output, not in tests)."""
 import csv
-import json
 import sys
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import pytest
 import torch
 
 from anira import bench
-from anira.model import AniraModel, ModelConfig
+from anira.model import AniraModel
 
 TINY = ["--repeats", "2", "--d-model", "16", "--n-heads", "2", "--d-ff", "32", "--seq-len", "10", "--ee-batch", "3",
         "--ee-max-depth", "4", "--ee-mean-depths", "1,2,4", "--train-batch", "2", "--train-depth", "2",
