@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from anira.config import check_choice, check_range, from_dict, to_dict
 from anira.losses import LossConfig, PonderLoss, task_loss, token_ce
 from anira.model import MECHANISMS, POS_ENCODINGS, AniraModel, ModelConfig
-from anira.tasks import TASK_NAMES, Example, Task, collate, make_task
+from anira.tasks import PAD_ID, TASK_NAMES, Example, Task, collate, make_task
 
 ADAPTIVE = ("early", "online")
 TRAIN_MODES = ("dense", "frozen")
@@ -55,6 +55,12 @@ class RunConfig:
     # --- what is trained ---------------------------------------------------------------------
     task: str = "hops"  # registry name
     task_params: dict = field(default_factory=dict)  # overrides of the task's training-range config
+    # curriculum: the integer task parameter `curriculum_param` (e.g. "max_hops") starts at
+    # `curriculum_start` and rises in equal stages to its training-range value by step
+    # `curriculum_steps`; it shapes the data stream only, no label reaches the model (None = off)
+    curriculum_param: str | None = None
+    curriculum_start: int = 1
+    curriculum_steps: int = 0
     mechanism: Literal["fixed", "early", "online", "oracle", "random"] = "online"  # the decision mechanism
     seed: int = 0  # model init, data stream and random-depth draws
     # --- depth decision ----------------------------------------------------------------------
@@ -108,6 +114,13 @@ class RunConfig:
         if not isinstance(self.task_params, dict):
             raise ValueError(f"task_params = {self.task_params!r} must be a dict")
         check_choice("mechanism", self.mechanism, MECHANISMS)
+        if self.curriculum_param is not None:
+            full = make_task(self.task, range="train", **self.task_params).config
+            ints = [f.name for f in dataclasses.fields(full) if isinstance(getattr(full, f.name), int)]
+            check_choice("curriculum_param", self.curriculum_param, ints)
+            check_range("curriculum_start", self.curriculum_start, 0, getattr(full, self.curriculum_param))
+            check_range("curriculum_steps", self.curriculum_steps, 1, self.steps)
+            make_task(self.task, range="train", **{**self.task_params, self.curriculum_param: self.curriculum_start})
         check_range("max_depth", self.max_depth, 1)
         if self.fixed_depth is not None:
             check_range("fixed_depth", self.fixed_depth, 1, self.max_depth)
@@ -287,6 +300,15 @@ def build(cfg: RunConfig) -> tuple[Task, AniraModel]:
     return task, model
 
 
+def curriculum_value(cfg: RunConfig, step: int, final: int) -> int:
+    """Value of ``cfg.curriculum_param`` at ``step``: equal stages from curriculum_start up to ``final``.
+
+    With k = final - start + 1 values, value = start + floor(k * step / curriculum_steps), capped at final.
+    """
+    k = final - cfg.curriculum_start + 1
+    return min(final, cfg.curriculum_start + (k * step) // max(1, cfg.curriculum_steps))
+
+
 def make_optimizer(model: AniraModel, cfg: RunConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW (decay on matrices only) and warm-up + cosine schedule."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -391,6 +413,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
                       "torch_rng": torch.get_rng_state(), "gen_rng": gen.get_state(),
                       "data_rng": data_rng.getstate()}, ckpt_path)
 
+    stages: dict[int, Task] = {}  # curriculum stage value -> task
     eval_subset = eval_sets["in"][: cfg.eval_examples] if cfg.eval_examples else eval_sets["in"]
     M = cfg.max_depth
     acc_stats = _Stats(M)
@@ -399,7 +422,13 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
     t0 = time.perf_counter() - elapsed
     with log_path.open("a") as log:
         while step < cfg.steps:
-            batch = collate([task.sample(data_rng) for _ in range(cfg.batch_size)], feature_names=["difficulty"])
+            src = task
+            if cfg.curriculum_param is not None:  # the stage is a function of the step: resume-safe
+                v = curriculum_value(cfg, step, getattr(task.config, cfg.curriculum_param))
+                if v not in stages:
+                    stages[v] = make_task(cfg.task, range="train", **{**cfg.task_params, cfg.curriculum_param: v})
+                src = stages[v]
+            batch = collate([src.sample(data_rng) for _ in range(cfg.batch_size)], feature_names=["difficulty"])
             batch = batch.to(cfg.device)
             diff = _difficulty(cfg.mechanism, batch)
             if ponder is not None:
@@ -487,6 +516,7 @@ class _Stats:
     def reset(self) -> None:
         self.n, self.loss, self.gnorm, self.parts = 0, 0.0, 0.0, {}
         self.correct, self.tokens, self.depth_sum = 0, 0, 0
+        self.all_tokens, self.all_depth = 0, 0
         self.hist = torch.zeros(self.M, dtype=torch.long)
         self.by_diff: dict[int, list[float]] = {}
 
@@ -504,6 +534,9 @@ class _Stats:
             self.tokens += int(m.sum())
             self.depth_sum += int(d.sum())
             self.hist += torch.bincount(d - 1, minlength=self.M)[: self.M]
+            real = batch.input_ids != PAD_ID  # every real token, scored or not (their compute counts too)
+            self.all_tokens += int(real.sum())
+            self.all_depth += int(out.depth[real].sum())
             diff = batch.features["difficulty"][m].cpu()
             for k in diff.unique().tolist():
                 sel = diff == k
@@ -516,6 +549,7 @@ class _Stats:
         n, tok = max(self.n, 1), max(self.tokens, 1)
         row = {"loss": self.loss / n, **{k: v / n for k, v in self.parts.items()}, "grad_norm": self.gnorm / n,
                "acc": self.correct / tok, "mean_depth": self.depth_sum / tok, "depth_hist": self.hist.tolist(),
+               "mean_depth_all_tokens": self.all_depth / max(self.all_tokens, 1),
                "per_difficulty": {k: {"acc": a[1] / a[0], "mean_depth": a[2] / a[0]} for k, a in sorted(self.by_diff.items())}}
         self.reset()
         return row

@@ -84,6 +84,12 @@ def check_examples(task, exs):
         assert c.min_vars <= len(env) <= c.max_vars
         assert max(chain_lengths(env)) <= min(c.max_hops, len(env))
         assert all(int(v) < c.n_values for v in env.values() if v.isdigit())
+        digits = [v for v in env.values() if v.isdigit()]  # one per chain
+        if c.distinct_values:  # distinct up to n_values chains, and every digit used once per round
+            counts = collections.Counter(digits)
+            assert max(counts.values()) == -(-len(digits) // c.n_values), f"digits {digits} not spread evenly"
+            answers = [r["value"] for r in refs]
+            assert len(set(answers)) == len(answers) or len(digits) > c.n_values
         for ref, rec in zip(refs, ex.features):
             assert ref["answer"] == ref["value"], "answer token is the value at the end of the chain"
             assert c.min_hops <= ref["difficulty"] <= c.max_hops
@@ -101,14 +107,32 @@ def test_against_reference_interpreter(rng):
 @given(
     min_vars=st.integers(2, 12), extra_vars=st.integers(0, 10), min_hops=st.integers(1, 4),
     extra_hops=st.integers(0, 6), n_queries=st.integers(1, 6), n_values=st.integers(1, 10),
-    hop_tilt=st.floats(0.0, 3.0), seed=st.integers(0, 2**31),
+    hop_tilt=st.floats(0.0, 3.0), distinct=st.booleans(), seed=st.integers(0, 2**31),
 )
-def test_reference_over_configs(min_vars, extra_vars, min_hops, extra_hops, n_queries, n_values, hop_tilt, seed):
+def test_reference_over_configs(min_vars, extra_vars, min_hops, extra_hops, n_queries, n_values, hop_tilt, distinct,
+                                seed):
     max_vars = min(min_vars + extra_vars, 26)
     min_hops = min(min_hops, min_vars)
     max_hops = min(min_hops + extra_hops, max_vars)
-    task = HopsTask(HopsConfig(min_vars, max_vars, min_hops, max_hops, n_queries, n_values, hop_tilt))
+    task = HopsTask(HopsConfig(min_vars, max_vars, min_hops, max_hops, n_queries, n_values, hop_tilt, distinct))
     check_examples(task, task.generate(20, seed=seed))
+
+
+def test_distinct_digits_remove_the_lucky_guess():
+    """With i.i.d. digits, "answer with a digit of the prompt" is often right by luck; with
+    distinct digits a uniform guess among the prompt's digits scores exactly 1 / n_chains."""
+    def guess_rate(distinct):
+        exs = make_task("hops", distinct_values=distinct).generate(2000, seed=3)
+        hit = 0.0
+        for ex in exs:
+            words = make_task("hops").render(ex)
+            prompt_digits = [w for w in words[: words.index("|")] if w.isdigit()]
+            for i in ex.scored:
+                hit += prompt_digits.count(words[i]) / len(prompt_digits)
+        return hit / sum(len(e.scored) for e in exs)
+
+    iid, distinct = guess_rate(False), guess_rate(True)
+    assert iid > distinct + 0.05, (iid, distinct)
 
 
 def test_training_hops_balanced_and_sizes_uniform():

@@ -94,7 +94,10 @@ def test_same_seed_same_numbers(tmp_path):
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
 
 
-@pytest.mark.parametrize("mech,kw", [("online", {}), ("random", {"random_mean_depth": 1.5})])
+@pytest.mark.parametrize("mech,kw", [
+    ("online", {}), ("random", {"random_mean_depth": 1.5}),
+    ("fixed", {"curriculum_param": "max_hops", "curriculum_start": 1, "curriculum_steps": 4}),
+])
 def test_resume_gives_the_same_final_weights(tmp_path, mech, kw):
     cfg = tiny(mechanism=mech, **kw)
     run(cfg, tmp_path / "full")
@@ -182,6 +185,27 @@ def test_evaluate_matches_a_direct_forward_and_extra_depth(tmp_path):
     t = torch.tensor(exs[0].scored) - 1
     row = df[(df.example == 0) & (df.eval_max_depth == 3)]
     assert row["pred"].tolist() == out.logits[0, t].argmax(-1).tolist()
+
+
+def test_curriculum_stages_cap_the_task_parameter(tmp_path, monkeypatch):
+    """max_hops rises 1 -> 2 -> 3 -> 4 in equal stages over curriculum_steps, then stays at 4."""
+    cfg = tiny(curriculum_param="max_hops", curriculum_start=1, curriculum_steps=8, steps=12, batch_size=16,
+               eval_every=12, ckpt_every=12)
+    assert [tr.curriculum_value(cfg, s, 4) for s in range(12)] == [1, 1, 2, 2, 3, 3, 4, 4, 4, 4, 4, 4]
+    seen = []
+    real = tr.collate
+
+    def spy(exs, **k):
+        seen.append(max(f["difficulty"] for e in exs for f in e.features))
+        return real(exs, **k)
+
+    monkeypatch.setattr(tr, "collate", spy)
+    run(cfg, tmp_path)
+    caps = [tr.curriculum_value(cfg, s, 4) for s in range(12)]
+    assert all(m <= c for m, c in zip(seen, caps)) and seen[:2] == [1, 1] and max(seen[6:]) > 2
+    for field, value in (("curriculum_param", "n_chains"), ("curriculum_start", 9), ("curriculum_steps", 0)):
+        with pytest.raises(ValueError, match=field):
+            tiny(**{"curriculum_param": "max_hops", "curriculum_steps": 4, field: value})
 
 
 @pytest.mark.parametrize("mech,kw", [("early", {}), ("online", {}), ("oracle", {}), ("fixed", {})])

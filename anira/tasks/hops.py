@@ -26,8 +26,13 @@ Generator (one example):
   3. Every variable left over either starts a new (unqueried, distractor) chain or is put on top
      of an existing chain shorter than H (probability 1/2 each), so a queried variable is not
      always the head of its chain. No chain is longer than H.
-  4. Names are n distinct letters from a fixed pool of 26 (the vocabulary covers every range),
-     each chain's digit is U{0..n_values-1}, assignment and query orders are shuffled.
+  4. Names are n distinct letters from a fixed pool of 26 (the vocabulary covers every range).
+     Chain digits are distinct (a random permutation of 0..n_values-1, a fresh one for every
+     further n_values chains; queried chains come first, so their answers always differ), so
+     an answer names its chain and "guess a digit of the prompt" scores only 1 / n_chains.
+     With i.i.d. digits (``distinct_values=False``) two or three chains often share a digit and
+     that guess alone scored ~65 % in training (see anira/model.py). Assignment and query
+     orders are shuffled.
 
 Per answer token (query j of the example, variable x with h hops):
   static   n_vars = n, n_chains (chains in the prompt, queried or not), n_queries (in this
@@ -64,6 +69,7 @@ class HopsConfig:
     n_queries: int = 3  # at most this many queries per example (fewer when the chains fill n)
     n_values: int = 10  # literal digits 0..n_values-1; 10 makes chance accuracy 10 %
     hop_tilt: float = 1.0  # P(h) ~ h**hop_tilt per query; 1.0 balances hop counts (see above)
+    distinct_values: bool = True  # chains get distinct digits (while chains <= n_values): no lucky guesses
 
 
 def _check(name: str, value: float, lo: float, hi: float, why: str = "") -> None:
@@ -146,9 +152,16 @@ class HopsTask(Task):
         assigns: list[tuple[int, int]] = []  # (variable k, rhs token id)
         starts: list[int] = []
         k = 0
-        for L in lengths:
+        perm: list[int] = []
+        for i, L in enumerate(lengths):
             starts.append(k)
-            assigns.append((k, _ID_DIGIT0 + randint(0, c.n_values - 1)))
+            if c.distinct_values:  # a fresh permutation of the digits for every n_values chains
+                if i % c.n_values == 0:
+                    perm = rng.sample(range(c.n_values), c.n_values)
+                digit = perm[i % c.n_values]
+            else:
+                digit = randint(0, c.n_values - 1)
+            assigns.append((k, _ID_DIGIT0 + digit))
             for j in range(1, L):
                 assigns.append((k + j, _ID_VAR0 + names[k + j - 1]))
             k += L
