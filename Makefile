@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
+WORKERS ?= 2  # runs side by side (each run uses the profile's num_threads)
 export MPLBACKEND := agg
 
 .PHONY: setup study test data bench clean-smoke
@@ -17,7 +18,7 @@ setup: $(VENV)/.installed
 
 # Run the whole study (all notebooks, in order) on PROFILE (default: cpu).
 study: setup
-	$(PY) -m anira.study --profile $(PROFILE)
+	$(PY) -m anira.study --profile $(PROFILE) --executor local --workers $(WORKERS)
 
 # Unit tests + every notebook executed by nbval on its default (smoke) parameters.
 test: setup
