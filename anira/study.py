@@ -8,6 +8,7 @@ interrupted ones resume. Examples::
     python -m anira.study --profile cpu --executor local --workers 2
     python -m anira.study --profile full --executor slurm --partition gpu --time 240 --gpus 1
     python -m anira.study --profile cpu --only-notebooks 03,04 # re-run two analyses on finished runs
+    python -m anira.study --profile cpu --export-to data/results  # copy the light results (no weights)
 
 Exit status: 0 done, 1 some runs or notebooks failed (rerun to resume), 2 bad input (nothing ran).
 """
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from anira.pipeline.driver import EXECUTORS, ExecutorOptions, StudyError, run_study
+from anira.pipeline.export import export_results
 from anira.pipeline.profile import load_profile
 from anira.pipeline.runs import Layout
 
@@ -43,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--notebooks-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--runs-root", type=Path, help="where runs/<profile>/ goes (default: ./runs of the repository)")
     p.add_argument("--figures-root", type=Path, help="where figures/<profile>/ goes (default: ./figures)")
+    p.add_argument("--export-to", type=Path, metavar="DIR",
+                   help="copy the finished runs' records, summaries, logs, the manifest and the executed notebooks "
+                        "to DIR/<profile>/ (nothing is run); redraw from there with --runs-root DIR")
     p.add_argument("--run-class", help=argparse.SUPPRESS)  # "module:Class" (tests use a toy trainer)
     return p.parse_args(argv)
 
@@ -54,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
                                time_min=args.time_min, gpus=args.gpus, cpus_per_task=args.cpus_per_task)
         profile = load_profile(args.profile, profiles_dir=args.profiles_dir, notebooks_dir=args.notebooks_dir,
                                run_cls=args.run_class)
+        if args.export_to is not None:
+            layout = Layout(profile.name, **({"runs_root": args.runs_root} if args.runs_root else {}))
+            print(f"exported {profile.name} results to {export_results(layout, args.export_to)}")
+            return 0
         only = [t for t in args.only_notebooks.split(",") if t.strip()] if args.only_notebooks else None
         manifest = run_study(profile, executor=opts, only_notebooks=only, dry_run=args.dry_run,
                              runs_root=args.runs_root, figures_root=args.figures_root)

@@ -329,6 +329,22 @@ def test_driver_end_to_end_failure_resume_and_cache(tmp_path, monkeypatch):
         ("toy_tasks", "done"), ("toy_train", "done"), ("toy_analysis", "done")]  # kept from the last full run
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
+    # 4) export the light results, then redraw the analysis from the export alone: no run trains
+    from anira.pipeline.export import export_results
+
+    dest = export_results(layout, tmp_path / "export")
+    assert sorted(p.name for p in (dest / "runs").iterdir()) == sorted(r["config_hash"] for r in man["runs"])
+    assert all((dest / "runs" / h / "summary.json").is_file() and not (dest / "runs" / h / "checkpoint.json").exists()
+               for h in hashes)
+    assert json.loads((dest / "manifest.json").read_text())["status"] == "complete"
+    assert (dest / "executed" / "toy_analysis.ipynb").is_file()
+    calls.clear()
+    man2 = run_study(load(path), runs_root=tmp_path / "export", figures_root=tmp_path / "redrawn")
+    assert calls == ["toy_tasks", "toy_analysis"] and man2["status"] == "complete"
+    assert (tmp_path / "redrawn" / "e2e" / "table.csv").read_text() == (layout.figures_dir / "table.csv").read_text()
+    with pytest.raises(ValueError, match="no finished runs"):
+        export_results(Layout("empty", tmp_path / "nothing", tmp_path / "figures"), tmp_path / "export")
+
 
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     path = write_profile(tmp_path, "e2e", E2E)

@@ -117,7 +117,10 @@ def measure_speedup(run_dirs: Sequence[str | Path], mechanisms: Sequence[str] = 
     for rd in run_dirs:
         cfg = json.loads((Path(rd) / "config.json").read_text())["config"]
         if cfg["mechanism"] in mechanisms:
-            todo.append(rd)
+            if (Path(rd) / "checkpoint.pt").is_file():
+                todo.append(rd)
+            else:  # exported results keep records, not weights: nothing to time
+                print(f"measure_speedup: {Path(rd).name} has no checkpoint.pt (exported results?); not timed")
     old = torch.get_num_threads()
     try:
         if num_threads is not None:

@@ -1,0 +1,53 @@
+"""Export a finished study's light results, so that a clone can redraw every figure without training.
+
+``export_results(layout, dest_root)`` copies, for every finished run of ``layout`` (a run whose
+``summary.json`` exists), the files the analysis notebooks read -- ``config.json``,
+``summary.json``, ``log.jsonl``, ``records.csv.gz`` -- plus the profile's ``manifest.json`` and the
+executed notebooks into ``dest_root/<profile>/``, in the same layout as ``runs/<profile>/``::
+
+    dest_root/<profile>/manifest.json
+    dest_root/<profile>/runs/<config_hash>/{config.json, summary.json, log.jsonl, records.csv.gz}
+    dest_root/<profile>/executed/*.ipynb
+
+Checkpoints are not copied (tens of MB each): with exported results the analyses 03-07 redraw
+from the records (``python -m anira.study --profile cpu --runs-root data/results --only-notebooks
+03,04,05,06,07``), except the wall-clock timing of 06, which needs the weights.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from anira.pipeline.runs import Layout
+
+RUN_FILES = ("config.json", "summary.json", "log.jsonl", "records.csv.gz")
+
+
+def export_results(layout: Layout, dest_root: str | Path) -> Path:
+    """Copy the light results of ``layout`` into ``dest_root/<profile>/``; returns that folder."""
+    src_runs = layout.runs_dir
+    finished = sorted(p for p in src_runs.glob("*/") if (p / "summary.json").is_file()) if src_runs.is_dir() else []
+    if not finished:
+        raise ValueError(f"no finished runs under {src_runs} to export; run the study first "
+                         f"(python -m anira.study --profile {layout.profile})")
+    dest = Path(dest_root).resolve() / layout.profile
+    if dest == layout.base:
+        raise ValueError(f"dest_root = {str(dest_root)!r} is the study's own runs root; choose another folder")
+    if (dest / "runs").exists():
+        shutil.rmtree(dest / "runs")  # an export is a snapshot: no stale runs from an older export
+    for run in finished:
+        out = dest / "runs" / run.name
+        out.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            if (run / name).is_file():
+                shutil.copy2(run / name, out / name)
+    if layout.manifest.is_file():
+        shutil.copy2(layout.manifest, dest / "manifest.json")
+    if layout.executed_dir.is_dir():
+        if (dest / "executed").exists():
+            shutil.rmtree(dest / "executed")
+        shutil.copytree(layout.executed_dir, dest / "executed")
+    return dest
+
+
+__all__ = ["export_results", "RUN_FILES"]
