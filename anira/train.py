@@ -198,6 +198,24 @@ def load_eval_sets(cfg: RunConfig, task: Task, n_fallback: int = 512) -> dict[st
     return sets
 
 
+def eval_sets_sha256(sets: dict[str, list[Example]]) -> str:
+    """sha256 of the evaluation examples' content (tokens, scored positions, features, size)."""
+    h = hashlib.sha256()
+    for split in sorted(sets):
+        h.update(split.encode())
+        for ex in sets[split]:
+            h.update(json.dumps(ex.to_json(), sort_keys=True, separators=(",", ":")).encode())
+    return h.hexdigest()
+
+
+def inputs_fingerprint(cfg: RunConfig) -> str:
+    """What a finished run was evaluated on besides its config: the frozen sets of its task.
+
+    Written into ``summary.json`` as ``inputs_sha256``; the study driver refuses to reuse a cached
+    run whose fingerprint differs from the current data (e.g. after the sets were regenerated)."""
+    return eval_sets_sha256(load_eval_sets(cfg, make_task(cfg.task, range="train")))
+
+
 def _difficulty(cfg_mechanism: str, batch) -> torch.Tensor | None:
     """Only the oracle ever sees the ground-truth difficulty."""
     return batch.features["difficulty"] if cfg_mechanism == "oracle" else None
@@ -482,7 +500,8 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
     info = {"run_id": h, "task": cfg.task, "mechanism": cfg.mechanism, "seed": cfg.seed, "beta": cfg.beta,
             "max_depth": cfg.max_depth}
     depths = (None,) if cfg.eval_max_depth is None else (None, cfg.eval_max_depth)
-    frames, summary = [], {"config_hash": h, "run_id": h, "summary_version": SUMMARY_VERSION, "steps": cfg.steps,
+    frames, summary = [], {"config_hash": h, "run_id": h, "summary_version": SUMMARY_VERSION,
+                           "inputs_sha256": eval_sets_sha256(eval_sets), "steps": cfg.steps,
                            "train_time_s": train_time, "steps_per_s": cfg.steps / max(train_time, 1e-9)}
     t_eval = time.perf_counter()
     for split, exs in eval_sets.items():

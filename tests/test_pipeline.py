@@ -329,7 +329,13 @@ def test_driver_end_to_end_failure_resume_and_cache(tmp_path, monkeypatch):
         ("toy_tasks", "done"), ("toy_train", "done"), ("toy_analysis", "done")]  # kept from the last full run
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
-    # 4) export the light results, then redraw the analysis from the export alone: no run trains
+    # 4) the data a cached run was scored on changed: the plan refuses to reuse it, naming it
+    monkeypatch.setattr(toy_lib, "INPUTS", "toy-data-v2")
+    with pytest.raises(ValueError, match=r"cached run .*evaluated on other data(.|\n)*delete that directory"):
+        study(path, tmp_path, dry_run=True)
+    monkeypatch.setattr(toy_lib, "INPUTS", "toy-data-v1")
+
+    # 5) export the light results, then redraw the analysis from the export alone: no run trains
     from anira.pipeline.export import export_results
 
     dest = export_results(layout, tmp_path / "export")
@@ -398,15 +404,18 @@ notebooks:
 """
 
 
-def test_killing_the_driver_loses_only_the_current_step(tmp_path):
-    """SIGKILL the driver mid-run: its kernel exits too, and the next invocation resumes the run.
+@pytest.mark.parametrize("executor", ["sequential", "local"])
+def test_killing_the_driver_loses_only_the_current_step(tmp_path, executor):
+    """SIGKILL the driver mid-run: its workers and kernel exit too (no orphan keeps executing an old
+    plan), and the next invocation resumes the run.
 
     The driver is the CLI ``main`` in a child process started by the fork server (which already
     imported papermill, so the test does not pay for a fresh interpreter's imports)."""
     path = write_profile(tmp_path, "kill", KILL)
     layout = Layout("kill", tmp_path / "runs", tmp_path / "figures")
     argv = ["--profile", str(path), "--notebooks-dir", str(NB_DIR), "--runs-root", str(tmp_path / "runs"),
-            "--figures-root", str(tmp_path / "figures"), "--run-class", "toy_lib:ToyConfig"]
+            "--figures-root", str(tmp_path / "figures"), "--run-class", "toy_lib:ToyConfig", "--executor", executor]
+    argv += ["--workers", "1"] if executor == "local" else []
     h = load(path).runs[0].config_hash
     ckpt = layout.run_dir(h) / "checkpoint.json"
     ctx = multiprocessing.get_context("forkserver")
@@ -422,10 +431,10 @@ def test_killing_the_driver_loses_only_the_current_step(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.join()
     (kernel, parent), = attempts(layout.run_dir(h))
-    assert parent == proc.pid
-    deadline = time.time() + 10  # the orphaned kernel notices its parent is gone and exits (ipykernel)
-    while alive(kernel):
-        assert time.time() < deadline, "the kernel outlived the driver"
+    assert (parent == proc.pid) == (executor == "sequential")  # local: the kernel's parent is a worker
+    deadline = time.time() + 15  # the worker sees the driver gone; the kernel sees its parent gone
+    while alive(kernel) or alive(parent):
+        assert time.time() < deadline, "a worker or kernel outlived the driver"
         time.sleep(0.1)
     step = json.loads(ckpt.read_text())["step"]
     assert 2 <= step < 40

@@ -139,6 +139,15 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, mo
 
 
 # ------------------------------------------------------------------------------------------
+def test_summary_records_the_eval_data_it_was_scored_on(tmp_path):
+    cfg = tiny(steps=2, eval_every=2)
+    summary = run(cfg, tmp_path)
+    assert summary["inputs_sha256"] == tr.inputs_fingerprint(cfg)
+    sets = tr.load_eval_sets(cfg, None)
+    changed = {"in": sets["in"][:-1], "out": sets["out"]}
+    assert tr.eval_sets_sha256(changed) != summary["inputs_sha256"]
+
+
 def test_outputs_records_and_summary(tmp_path):
     cfg = tiny(mechanism="online", eval_max_depth=5)
     summary = run(cfg, tmp_path)

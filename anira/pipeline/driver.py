@@ -14,8 +14,10 @@ interval: the next invocation skips finished runs and re-executes the others, wh
 from __future__ import annotations
 
 import datetime as _dt
+import importlib
 import json
 import multiprocessing
+import os
 import platform
 import shutil
 import subprocess
@@ -30,7 +32,7 @@ from typing import Any, Callable, Iterable
 from tqdm.auto import tqdm
 
 from anira.pipeline.profile import REPO, NotebookSpec, Profile, RunSpec, config_dict, load_profile, resolve_derived
-from anira.pipeline.runs import (Layout, RequeueableRun, RunJob, RunResult, atomic_write_text, error_text,
+from anira.pipeline.runs import (Layout, RequeueableRun, RunJob, RunResult, atomic_write_text, error_text, exit_with_driver,
                                  execute_notebook, execute_run, read_summary, run_state)
 
 EXECUTORS = ("sequential", "local", "slurm", "submitit-local")
@@ -129,7 +131,33 @@ class PlannedRun:
     error: str | None = None  # a from_run config that could not be built
 
 
-def _resolve(profile: Profile, layout: Layout, spec: RunSpec) -> PlannedRun:
+def _check_inputs(profile: Profile, layout: Layout, p: PlannedRun, cache: dict[str, str]) -> PlannedRun:
+    """A cached run must have been evaluated on the data the trainer would use now.
+
+    The run-config module may define ``inputs_fingerprint(cfg) -> str`` (anira.train does: the
+    frozen eval sets' sha256); a finished run whose summary records another ``inputs_sha256`` is
+    stale, an error that names the run and what to do, raised before anything runs."""
+    if p.state != "done" or p.config is None:
+        return p
+    fn = getattr(importlib.import_module(profile.run_cls.__module__), "inputs_fingerprint", None)
+    recorded = (read_summary(layout.run_dir(p.config_hash)) or {}).get("inputs_sha256")
+    if fn is None or recorded is None:
+        return p
+    key = json.dumps(getattr(p.config, "task", None))
+    if key not in cache:
+        cache[key] = fn(p.config)
+    if recorded != cache[key]:
+        raise ValueError(f"cached run {layout.run_dir(p.config_hash)} ({p.spec.label()}) was evaluated on other data "
+                         f"(inputs_sha256 {recorded[:12]}) than the current frozen sets ({cache[key][:12]}); "
+                         f"delete that directory to retrain it")
+    return p
+
+
+def _resolve(profile: Profile, layout: Layout, spec: RunSpec, cache: dict[str, str] | None = None) -> PlannedRun:
+    return _check_inputs(profile, layout, _resolve_state(profile, layout, spec), {} if cache is None else cache)
+
+
+def _resolve_state(profile: Profile, layout: Layout, spec: RunSpec) -> PlannedRun:
     if spec.depends_on is None:
         h = spec.config_hash
         return PlannedRun(spec, h, run_state(layout.run_dir(h), h), spec.config)
@@ -145,7 +173,8 @@ def _resolve(profile: Profile, layout: Layout, spec: RunSpec) -> PlannedRun:
 
 
 def make_plan(profile: Profile, layout: Layout) -> list[PlannedRun]:
-    return [_resolve(profile, layout, r) for r in profile.runs]
+    cache: dict[str, str] = {}
+    return [_resolve(profile, layout, r, cache) for r in profile.runs]
 
 
 def format_plan(profile: Profile, layout: Layout, plan: list[PlannedRun], only: list[NotebookSpec]) -> str:
@@ -180,7 +209,8 @@ def _run_jobs(jobs: list[RunJob], opts: ExecutorOptions, layout: Layout, name: s
         # no plain fork of this process (it holds threads); the fork server imports papermill once
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["anira.pipeline.runs", "papermill"])
-        with ProcessPoolExecutor(max_workers=opts.workers or 2, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=opts.workers or 2, mp_context=ctx, initializer=exit_with_driver,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(execute_run, job): job for job in jobs}
             for fut in as_completed(futures):
                 job = futures[fut]

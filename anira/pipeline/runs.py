@@ -87,6 +87,26 @@ def run_state(run_dir: Path, config_hash: str) -> str:
     return "new"
 
 
+def exit_with_driver(driver_pid: int, poll_s: float = 1.0) -> None:
+    """Initializer of a local worker process: a daemon thread ends the worker when the driver is
+    gone (killed by SIGTERM or SIGKILL, which no handler of the driver could catch), so no orphaned
+    worker keeps executing an old plan. The worker's kernel notices its parent is gone and exits
+    too (ipykernel's parent poller), and the run resumes from its checkpoint on the next invocation."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            try:
+                os.kill(driver_pid, 0)  # signal 0: existence check only
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # exists, owned by someone else: cannot be our driver's reuse
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-driver", daemon=True).start()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,13 @@ def config_hash(cfg: ToyConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
+INPUTS = "toy-data-v1"  # stands in for the frozen evaluation data a run is scored on
+
+
+def inputs_fingerprint(cfg: ToyConfig) -> str:
+    return hashlib.sha256(INPUTS.encode()).hexdigest()
+
+
 def _write(path: Path, obj: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj))
@@ -72,7 +79,7 @@ def run(cfg: ToyConfig, out_dir: str | Path) -> dict:
             raise RuntimeError(f"simulated crash after step {step}")
     depth = {"fixed": cfg.fixed_depth or 3, "random": cfg.random_mean_depth or 0.0}.get(cfg.mechanism, 2.5 + cfg.seed)
     summary = {"config_hash": h, "resumed_from": start, "steps": cfg.steps, "wall_time_s": time.perf_counter() - t0,
-               "in": {"acc": 1.0, "mean_depth": depth}}
+               "inputs_sha256": inputs_fingerprint(cfg), "in": {"acc": 1.0, "mean_depth": depth}}
     _write(out / "summary.json", summary)
     return summary
 
