@@ -32,8 +32,8 @@ from typing import Any, Callable, Iterable
 from tqdm.auto import tqdm
 
 from anira.pipeline.profile import REPO, NotebookSpec, Profile, RunSpec, config_dict, load_profile, resolve_derived
-from anira.pipeline.runs import (Layout, RequeueableRun, RunJob, RunResult, atomic_write_text, error_text, exit_with_driver,
-                                 execute_notebook, execute_run, read_summary, run_state)
+from anira.pipeline.runs import (Layout, RequeueableRun, RunJob, RunResult, atomic_write_text, error_text,
+                                 execute_notebook, execute_run, exit_with_driver, read_summary, run_state)
 
 EXECUTORS = ("sequential", "local", "slurm", "submitit-local")
 _PACKAGES = ("anira", "torch", "numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "papermill", "nbclient",

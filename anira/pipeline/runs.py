@@ -99,9 +99,7 @@ def exit_with_driver(driver_pid: int, poll_s: float = 1.0) -> None:
             time.sleep(poll_s)
             try:
                 os.kill(driver_pid, 0)  # signal 0: existence check only
-            except ProcessLookupError:
-                os._exit(1)
-            except PermissionError:  # exists, owned by someone else: cannot be our driver's reuse
+            except (ProcessLookupError, PermissionError):  # gone, or the pid now belongs to another user
                 os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-driver", daemon=True).start()
