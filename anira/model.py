@@ -56,7 +56,10 @@ Execution modes of ``AniraModel.forward`` (``exit=``):
                the batch for the position-wise parts, padded per sequence for attention); keys and
                values of every token come from its current state, cached, so a halted token costs
                one key/value projection (``kv_calls``) and nothing else. ``block_calls`` counts the
-               block invocations of every token and equals ``depth``.
+               block invocations of every token and equals ``depth``. While no token has halted
+               yet, a step is one plain block call on the (B, T) grid (no gather, scatter or
+               padding; the masked path likewise skips its ``torch.where``), see
+               ``AniraModel.fast_paths``.
 
 For ``online`` in the masked/exit modes only the executed steps are known, so ``p_n`` is the
 distribution *as executed*: p_n as above for n < depth and p_depth = the remaining mass
@@ -165,16 +168,55 @@ class ModelOutput:
 # ---------------------------------------------------------------------------------------------
 # building blocks
 # ---------------------------------------------------------------------------------------------
-def rope_rotate(x: torch.Tensor, pos: torch.Tensor, base: float) -> torch.Tensor:
-    """Rotary position embedding. x (B, H, L, hd), pos (B, L) or (L,) integer positions."""
+def rope_angles(pos: torch.Tensor, hd: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles pos_l * base^(-2i/hd), i < hd/2: (..., L, hd/2) float32.
+    pos (..., L) integer positions. A table for positions 0..T-1 indexed by ``ti`` gives exactly
+    the rows computed from ``ti`` directly (same elementwise arithmetic)."""
+    inv_freq = base ** (-torch.arange(0, hd, 2, device=pos.device, dtype=torch.float32) / hd)  # (hd/2,)
+    ang = pos.to(torch.float32)[..., None] * inv_freq
+    return ang.cos(), ang.sin()
+
+
+def _rotate_halves(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """[x1 cos - x2 sin, x1 sin + x2 cos] (x = [x1, x2] on the last axis), written into one output
+    instead of four temporaries and a concatenation (same products and sums, so the same numbers)."""
+    h = x.shape[-1] // 2
+    x1, x2 = x[..., :h], x[..., h:]
+    out = torch.empty_like(x)
+    o1, o2 = out[..., :h], out[..., h:]
+    torch.mul(x1, cos, out=o1)
+    o1.sub_(x2 * sin)
+    torch.mul(x1, sin, out=o2)
+    o2.add_(x2 * cos)
+    return out
+
+
+class _Rotary(torch.autograd.Function):
+    """y = R x; the backward is the inverse rotation R^T g = rotation by -angle, i.e.
+    [g1 cos + g2 sin, g2 cos - g1 sin], the same numbers autograd of the plain formula gives."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(cos, sin)
+        return _rotate_halves(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        cos, sin = ctx.saved_tensors
+        return _Rotary.apply(g, cos, -sin), None, None  # itself differentiable (create_graph=True)
+
+
+def rope_rotate(
+    x: torch.Tensor, pos: torch.Tensor | tuple[torch.Tensor, torch.Tensor], base: float
+) -> torch.Tensor:
+    """Rotary position embedding. x (B, H, L, hd); pos (B, L) or (L,) integer positions, or their
+    ``rope_angles`` (cos, sin) when the caller has them already."""
     hd = x.shape[-1]
-    inv_freq = base ** (-torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd)  # (hd/2,)
-    ang = pos.to(torch.float32)[..., None] * inv_freq  # (B, L, hd/2) or (L, hd/2)
-    if ang.dim() == 2:
-        ang = ang[None]
-    cos, sin = ang.cos()[:, None].to(x.dtype), ang.sin()[:, None].to(x.dtype)  # (B|1, 1, L, hd/2)
-    x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    cos, sin = rope_angles(pos, hd, base) if isinstance(pos, torch.Tensor) else pos  # (B, L, hd/2) or (L, hd/2)
+    if cos.dim() == 2:
+        cos, sin = cos[None], sin[None]
+    cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # (B|1, 1, L, hd/2)
+    return _Rotary.apply(x, cos, sin)
 
 
 def step_embedding(n: int, d: int, device: torch.device) -> torch.Tensor:
@@ -237,11 +279,14 @@ class Attention(nn.Module):
         B, L, _ = x.shape
         return x.view(B, L, self.n_heads, self.hd).transpose(1, 2)
 
-    def project_q(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:  # (B, H, L, hd)
+    def project_q(self, x: torch.Tensor, pos: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Queries (B, H, L, hd); ``pos`` positions or their ``rope_angles``."""
         q = self._heads(self.wq(x))
         return rope_rotate(q, pos, self.rope_base) if self.rope else q
 
-    def project_kv(self, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def project_kv(
+        self, x: torch.Tensor, pos: torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         k = self._heads(self.wk(x))
         if self.rope:
             k = rope_rotate(k, pos, self.rope_base)
@@ -293,18 +338,30 @@ class RecurrentBlock(nn.Module):
         self.step_proj = nn.Linear(D, D, bias=False)  # sigma_n = W_s sin_emb(n)
         self.ln_state = nn.LayerNorm(D) if cfg.state_norm else nn.Identity()  # fixed state scale over steps
 
-    def inputs(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        """z = W_a [h ; e]; keys, values and queries are all read from LN_1(z)."""
-        return self.adapter(torch.cat([h, e], dim=-1))
+    def inject(self, e: torch.Tensor) -> torch.Tensor:
+        """The step-independent half of the adapter, u = W_e e + b_a (..., D), with W_a = [W_h  W_e]
+        the single ``adapter`` weight sliced (no extra parameters): computed once per forward."""
+        return F.linear(e, self.adapter.weight[:, e.shape[-1] :], self.adapter.bias)
+
+    def inputs(self, h: torch.Tensor, e: torch.Tensor | None, u: torch.Tensor | None = None) -> torch.Tensor:
+        """z = W_a [h ; e] + b_a = W_h h + u, u = ``inject(e)`` (pass it when known: it does not
+        change over steps, so each step costs one D x D product instead of one 2D x D product).
+        Keys, values and queries are all read from LN_1(z). h, e, u (..., D)."""
+        if u is None:
+            u = self.inject(e)
+        D = h.shape[-1]
+        z = torch.addmm(u.reshape(-1, D), h.reshape(-1, D), self.adapter.weight[:, :D].t())  # u + h W_h^T
+        return z.view(h.shape)
 
     def finish(self, z: torch.Tensor, attn_out: torch.Tensor, n: int) -> torch.Tensor:
         """h^n = LN_s(b + MLP(LN_2 b)), b = z + attn_out + sigma_n (position-wise)."""
         b = z + attn_out + self.step_proj(step_embedding(n, z.shape[-1], z.device))
         return self.ln_state(b + self.mlp(self.ln2(b)))
 
-    def forward(self, h: torch.Tensor, e: torch.Tensor, n: int, pos: torch.Tensor) -> torch.Tensor:
-        """One full step for every token (dense and masked modes). h, e (B, T, D)."""
-        z = self.inputs(h, e)
+    def forward(self, h: torch.Tensor, e: torch.Tensor, n: int, pos: torch.Tensor,
+                u: torch.Tensor | None = None) -> torch.Tensor:
+        """One full step for every token (dense and masked modes). h, e (B, T, D); u = inject(e)."""
+        z = self.inputs(h, e, u)
         return self.finish(z, self.attn(self.ln1(z), pos), n)
 
 
@@ -328,6 +385,10 @@ def depth_from_p(p: torch.Tensor, threshold: float) -> torch.Tensor:
 # the model
 # ---------------------------------------------------------------------------------------------
 class AniraModel(nn.Module):
+    # While no token has halted, masked/exit/frozen run plain dense steps (same numbers, less
+    # bookkeeping); tests set it False on an instance to compare against the general per-token path.
+    fast_paths = True
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         if not isinstance(cfg, ModelConfig):
@@ -501,8 +562,9 @@ class AniraModel(nn.Module):
         cfg, (B, T, _) = self.cfg, e.shape
         online = cfg.mechanism == "online"
         h, states, lams = e, [], []
+        u = self.core.inject(e)  # (B, T, D) the adapter's e half, once for all steps
         for n in range(1, M + 1):
-            h = self.core(h, e, n, pos)  # (B, T, D)
+            h = self.core(h, e, n, pos, u)  # (B, T, D)
             states.append(h)
             if rec is not None:
                 rec.append(h)
@@ -557,12 +619,16 @@ class AniraModel(nn.Module):
         split_mask = torch.cat([ar[None, :] < ar[:, None], torch.eye(T, dtype=torch.bool, device=dev)], dim=1)  # (T, 2T)
         attn = self.core.attn
         own, ctx, owns = e, e, []
+        u = self.core.inject(e)  # (B, T, D) the adapter's e half, once for all steps
         for n in range(1, M + 1):
-            z_own, z_ctx = self.core.inputs(own, e), self.core.inputs(ctx, e)
+            z_own = self.core.inputs(own, e, u)
             x_own = self.core.ln1(z_own)
             q = attn.project_q(x_own, pos)
             k_s, v_s = attn.project_kv(x_own, pos)
-            k_c, v_c = attn.project_kv(self.core.ln1(z_ctx), pos)
+            if ctx is own:  # no token has halted yet: the context is the own stream (same numbers)
+                k_c, v_c = k_s, v_s
+            else:
+                k_c, v_c = attn.project_kv(self.core.ln1(self.core.inputs(ctx, e, u)), pos)
             y = F.scaled_dot_product_attention(q, torch.cat([k_c, k_s], 2), torch.cat([v_c, v_s], 2), attn_mask=split_mask)
             own = self.core.finish(z_own, attn.merge(y), n)  # (B, T, D)
             owns.append(own)
@@ -578,7 +644,7 @@ class AniraModel(nn.Module):
                 decided = decided | newly
             else:
                 running = depth >= n
-            ctx = torch.where(running[..., None], own, ctx)
+            ctx = own if self.fast_paths and bool(running.all()) else torch.where(running[..., None], own, ctx)
         self.block_calls_total += B * T * M
         if online:
             lambda_n = torch.stack(lams, dim=-1)  # (B, T, M)
@@ -640,32 +706,53 @@ class AniraModel(nn.Module):
         block_calls = torch.zeros(B, T, dtype=torch.long, device=dev)
         kv_calls = torch.zeros(B, T, dtype=torch.long, device=dev)
         h = e
+        u = self.core.inject(e)  # (B, T, D) the adapter's e half, once for all steps
         if real_exit:
             H, hd = cfg.n_heads, D // cfg.n_heads
             K = torch.zeros(B, T, H, hd, device=dev, dtype=e.dtype)  # cached keys of every token's state
             V = torch.zeros(B, T, H, hd, device=dev, dtype=e.dtype)
             stale = torch.ones(B, T, dtype=torch.bool, device=dev)  # state changed since K/V were computed
+            if cfg.pos_encoding == "rope":  # the rotary angles of positions 0..T-1, indexed by each step's rows
+                cos_t, sin_t = rope_angles(pos, hd, cfg.rope_base)  # (T, hd/2)
+
+                def at(ti: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                    return cos_t[ti][None], sin_t[ti][None]  # (1, N, hd/2)
+            else:
+
+                def at(ti: torch.Tensor) -> torch.Tensor:
+                    return ti[None]  # (1, N)
         for n in range(1, M + 1):
             if not online:
                 active = depth >= n
             if not bool(active.any()):
                 break
-            if real_exit:
+            everyone = self.fast_paths and bool(active.all())  # no token has halted yet
+            if real_exit and everyone:  # one plain step on the (B, T) grid: no gather, scatter or padding
+                h = self.core(h, e, n, pos, u)
+                block_calls += 1
+                stale.fill_(True)  # every state changed; K/V are projected later only for the halted ones
+                self.block_calls_total += B * T
+                if online:
+                    bi, ti = active.nonzero(as_tuple=True)  # row-major, like h.reshape(B * T, D)
+                    lam = self.lambda_of(h).reshape(-1) if n < M else torch.ones(B * T, device=dev, dtype=e.dtype)
+                    self._online_update(lam, bi, ti, n, M, p, lambda_n, remain, depth, active)
+            elif real_exit:
                 attn = self.core.attn
                 # halted tokens whose state changed: one key/value projection of the frozen state
                 bi, ti = (stale & ~active).nonzero(as_tuple=True)
                 if bi.numel():
-                    x = self.core.ln1(self.core.inputs(h[bi, ti], e[bi, ti]))[None]  # (1, N, D)
-                    k, v = attn.project_kv(x, ti[None])
+                    x = self.core.ln1(self.core.inputs(h[bi, ti], None, u[bi, ti]))[None]  # (1, N, D)
+                    k, v = attn.project_kv(x, at(ti))
                     K[bi, ti], V[bi, ti] = k[0].transpose(0, 1), v[0].transpose(0, 1)
                     kv_calls[bi, ti] += 1
                     stale[bi, ti] = False
                 bi, ti = active.nonzero(as_tuple=True)  # row-major: grouped by sequence
                 N = bi.numel()
-                z = self.core.inputs(h[bi, ti], e[bi, ti])  # (N, D), only the active tokens
+                z = self.core.inputs(h[bi, ti], None, u[bi, ti])  # (N, D), only the active tokens
                 x = self.core.ln1(z)[None]  # (1, N, D)
-                q = attn.project_q(x, ti[None])[0].transpose(0, 1)  # (N, H, hd)
-                k, v = attn.project_kv(x, ti[None])
+                rot = at(ti)
+                q = attn.project_q(x, rot)[0].transpose(0, 1)  # (N, H, hd)
+                k, v = attn.project_kv(x, rot)
                 K[bi, ti], V[bi, ti] = k[0].transpose(0, 1), v[0].transpose(0, 1)
                 y = subset_attention(q, active, K.transpose(1, 2), V.transpose(1, 2))  # (N, D)
                 h_act = self.core.finish(z, attn.wo(y), n)  # (N, D)
@@ -677,13 +764,16 @@ class AniraModel(nn.Module):
                     lam = self.lambda_of(h_act) if n < M else torch.ones(N, device=dev, dtype=e.dtype)
                     self._online_update(lam, bi, ti, n, M, p, lambda_n, remain, depth, active)
             else:
-                h_new = self.core(h, e, n, pos)  # every token computed ...
-                h = torch.where(active[..., None], h_new, h)  # ... a halted token's state frozen
+                h_new = self.core(h, e, n, pos, u)  # every token computed ...
+                h = h_new if everyone else torch.where(active[..., None], h_new, h)  # ... a halted token's state frozen
                 block_calls += active.long()
                 self.block_calls_total += B * T
                 if online:
                     bi, ti = active.nonzero(as_tuple=True)
-                    lam = self.lambda_of(h_new[bi, ti]) if n < M else torch.ones(bi.numel(), device=dev, dtype=e.dtype)
+                    if n == M:
+                        lam = torch.ones(bi.numel(), device=dev, dtype=e.dtype)
+                    else:
+                        lam = self.lambda_of(h_new.reshape(B * T, D) if everyone else h_new[bi, ti])
                     self._online_update(lam, bi, ti, n, M, p, lambda_n, remain, depth, active)
             if rec is not None:
                 rec.append(h)
