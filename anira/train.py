@@ -61,6 +61,9 @@ class RunConfig:
     curriculum_param: str | None = None
     curriculum_start: int = 1
     curriculum_steps: int = 0
+    # explicit stage values instead of start..final (equal stages over curriculum_steps, then the
+    # training-range value); any numeric parameter, e.g. hops' hop_tilt (-3, 0): 1-hop queries first
+    curriculum_values: tuple[float, ...] | None = None
     mechanism: Literal["fixed", "early", "online", "oracle", "random"] = "online"  # the decision mechanism
     seed: int = 0  # model init, data stream and random-depth draws
     # --- depth decision ----------------------------------------------------------------------
@@ -114,13 +117,33 @@ class RunConfig:
         if not isinstance(self.task_params, dict):
             raise ValueError(f"task_params = {self.task_params!r} must be a dict")
         check_choice("mechanism", self.mechanism, MECHANISMS)
+        if self.curriculum_values is not None and self.curriculum_param is None:
+            raise ValueError("curriculum_values is set but curriculum_param = None: name the task parameter")
         if self.curriculum_param is not None:
             full = make_task(self.task, range="train", **self.task_params).config
-            ints = [f.name for f in dataclasses.fields(full) if isinstance(getattr(full, f.name), int)]
-            check_choice("curriculum_param", self.curriculum_param, ints)
-            check_range("curriculum_start", self.curriculum_start, 0, getattr(full, self.curriculum_param))
+            numeric = [f.name for f in dataclasses.fields(full)
+                       if isinstance(getattr(full, f.name), (int, float)) and not isinstance(getattr(full, f.name), bool)]
+            ints = [n for n in numeric if isinstance(getattr(full, n), int)]
             check_range("curriculum_steps", self.curriculum_steps, 1, self.steps)
-            make_task(self.task, range="train", **{**self.task_params, self.curriculum_param: self.curriculum_start})
+            if self.curriculum_values is None:
+                check_choice("curriculum_param", self.curriculum_param, ints)
+                check_range("curriculum_start", self.curriculum_start, 0, getattr(full, self.curriculum_param))
+                stage_values = [self.curriculum_start]
+            else:
+                check_choice("curriculum_param", self.curriculum_param, numeric)
+                values = tuple(self.curriculum_values)
+                if not values:
+                    raise ValueError("curriculum_values = (): give at least one stage value")
+                if self.curriculum_param in ints:
+                    if any(float(v) != int(v) for v in values):
+                        raise ValueError(f"curriculum_values = {values!r}: {self.curriculum_param} takes integers")
+                    values = tuple(int(v) for v in values)
+                else:
+                    values = tuple(float(v) for v in values)
+                self.curriculum_values = values
+                stage_values = list(values)
+            for v in stage_values:  # every stage is a valid task (the task names the bad value)
+                make_task(self.task, range="train", **{**self.task_params, self.curriculum_param: v})
         check_range("max_depth", self.max_depth, 1)
         if self.fixed_depth is not None:
             check_range("fixed_depth", self.fixed_depth, 1, self.max_depth)
@@ -172,11 +195,15 @@ class RunConfig:
 
 
 _UNHASHED = ("num_threads", "progress")
+# fields added after results were recorded: hashed only when set, so the cached and committed runs
+# made before them keep their config hash (tests/test_train.py checks a committed record)
+_HASHED_IF_SET = ("curriculum_values",)
 
 
 def config_hash(cfg: RunConfig) -> str:
     """Stable sha256 (first 16 hex digits) of the canonical JSON of every result-relevant field."""
-    d = {k: v for k, v in to_dict(cfg).items() if k not in _UNHASHED}
+    d = {k: v for k, v in to_dict(cfg).items()
+         if k not in _UNHASHED and not (k in _HASHED_IF_SET and v is None)}
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -318,11 +345,16 @@ def build(cfg: RunConfig) -> tuple[Task, AniraModel]:
     return task, model
 
 
-def curriculum_value(cfg: RunConfig, step: int, final: int) -> int:
+def curriculum_value(cfg: RunConfig, step: int, final: int | float) -> int | float:
     """Value of ``cfg.curriculum_param`` at ``step``: equal stages from curriculum_start up to ``final``.
 
     With k = final - start + 1 values, value = start + floor(k * step / curriculum_steps), capped at final.
+    With ``curriculum_values`` (k values): stage floor(k * step / curriculum_steps) uses its value, and
+    from step curriculum_steps on the training-range value ``final``.
     """
+    if cfg.curriculum_values is not None:
+        stage = (len(cfg.curriculum_values) * step) // max(1, cfg.curriculum_steps)
+        return cfg.curriculum_values[stage] if stage < len(cfg.curriculum_values) else final
     k = final - cfg.curriculum_start + 1
     return min(final, cfg.curriculum_start + (k * step) // max(1, cfg.curriculum_steps))
 
@@ -431,7 +463,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
                       "torch_rng": torch.get_rng_state(), "gen_rng": gen.get_state(),
                       "data_rng": data_rng.getstate()}, ckpt_path)
 
-    stages: dict[int, Task] = {}  # curriculum stage value -> task
+    stages: dict[int | float, Task] = {}  # curriculum stage value -> task
     eval_subset = eval_sets["in"][: cfg.eval_examples] if cfg.eval_examples else eval_sets["in"]
     M = cfg.max_depth
     acc_stats = _Stats(M)

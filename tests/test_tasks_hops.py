@@ -107,7 +107,7 @@ def test_against_reference_interpreter(rng):
 @given(
     min_vars=st.integers(2, 12), extra_vars=st.integers(0, 10), min_hops=st.integers(1, 4),
     extra_hops=st.integers(0, 6), n_queries=st.integers(1, 6), n_values=st.integers(1, 10),
-    hop_tilt=st.floats(0.0, 3.0), distinct=st.booleans(), seed=st.integers(0, 2**31),
+    hop_tilt=st.floats(-3.0, 3.0), distinct=st.booleans(), seed=st.integers(0, 2**31),
 )
 def test_reference_over_configs(min_vars, extra_vars, min_hops, extra_hops, n_queries, n_values, hop_tilt, distinct,
                                 seed):
@@ -192,7 +192,7 @@ def test_parse_round_trip():
     ({"n_queries": 0}, r"n_queries = 0"),
     ({"n_queries": -1}, r"n_queries = -1"),
     ({"n_values": 11}, r"n_values = 11 .*allowed: \[1, 10\]"),
-    ({"hop_tilt": -1.0}, r"hop_tilt = -1.0"),
+    ({"hop_tilt": -5.0}, r"hop_tilt = -5.0 .*allowed: \[-4.0, 4.0\]"),
     ({"max_vars": "8"}, r"HopsConfig.max_vars = '8' has the wrong type"),
     ({"max_var": 8}, r"unknown key.*'max_var'"),
 ])

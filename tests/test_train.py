@@ -217,6 +217,52 @@ def test_curriculum_stages_cap_the_task_parameter(tmp_path, monkeypatch):
             tiny(**{"curriculum_param": "max_hops", "curriculum_steps": 4, field: value})
 
 
+def test_curriculum_values_set_a_float_parameter_per_stage(tmp_path, monkeypatch):
+    """hop_tilt -3 then 0 in equal stages over curriculum_steps, then the training value 1.0; the
+    examples of every step really come from a task with that tilt."""
+    cfg = tiny(curriculum_param="hop_tilt", curriculum_values=[-3, 0], curriculum_steps=8, steps=12,
+               batch_size=4, eval_every=12, ckpt_every=12)
+    assert cfg.curriculum_values == (-3.0, 0.0)
+    expect = [-3.0] * 4 + [0.0] * 4 + [1.0] * 4
+    assert [tr.curriculum_value(cfg, s, 1.0) for s in range(12)] == expect
+    from anira.tasks.hops import HopsTask
+
+    seen, real = [], HopsTask.sample
+
+    def spy(self, rng):
+        seen.append(self.config.hop_tilt)
+        return real(self, rng)
+
+    monkeypatch.setattr(HopsTask, "sample", spy)
+    run(cfg, tmp_path)
+    train = seen[-12 * cfg.batch_size :]  # the training batches are sampled last (after the eval-set stand-ins)
+    per_step = train[:: cfg.batch_size]  # the first sample of every training batch
+    assert per_step == expect and sorted(set(train)) == [-3.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="hop_tilt = -9"):  # every stage is validated by the task
+        tiny(curriculum_param="hop_tilt", curriculum_values=[-9.0], curriculum_steps=4)
+    with pytest.raises(ValueError, match="max_hops takes integers"):
+        tiny(curriculum_param="max_hops", curriculum_values=[1, 2.5], curriculum_steps=4)
+    with pytest.raises(ValueError, match="curriculum_param = None"):
+        tiny(curriculum_values=[1.0], curriculum_steps=4)
+
+
+def test_config_hash_of_a_committed_run_is_unchanged():
+    """Fields added later are hashed only when set: a committed run's config still hashes to the
+    hash it was recorded under (else the cache and the committed results would go stale)."""
+    from pathlib import Path
+
+    rec = Path(__file__).resolve().parents[1] / "data" / "results" / "cpu" / "runs"
+    if not rec.is_dir():
+        pytest.skip("no committed cpu results in this checkout")
+    folders = sorted(p for p in rec.iterdir() if (p / "config.json").is_file())
+    assert folders
+    for folder in folders[:3]:
+        doc = json.loads((folder / "config.json").read_text())
+        assert config_hash(RunConfig.from_dict(doc["config"])) == doc["config_hash"] == folder.name
+    assert config_hash(tiny(curriculum_param="hop_tilt", curriculum_values=[-3.0], curriculum_steps=4)) != config_hash(
+        tiny(curriculum_param="hop_tilt", curriculum_values=[-2.0], curriculum_steps=4))
+
+
 @pytest.mark.parametrize("mech,kw", [("early", {}), ("online", {}), ("oracle", {}), ("fixed", {})])
 def test_difficulty_reaches_only_the_oracle(tmp_path, monkeypatch, mech, kw):
     seen = []

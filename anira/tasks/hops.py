@@ -68,7 +68,7 @@ class HopsConfig:
     max_hops: int = 4  # 1..4 hops is learnable by a small looped model on CPU (see STUDY.md)
     n_queries: int = 3  # at most this many queries per example (fewer when the chains fill n)
     n_values: int = 10  # literal digits 0..n_values-1; 10 makes chance accuracy 10 %
-    hop_tilt: float = 1.0  # P(h) ~ h**hop_tilt per query; 1.0 balances hop counts (see above)
+    hop_tilt: float = 1.0  # P(h) ~ h**hop_tilt per query; 1.0 balances hop counts (see above); < 0 favours 1 hop
     distinct_values: bool = True  # chains get distinct digits (while chains <= n_values): no lucky guesses
 
 
@@ -110,7 +110,7 @@ class HopsTask(Task):
         _check("max_hops", c.max_hops, c.min_hops, c.max_vars, "from min_hops to max_vars")
         _check("n_queries", c.n_queries, 1, n_pool)
         _check("n_values", c.n_values, 1, N_DIGITS, "literal digits")
-        _check("hop_tilt", c.hop_tilt, 0.0, 4.0)
+        _check("hop_tilt", c.hop_tilt, -4.0, 4.0, "negative values favour short chains (a curriculum)")
 
     @classmethod
     def build_vocab(cls) -> Vocab:
