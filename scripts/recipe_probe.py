@@ -1,12 +1,13 @@
-"""Prove the training recipe on `hops`: train fixed / online / early with the default recipe and print,
-per hop count, accuracy and mean depth under real early exit on the frozen in-range set.
+"""Prove the training recipe on `hops`: train fixed / online / early / oracle / random with the default
+recipe and print, per hop count, accuracy and mean depth under real early exit on the frozen sets.
 
-    python scripts/recipe_probe.py --out runs/recipe                # all three, sequentially
+    python scripts/recipe_probe.py --out runs/recipe                # all five, sequentially
     python scripts/recipe_probe.py --out runs/recipe --only online steps=3000
     python scripts/recipe_probe.py --out runs/recipe --report       # only print the table
 
 Extra ``key=value`` arguments override RunConfig fields for every run. Finished runs are reused
-(same config hash), interrupted ones resume.
+(same config hash), interrupted ones resume. ``random`` draws depths with the mean depth of the
+finished ``online`` run (in-range, real early exit) unless ``random_mean_depth`` is given.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from anira.train import RunConfig, run  # noqa: E402
 
-MECHANISMS = ("fixed", "online", "early")
+MECHANISMS = ("fixed", "online", "early", "oracle", "random")
 
 
 def table(summary: dict, split: str = "in") -> str:
@@ -52,7 +53,13 @@ def main() -> None:
                 continue
             summary = json.loads((out / "summary.json").read_text())
         else:
-            summary = run(RunConfig.from_dict({"task": "hops", "mechanism": mech, **over}, where="recipe_probe"), out)
+            cfg = {"task": "hops", "mechanism": mech, **over}
+            if mech == "random" and "random_mean_depth" not in cfg:
+                online = Path(args.out) / "online" / "summary.json"
+                if not online.exists():
+                    raise SystemExit(f"random: needs the finished online run ({online}) or random_mean_depth=...")
+                cfg["random_mean_depth"] = round(json.loads(online.read_text())["in"]["mean_depth"], 4)
+            summary = run(RunConfig.from_dict(cfg, where="recipe_probe"), out)
         print(f"{mech}: {summary['steps']} steps, train {summary['train_time_s']:.0f} s "
               f"({summary['steps_per_s']:.2f} steps/s), run id {summary['run_id']}")
         print(table(summary, "in"))

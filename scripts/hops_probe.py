@@ -1,0 +1,198 @@
+"""Learning probe for `hops`: where does multi-hop composition fail?
+
+Trains a `fixed`-depth ANIRA backbone on `hops` and prints, every ``--eval-every`` steps, the
+accuracy on the first 512 frozen in-range examples per hop count *and per loop step* (each step's
+read-out through the coda), so one sees which step answers which hop count. Options vary one thing
+at a time against the library's model:
+
+    --ds W            loss = (1 - W) * CE(last step) + W * mean_n CE(step n)   (W = 1: deep supervision)
+    --tilt S:T,...    hops' hop_tilt by step (P(h) ~ h**T; -3 = 85 % 1-hop queries), e.g. 0:-3,500:0
+    --switch S:JSON   other task parameters from step S on, e.g. '400:{"min_hops": 2, "max_hops": 2}'
+    --arch plain      no input re-injection (z = h instead of W_a [h ; e])
+    --ov-init A       the shared block's value/output projections start at A * identity (a copy circuit)
+    --conv-init A     the causal conv's taps on earlier tokens start as A * random orthogonal maps
+    --n-prelude/--n-coda, --lr, --batch-size, --depth
+
+``--diagnose`` instead loads the weights saved by a finished probe and prints, for 1-3-hop
+queries, the largest per-head attention weight of the answer token at each loop step on the
+right-hand side of each assignment along its chain (hop 1 = the queried variable's own assignment).
+
+    python scripts/hops_probe.py --out /tmp/N --steps 2000 --ds 0 --ov-init 1 --tilt 0:-3,500:0
+    python scripts/hops_probe.py --out /tmp/N --diagnose
+
+One thread; about 0.4 s per step with two probes side by side on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from anira.data import load_eval_set  # noqa: E402
+from anira.model import AniraModel, ModelConfig  # noqa: E402
+from anira.tasks import make_task  # noqa: E402
+from anira.tasks.base import collate  # noqa: E402
+
+
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="folder for the log (probe.jsonl) and the weights (model.pt)")
+    ap.add_argument("--diagnose", action="store_true")
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--ds", type=float, default=1.0)
+    ap.add_argument("--tilt", default="")
+    ap.add_argument("--switch", default="")
+    ap.add_argument("--arch", choices=("anira", "plain"), default="anira")
+    ap.add_argument("--ov-init", type=float, default=0.0)
+    ap.add_argument("--conv-init", type=float, default=0.0)
+    ap.add_argument("--n-prelude", type=int, default=1)
+    ap.add_argument("--n-coda", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--depth", type=int, default=6)
+    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--seed", type=int, default=0)
+    return ap.parse_args()
+
+
+def build(a: argparse.Namespace, vocab_size: int) -> AniraModel:
+    torch.manual_seed(a.seed)
+    cfg = ModelConfig(vocab_size=vocab_size, n_prelude=a.n_prelude, n_coda=a.n_coda, max_depth=a.depth,
+                      pos_encoding="rope", mechanism="fixed")
+    model = AniraModel(cfg)
+    D = cfg.d_model
+    with torch.no_grad():
+        if a.ov_init > 0:
+            model.core.attn.wv.weight.copy_(a.ov_init * torch.eye(D) + 0.02 * torch.randn(D, D))
+            model.core.attn.wo.weight.copy_(torch.eye(D) + 0.02 * torch.randn(D, D))
+        if a.conv_init > 0 and model.conv is not None:
+            w = model.conv.weight  # (D_out, D_in, taps); the last tap is the current token
+            for k in range(w.shape[2] - 1):
+                w[:, :, k] = a.conv_init * torch.linalg.qr(torch.randn(D, D))[0]
+            w[:, :, -1] = 0
+    if a.arch == "plain":
+        model.core.inputs = lambda h, e, u=None: h  # no re-injection
+    return model
+
+
+def task_schedule(a: argparse.Namespace):
+    """step -> task: hop_tilt stages from --tilt, then the --switch task."""
+    base = make_task("hops", range="train")
+    tilts = [tuple(float(x) for x in kv.split(":")) for kv in a.tilt.split(",")] if a.tilt else []
+    tasks = {t: make_task("hops", range="train", hop_tilt=t) for _, t in tilts}
+    switch = None
+    if a.switch:
+        s, params = a.switch.split(":", 1)
+        switch = (int(s), make_task("hops", range="train", **json.loads(params)))
+
+    def at(step: int):
+        if switch and step >= switch[0]:
+            return switch[1]
+        current = [t for s, t in tilts if s <= step]
+        return tasks[current[-1]] if current else base
+
+    return base, at
+
+
+def per_step_accuracy(model: AniraModel, examples) -> tuple[float, dict[int, list[float]]]:
+    model.eval()
+    correct, hops = [], []
+    with torch.no_grad():
+        for i in range(0, len(examples), 128):
+            b = collate(examples[i : i + 128], feature_names=["difficulty"])
+            out = model(b.input_ids, exit="dense", readout_rows=b.loss_mask)
+            pred = out.step_logits.argmax(-1)[:, b.loss_mask]  # (M, N)
+            correct.append((pred == b.targets[b.loss_mask][None]).float())
+            hops.append(b.difficulty[b.loss_mask])
+    model.train()
+    C, H = torch.cat(correct, 1), torch.cat(hops)
+    table = {int(h): [round(x, 2) for x in C[:, H == h].mean(1).tolist()] for h in H.unique().tolist()}
+    return C[-1].mean().item(), table
+
+
+def train(a: argparse.Namespace, out: Path) -> None:
+    base, task_at = task_schedule(a)
+    model = build(a, len(base.vocab))
+    examples = load_eval_set("hops", "in")[:512]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.1, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))  # warm-up, then constant
+    rng = random.Random(a.seed)
+    t0 = time.time()
+    with (out / "probe.jsonl").open("w") as log:
+        for step in range(a.steps + 1):
+            if step % a.eval_every == 0 or step == a.steps:
+                acc, table = per_step_accuracy(model, examples)
+                row = {"step": step, "time_s": round(time.time() - t0), "acc_last_step": round(acc, 3),
+                       "acc_by_hops_per_step": table}
+                print(json.dumps(row), flush=True)
+                log.write(json.dumps(row) + "\n")
+            if step == a.steps:
+                break
+            b = collate([task_at(step).sample(rng) for _ in range(a.batch_size)], feature_names=["difficulty"])
+            out_ = model(b.input_ids, exit="dense", readout_rows=b.loss_mask)
+            tgt = b.targets[b.loss_mask]
+            losses = torch.stack([F.cross_entropy(s, tgt) for s in out_.step_logits[:, b.loss_mask]])
+            loss = (1 - a.ds) * losses[-1] + a.ds * losses.mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+    torch.save(model.state_dict(), out / "model.pt")
+
+
+def diagnose(a: argparse.Namespace, out: Path) -> None:
+    task = make_task("hops", range="train")
+    model = build(a, len(task.vocab))
+    model.load_state_dict(torch.load(out / "model.pt"))
+    model.eval()
+    core, S = model.core, model.cfg.max_depth
+    weights: dict[tuple[int, int, int], list[float]] = {}  # (hops, step, hop along the chain) -> max-head weights
+    with torch.no_grad():
+        for ex in load_eval_set("hops", "in")[:200]:
+            words = task.vocab.decode(ex.tokens)
+            ids = torch.tensor([ex.tokens[:-1]])
+            e, pos = model.embed(ids)
+            states = model(ids, exit="dense", return_states=True).states  # (S + 1, 1, T, D)
+            T = ids.shape[1]
+            causal = torch.ones(T, T, dtype=torch.bool).triu(1)
+            att = []
+            for n in range(1, S + 1):
+                x = core.ln1(core.inputs(states[n - 1], e))
+                q = core.attn.project_q(x, pos)
+                k, _ = core.attn.project_kv(x, pos)
+                att.append((q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).masked_fill(causal, float("-inf")).softmax(-1)[0])
+            lhs = {words[i]: i for i in range(1, words.index("|"), 4)}  # variable -> position of its assignment
+            for f, target in zip(ex.features, ex.scored):
+                qi, chain, var = target - 1, [], words[target - 1]
+                while var in lhs:  # right-hand sides along the chain
+                    chain.append(lhs[var] + 2)
+                    var = words[lhs[var] + 2]
+                for n in range(S):
+                    for j, rhs in enumerate(chain):
+                        weights.setdefault((f["difficulty"], n + 1, j + 1), []).append(att[n][:, qi, rhs].max().item())
+    for h in (1, 2, 3):
+        for n in range(1, S + 1):
+            cells = [f"hop {j}: {sum(v) / len(v):.2f}" for (hh, nn, j), v in sorted(weights.items()) if (hh, nn) == (h, n)]
+            print(f"{h}-hop queries, loop step {n}: " + "  ".join(cells))
+
+
+def main() -> None:
+    a = parse()
+    torch.set_num_threads(1)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    diagnose(a, out) if a.diagnose else train(a, out)
+
+
+if __name__ == "__main__":
+    main()
