@@ -16,6 +16,7 @@ at a time against the library's model:
 ``--diagnose`` instead loads the weights saved by a finished probe and prints, for 1-3-hop
 queries, the largest per-head attention weight of the answer token at each loop step on the
 right-hand side of each assignment along its chain (hop 1 = the queried variable's own assignment).
+Pass the probe's own ``--arch`` and ``--n-prelude``/``--n-coda``/``--depth`` again with ``--diagnose``.
 
     python scripts/hops_probe.py --out /tmp/N --steps 2000 --ds 0 --ov-init 1 --tilt 0:-3,500:0
     python scripts/hops_probe.py --out /tmp/N --diagnose
