@@ -11,7 +11,11 @@ at a time against the library's model:
     --arch plain      no input re-injection (z = h instead of W_a [h ; e])
     --ov-init A       the shared block's value/output projections start at A * identity (a copy circuit)
     --conv-init A     the causal conv's taps on earlier tokens start as A * random orthogonal maps
-    --n-prelude/--n-coda, --lr, --batch-size, --depth
+    --gate B          a forget gate on the recurrent state, h = LN_s((1 - g) z + sigma + attn + MLP),
+                      g = sigmoid(W_g LN_2 b), bias initialised to B (a state that can replace a pointer)
+    --untied          a separate block per loop step: an ordinary deep Transformer, the control that
+                      says whether weight sharing is what stops learning (dense mode only)
+    --n-prelude/--n-coda, --lr, --batch-size, --depth, --d-model, --d-ff
 
 ``--diagnose`` instead loads the weights saved by a finished probe and prints, for 1-3-hop
 queries, the largest per-head attention weight of the answer token at each loop step on the
@@ -38,7 +42,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from anira.data import load_eval_set  # noqa: E402
-from anira.model import AniraModel, ModelConfig  # noqa: E402
+from anira.model import AniraModel, ModelConfig, step_embedding  # noqa: E402
 from anira.tasks import make_task  # noqa: E402
 from anira.tasks.base import collate  # noqa: E402
 
@@ -54,9 +58,15 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--arch", choices=("anira", "plain"), default="anira")
     ap.add_argument("--ov-init", type=float, default=0.0)
     ap.add_argument("--conv-init", type=float, default=0.0)
+    ap.add_argument("--gate", type=float, default=None,
+                    help="forget gate on the recurrent state with this bias init (None = plain residual)")
+    ap.add_argument("--untied", action="store_true",
+                    help="a separate block per loop step (an ordinary deep Transformer; a control, dense mode only)")
     ap.add_argument("--n-prelude", type=int, default=1)
     ap.add_argument("--n-coda", type=int, default=1)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--d-model", type=int, default=128)
+    ap.add_argument("--d-ff", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--depth", type=int, default=6)
     ap.add_argument("--eval-every", type=int, default=250)
@@ -67,7 +77,7 @@ def parse() -> argparse.Namespace:
 def build(a: argparse.Namespace, vocab_size: int) -> AniraModel:
     torch.manual_seed(a.seed)
     cfg = ModelConfig(vocab_size=vocab_size, n_prelude=a.n_prelude, n_coda=a.n_coda, max_depth=a.depth,
-                      pos_encoding="rope", mechanism="fixed")
+                      d_model=a.d_model, d_ff=a.d_ff, pos_encoding="rope", mechanism="fixed")
     model = AniraModel(cfg)
     D = cfg.d_model
     with torch.no_grad():
@@ -81,6 +91,33 @@ def build(a: argparse.Namespace, vocab_size: int) -> AniraModel:
             w[:, :, -1] = 0
     if a.arch == "plain":
         model.core.inputs = lambda h, e, u=None: h  # no re-injection
+    if a.untied:
+        blocks = torch.nn.ModuleList([model.core] + [AniraModel(cfg).core for _ in range(a.depth - 1)])
+
+        class Untied(torch.nn.Module):  # dispatches step n to its own block; u is recomputed per block
+            def __init__(self):
+                super().__init__()
+                self.blocks = blocks
+
+            def inject(self, e):
+                return None
+
+            def forward(self, h, e, n, pos, u=None):
+                return self.blocks[n - 1](h, e, n, pos)
+        model.core = Untied()
+    if a.gate is not None:
+        core = model.core
+        core.gate = torch.nn.Linear(D, D)
+        torch.nn.init.zeros_(core.gate.weight)
+        torch.nn.init.constant_(core.gate.bias, a.gate)
+
+        def finish(z, attn_out, n):  # h = LN_s((1 - g) z + sigma + attn + MLP(LN_2 b)), g = sigmoid(W_g LN_2 b)
+            sig = core.step_proj(step_embedding(n, z.shape[-1], z.device))
+            b = z + attn_out + sig
+            x = core.ln2(b)
+            g = torch.sigmoid(core.gate(x))
+            return core.ln_state((1 - g) * z + sig + attn_out + core.mlp(x))
+        core.finish = finish
     return model
 
 
