@@ -338,7 +338,13 @@ def test_driver_end_to_end_failure_resume_and_cache(tmp_path, monkeypatch):
     # 5) export the light results, then redraw the analysis from the export alone: no run trains
     from anira.pipeline.export import export_results
 
+    stale = layout.runs_dir / "0123456789abcdef"  # a finished run of an older version of the profile
+    stale.mkdir()
+    (stale / "summary.json").write_text("{}")
+    (layout.executed_dir / "toy_train" / f"{stale.name}.ipynb").write_text("{}")
     dest = export_results(layout, tmp_path / "export")
+    assert not (dest / "executed" / "toy_train" / f"{stale.name}.ipynb").exists()
+    assert len(list((dest / "executed" / "toy_train").iterdir())) == len(man["runs"])
     assert sorted(p.name for p in (dest / "runs").iterdir()) == sorted(r["config_hash"] for r in man["runs"])
     assert all((dest / "runs" / h / "summary.json").is_file() and not (dest / "runs" / h / "checkpoint.json").exists()
                for h in hashes)
@@ -444,3 +450,4 @@ def test_killing_the_driver_loses_only_the_current_step(tmp_path, executor):
     summary = json.loads((layout.run_dir(h) / "summary.json").read_text())
     assert summary["config_hash"] == h and summary["resumed_from"] == step
     assert man["status"] == "complete" and len(attempts(layout.run_dir(h))) == 2
+

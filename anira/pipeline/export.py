@@ -9,12 +9,15 @@ executed notebooks into ``dest_root/<profile>/``, in the same layout as ``runs/<
     dest_root/<profile>/runs/<config_hash>/{config.json, summary.json, log.jsonl, records.csv.gz}
     dest_root/<profile>/executed/*.ipynb
 
-Checkpoints are not copied (tens of MB each): with exported results the analyses 03-07 redraw
+The runs exported are those the manifest lists (the last study of the profile), so a run left in
+``runs/<profile>/runs/`` by an older version of the profile is not exported; without a manifest,
+every finished run is. Checkpoints are not copied (tens of MB each): with exported results the analyses 03-07 redraw
 from the records (``python -m anira.study --profile cpu --runs-root data/results --only-notebooks
 03,04,05,06,07``), except the wall-clock timing of 06, which needs the weights.
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -27,6 +30,13 @@ def export_results(layout: Layout, dest_root: str | Path) -> Path:
     """Copy the light results of ``layout`` into ``dest_root/<profile>/``; returns that folder."""
     src_runs = layout.runs_dir
     finished = sorted(p for p in src_runs.glob("*/") if (p / "summary.json").is_file()) if src_runs.is_dir() else []
+    if finished and layout.manifest.is_file():
+        listed = [r.get("config_hash") for r in json.loads(layout.manifest.read_text()).get("runs", [])]
+        missing = [h for h in listed if not h or not (src_runs / h / "summary.json").is_file()]
+        if missing:
+            raise ValueError(f"{layout.manifest} lists {len(missing)} unfinished runs ({missing[:3]}); "
+                             f"finish the study first (python -m anira.study --profile {layout.profile})")
+        finished = [src_runs / h for h in sorted(listed)]
     if not finished:
         raise ValueError(f"no finished runs under {src_runs} to export; run the study first "
                          f"(python -m anira.study --profile {layout.profile})")
@@ -46,7 +56,9 @@ def export_results(layout: Layout, dest_root: str | Path) -> Path:
     if layout.executed_dir.is_dir():
         if (dest / "executed").exists():
             shutil.rmtree(dest / "executed")
-        shutil.copytree(layout.executed_dir, dest / "executed")
+        keep = {p.name for p in finished}  # per-run notebooks (executed/<notebook>/<hash>.ipynb) of these runs only
+        shutil.copytree(layout.executed_dir, dest / "executed", ignore=lambda d, names: [
+            n for n in names if Path(d) != layout.executed_dir and n.endswith(".ipynb") and n[:-6] not in keep])
     return dest
 
 
