@@ -451,3 +451,19 @@ def test_killing_the_driver_loses_only_the_current_step(tmp_path, executor):
     assert summary["config_hash"] == h and summary["resumed_from"] == step
     assert man["status"] == "complete" and len(attempts(layout.run_dir(h))) == 2
 
+
+
+def test_committed_reference_results_are_the_cpu_profile():
+    """data/results/cpu holds exactly the runs profiles/cpu.yaml plans, all finished: a change to the
+    profile that is not followed by a rerun (and export) of the reference study fails here, and so
+    does any edit of the profile file after the run (the manifest records the file's sha256)."""
+    root = Path(__file__).resolve().parents[1] / "data" / "results"
+    if not (root / "cpu" / "runs").is_dir():
+        pytest.skip("no committed cpu results in this checkout")
+    layout = Layout("cpu", runs_root=root)
+    plan = driver_mod.make_plan(load_profile("cpu"), layout)
+    assert [p.spec.label() for p in plan if p.state != "done"] == []
+    committed = {p.name for p in layout.runs_dir.iterdir() if p.is_dir()}
+    assert committed == {p.config_hash for p in plan}
+    manifest = json.loads(layout.manifest.read_text())
+    assert manifest["profile_sha256"] == load_profile("cpu").sha256
