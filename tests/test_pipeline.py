@@ -452,7 +452,6 @@ def test_killing_the_driver_loses_only_the_current_step(tmp_path, executor):
     assert man["status"] == "complete" and len(attempts(layout.run_dir(h))) == 2
 
 
-
 def test_committed_reference_results_are_the_cpu_profile():
     """data/results/cpu holds exactly the runs profiles/cpu.yaml plans, all finished: a change to the
     profile that is not followed by a rerun (and export) of the reference study fails here, and so

@@ -11,9 +11,9 @@ executed notebooks into ``dest_root/<profile>/``, in the same layout as ``runs/<
 
 The runs exported are those the manifest lists (the last study of the profile), so a run left in
 ``runs/<profile>/runs/`` by an older version of the profile is not exported; without a manifest,
-every finished run is. Checkpoints are not copied (tens of MB each): with exported results the analyses 03-07 redraw
-from the records (``python -m anira.study --profile cpu --runs-root data/results --only-notebooks
-03,04,05,06,07``), except the wall-clock timing of 06, which needs the weights.
+every finished run is. Checkpoints are not copied (tens of MB each): with exported results the
+analyses 03-07 redraw from the records (``python -m anira.study --profile cpu --runs-root
+data/results --only-notebooks 03,04,05,06,07``), except the wall-clock timing of 06, which needs the weights.
 """
 from __future__ import annotations
 
