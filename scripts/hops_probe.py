@@ -13,6 +13,8 @@ at a time against the library's model:
     --conv-init A     the causal conv's taps on earlier tokens start as A * random orthogonal maps
     --gate B          a forget gate on the recurrent state, h = LN_s((1 - g) z + sigma + attn + MLP),
                       g = sigmoid(W_g LN_2 b), bias initialised to B (a state that can replace a pointer)
+    --kv-memory       the loop's keys/values from the prelude output e, fixed over the steps (a
+                      control; real early exit would then not match the dense path)
     --untied          a separate block per loop step: an ordinary deep Transformer, the control that
                       says whether weight sharing is what stops learning (dense mode only)
     --n-prelude/--n-coda, --lr, --batch-size, --depth, --d-model, --d-ff
@@ -62,6 +64,8 @@ def parse() -> argparse.Namespace:
                     help="forget gate on the recurrent state with this bias init (None = plain residual)")
     ap.add_argument("--untied", action="store_true",
                     help="a separate block per loop step (an ordinary deep Transformer; a control, dense mode only)")
+    ap.add_argument("--kv-memory", action="store_true",
+                    help="the loop's keys/values come from the prelude output e, fixed over steps (breaks real early exit)")
     ap.add_argument("--n-prelude", type=int, default=1)
     ap.add_argument("--n-coda", type=int, default=1)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -91,6 +95,15 @@ def build(a: argparse.Namespace, vocab_size: int) -> AniraModel:
             w[:, :, -1] = 0
     if a.arch == "plain":
         model.core.inputs = lambda h, e, u=None: h  # no re-injection
+    if a.kv_memory:
+        core = model.core
+
+        def forward(h, e, n, pos, u=None):  # queries from the state, keys/values from LN_1(e) at every step
+            z = core.inputs(h, e, u)
+            q = core.attn.project_q(core.ln1(z), pos)
+            k, v = core.attn.project_kv(core.ln1(e), pos)
+            return core.finish(z, core.attn.merge(F.scaled_dot_product_attention(q, k, v, is_causal=True)), n)
+        core.forward = forward
     if a.untied:
         blocks = torch.nn.ModuleList([model.core] + [AniraModel(cfg).core for _ in range(a.depth - 1)])
 
