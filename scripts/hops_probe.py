@@ -75,7 +75,10 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--depth", type=int, default=6)
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
-    return ap.parse_args()
+    a = ap.parse_args()
+    if a.untied and (a.gate is not None or a.kv_memory):
+        ap.error("--untied cannot be combined with --gate or --kv-memory (they change the shared block only)")
+    return a
 
 
 def build(a: argparse.Namespace, vocab_size: int) -> AniraModel:
