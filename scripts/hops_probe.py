@@ -8,6 +8,7 @@ at a time against the library's model:
     --ds W            loss = (1 - W) * CE(last step) + W * mean_n CE(step n)   (W = 1: deep supervision)
     --tilt S:T,...    hops' hop_tilt by step (P(h) ~ h**T; -3 = 85 % 1-hop queries), e.g. 0:-3,500:0
     --switch S:JSON   other task parameters from step S on, e.g. '400:{"min_hops": 2, "max_hops": 2}'
+    --stages S:JSON|S:JSON|...   task parameters by stage (instead of --tilt and --switch)
     --arch plain      no input re-injection (z = h instead of W_a [h ; e])
     --ov-init A       the shared block's value/output projections start at A * identity (a copy circuit)
     --conv-init A     the causal conv's taps on earlier tokens start as A * random orthogonal maps
@@ -17,6 +18,11 @@ at a time against the library's model:
                       control; real early exit would then not match the dense path)
     --untied          a separate block per loop step: an ordinary deep Transformer, the control that
                       says whether weight sharing is what stops learning (dense mode only)
+    --no-state-norm   no LayerNorm on e and on the state after each step (a pre-norm residual loop)
+    --plain-core      the shared block is a plain pre-norm Layer: h^n = Layer(h^{n-1}) (a control)
+    --core-layers K   the shared block is K layers (the recurrent block, then K-1 plain Layers), as in Huginn
+    --all-queries     training prompts query every variable (more answers per example; eval unchanged)
+    --pos learned     learned absolute positions instead of RoPE
     --n-prelude/--n-coda, --lr, --batch-size, --depth, --d-model, --d-ff
 
 ``--diagnose`` instead loads the weights saved by a finished probe and prints, for 1-3-hop
@@ -57,6 +63,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--ds", type=float, default=1.0)
     ap.add_argument("--tilt", default="")
     ap.add_argument("--switch", default="")
+    ap.add_argument("--stages", default="",
+                    help="task parameters by step, 'S:JSON|S:JSON|...' (replaces --tilt/--switch), e.g. "
+                         "'0:{\"max_vars\": 4, \"max_hops\": 2}|1000:{}'")
     ap.add_argument("--arch", choices=("anira", "plain"), default="anira")
     ap.add_argument("--ov-init", type=float, default=0.0)
     ap.add_argument("--conv-init", type=float, default=0.0)
@@ -66,6 +75,15 @@ def parse() -> argparse.Namespace:
                     help="a separate block per loop step (an ordinary deep Transformer; a control, dense mode only)")
     ap.add_argument("--kv-memory", action="store_true",
                     help="the loop's keys/values come from the prelude output e, fixed over steps (breaks real early exit)")
+    ap.add_argument("--no-state-norm", action="store_true",
+                    help="ModelConfig.state_norm=False: no LayerNorm on e and on the state after each step")
+    ap.add_argument("--plain-core", action="store_true",
+                    help="the shared block is a plain pre-norm Layer (no re-injection, step signal or state norm)")
+    ap.add_argument("--core-layers", type=int, default=1,
+                    help="layers in the shared block: the recurrent block, then K-1 plain Layers (shared over steps)")
+    ap.add_argument("--all-queries", action="store_true",
+                    help="training examples query every variable of the prompt (a data augmentation; eval unchanged)")
+    ap.add_argument("--pos", choices=("rope", "learned"), default="rope", help="ModelConfig.pos_encoding")
     ap.add_argument("--n-prelude", type=int, default=1)
     ap.add_argument("--n-coda", type=int, default=1)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -78,13 +96,23 @@ def parse() -> argparse.Namespace:
     a = ap.parse_args()
     if a.untied and (a.gate is not None or a.kv_memory):
         ap.error("--untied cannot be combined with --gate or --kv-memory (they change the shared block only)")
+    if a.core_layers < 1:
+        ap.error(f"--core-layers = {a.core_layers}: allowed values are integers >= 1")
+    replaced = a.untied or a.plain_core or a.core_layers > 1
+    if a.plain_core and (a.untied or a.core_layers > 1 or a.gate is not None or a.kv_memory):
+        ap.error("--plain-core replaces the recurrent block: it cannot be combined with --untied, --core-layers, --gate or --kv-memory")
+    if a.core_layers > 1 and (a.untied or a.gate is not None or a.kv_memory):
+        ap.error("--core-layers cannot be combined with --untied, --gate or --kv-memory")
+    if a.diagnose and replaced:
+        ap.error("--diagnose reads the attention of the library's recurrent block: not with --untied, --plain-core or --core-layers")
     return a
 
 
 def build(a: argparse.Namespace, vocab_size: int) -> AniraModel:
     torch.manual_seed(a.seed)
     cfg = ModelConfig(vocab_size=vocab_size, n_prelude=a.n_prelude, n_coda=a.n_coda, max_depth=a.depth,
-                      d_model=a.d_model, d_ff=a.d_ff, pos_encoding="rope", mechanism="fixed")
+                      d_model=a.d_model, d_ff=a.d_ff, pos_encoding=a.pos, mechanism="fixed",
+                      state_norm=not a.no_state_norm)
     model = AniraModel(cfg)
     D = cfg.d_model
     with torch.no_grad():
@@ -107,6 +135,37 @@ def build(a: argparse.Namespace, vocab_size: int) -> AniraModel:
             k, v = core.attn.project_kv(core.ln1(e), pos)
             return core.finish(z, core.attn.merge(F.scaled_dot_product_attention(q, k, v, is_causal=True)), n)
         core.forward = forward
+    if a.plain_core:
+        from anira.model import Layer
+
+        class PlainCore(torch.nn.Module):  # h^n = Layer(h^{n-1}): a weight-tied plain Transformer layer
+            def __init__(self):
+                super().__init__()
+                self.layer = Layer(cfg)
+
+            def inject(self, e):
+                return None
+
+            def forward(self, h, e, n, pos, u=None):
+                return self.layer(h, pos)
+        model.core = PlainCore()
+    if a.core_layers > 1:
+        from anira.model import Layer
+
+        class DeepCore(torch.nn.Module):  # h^n = Layer(...Layer(Block(h^{n-1}, e))): one shared multi-layer block
+            def __init__(self, block):
+                super().__init__()
+                self.block, self.layers = block, torch.nn.ModuleList(Layer(cfg) for _ in range(a.core_layers - 1))
+
+            def inject(self, e):
+                return self.block.inject(e)
+
+            def forward(self, h, e, n, pos, u=None):
+                h = self.block(h, e, n, pos, u)
+                for layer in self.layers:
+                    h = layer(h, pos)
+                return h
+        model.core = DeepCore(model.core)
     if a.untied:
         blocks = torch.nn.ModuleList([model.core] + [AniraModel(cfg).core for _ in range(a.depth - 1)])
 
@@ -140,6 +199,10 @@ def build(a: argparse.Namespace, vocab_size: int) -> AniraModel:
 def task_schedule(a: argparse.Namespace):
     """step -> task: hop_tilt stages from --tilt, then the --switch task."""
     base = make_task("hops", range="train")
+    if a.stages:
+        stages = [(int(st), make_task("hops", range="train", **json.loads(js)))
+                  for st, js in (x.split(":", 1) for x in a.stages.split("|"))]
+        return base, lambda step: [t for st, t in stages if st <= step][-1]
     tilts = [tuple(float(x) for x in kv.split(":")) for kv in a.tilt.split(",")] if a.tilt else []
     tasks = {t: make_task("hops", range="train", hop_tilt=t) for _, t in tilts}
     switch = None
@@ -154,6 +217,28 @@ def task_schedule(a: argparse.Namespace):
         return tasks[current[-1]] if current else base
 
     return base, at
+
+
+def query_all(task, ex):
+    """The same prompt with every variable queried once, in a random order (seeded by the prompt)."""
+    words = task.vocab.decode(ex.tokens)
+    assigns, _ = task.parse(words)
+    rhs = dict(assigns)
+    value = {}
+    for x in rhs:
+        y, h = x, 0
+        while y in rhs:
+            y, h = rhs[y], h + 1
+        value[x] = (y, h)
+    order = sorted(rhs)
+    random.Random(hash(tuple(ex.tokens))).shuffle(order)
+    ids = list(ex.tokens[: words.index("|") + 1])
+    scored, feats = [], []
+    for x in order:
+        ids += task.vocab.encode(["?", x, value[x][0]])
+        scored.append(len(ids) - 1)
+        feats.append({"difficulty": value[x][1]})
+    return type(ex)(tokens=ids, scored=scored, features=feats, size=ex.size)
 
 
 def per_step_accuracy(model: AniraModel, examples) -> tuple[float, dict[int, list[float]]]:
@@ -191,7 +276,11 @@ def train(a: argparse.Namespace, out: Path) -> None:
                 log.write(json.dumps(row) + "\n")
             if step == a.steps:
                 break
-            b = collate([task_at(step).sample(rng) for _ in range(a.batch_size)], feature_names=["difficulty"])
+            task = task_at(step)
+            batch = [task.sample(rng) for _ in range(a.batch_size)]
+            if a.all_queries:
+                batch = [query_all(task, ex) for ex in batch]
+            b = collate(batch, feature_names=["difficulty"])
             out_ = model(b.input_ids, exit="dense", readout_rows=b.loss_mask)
             tgt = b.targets[b.loss_mask]
             losses = torch.stack([F.cross_entropy(s, tgt) for s in out_.step_logits[:, b.loss_mask]])
