@@ -100,11 +100,13 @@ def parse() -> argparse.Namespace:
         ap.error(f"--core-layers = {a.core_layers}: allowed values are integers >= 1")
     replaced = a.untied or a.plain_core or a.core_layers > 1
     if a.plain_core and (a.untied or a.core_layers > 1 or a.gate is not None or a.kv_memory):
-        ap.error("--plain-core replaces the recurrent block: it cannot be combined with --untied, --core-layers, --gate or --kv-memory")
+        ap.error("--plain-core replaces the recurrent block: "
+                 "it cannot be combined with --untied, --core-layers, --gate or --kv-memory")
     if a.core_layers > 1 and (a.untied or a.gate is not None or a.kv_memory):
         ap.error("--core-layers cannot be combined with --untied, --gate or --kv-memory")
     if a.diagnose and replaced:
-        ap.error("--diagnose reads the attention of the library's recurrent block: not with --untied, --plain-core or --core-layers")
+        ap.error("--diagnose reads the attention of the library's recurrent block: "
+                 "not with --untied, --plain-core or --core-layers")
     return a
 
 
