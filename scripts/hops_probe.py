@@ -22,6 +22,7 @@ at a time against the library's model:
     --plain-core      the shared block is a plain pre-norm Layer: h^n = Layer(h^{n-1}) (a control)
     --core-layers K   the shared block is K layers (the recurrent block, then K-1 plain Layers), as in Huginn
     --all-queries     training prompts query every variable (more answers per example; eval unchanged)
+    --coda-mlp-only   the coda's attention is switched off (W_o = 0, frozen), so every lookup must be in the loop
     --pos learned     learned absolute positions instead of RoPE
     --n-prelude/--n-coda, --lr, --batch-size, --depth, --d-model, --d-ff
 
@@ -83,6 +84,8 @@ def parse() -> argparse.Namespace:
                     help="layers in the shared block: the recurrent block, then K-1 plain Layers (shared over steps)")
     ap.add_argument("--all-queries", action="store_true",
                     help="training examples query every variable of the prompt (a data augmentation; eval unchanged)")
+    ap.add_argument("--coda-mlp-only", action="store_true",
+                    help="the coda's attention output is fixed at zero (W_o = 0, frozen): lookups must happen in the loop")
     ap.add_argument("--pos", choices=("rope", "learned"), default="rope", help="ModelConfig.pos_encoding")
     ap.add_argument("--n-prelude", type=int, default=1)
     ap.add_argument("--n-coda", type=int, default=1)
@@ -137,6 +140,10 @@ def build(a: argparse.Namespace, vocab_size: int) -> AniraModel:
             k, v = core.attn.project_kv(core.ln1(e), pos)
             return core.finish(z, core.attn.merge(F.scaled_dot_product_attention(q, k, v, is_causal=True)), n)
         core.forward = forward
+    if a.coda_mlp_only:
+        for layer in model.coda:
+            layer.attn.wo.weight.data.zero_()
+            layer.attn.wo.weight.requires_grad_(False)
     if a.plain_core:
         from anira.model import Layer
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anira.tasks import make_task
-from anira.tasks.hops import HopsConfig, HopsTask
+from anira.tasks.hops import HopsConfig, HopsTask, no_composition_accuracy
 
 
 def interpret(words):
@@ -133,6 +133,29 @@ def test_distinct_digits_remove_the_lucky_guess():
 
     iid, distinct = guess_rate(False), guess_rate(True)
     assert iid > distinct + 0.05, (iid, distinct)
+
+
+def test_no_composition_floor_matches_a_simulated_reader():
+    """The guessing floor from the features equals, token by token, the expected score of a reader
+    simulated on the rendered text: one lookup in the assignments, else a uniform guess among the
+    prompt's digits not yet given as an earlier answer."""
+    task = make_task("hops")
+    n_multi = 0
+    for ex in task.generate(1500, seed=11):
+        words = task.render(ex)
+        end = words.index("|")
+        env = {words[k]: words[k + 2] for k in range(1, end, 4)}
+        digits, taken = {w for w in words[1:end] if w.isdigit()}, set()
+        for i, f in zip(ex.scored, ex.features):
+            var, answer = words[i - 1], words[i]
+            if env[var].isdigit():
+                expected = float(env[var] == answer)
+            else:
+                candidates = digits - taken
+                expected, n_multi = (answer in candidates) / len(candidates), n_multi + 1
+            assert no_composition_accuracy(f["difficulty"], f["n_chains"], f["query_index"]) == pytest.approx(expected)
+            taken.add(answer)
+    assert n_multi > 1000  # the multi-hop branch was exercised
 
 
 def test_training_hops_balanced_and_sizes_uniform():

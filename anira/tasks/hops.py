@@ -220,6 +220,21 @@ class HopsTask(Task):
         return assigns, queries
 
 
+def no_composition_accuracy(difficulty, n_chains, query_index):
+    """Expected accuracy of a reader that composes nothing, per answer token (the guessing floor).
+
+    It answers a 1-hop query by one lookup, and guesses any other answer uniformly among the
+    prompt's digits that no earlier query of the example already took:
+    ``1 if difficulty == 1 else 1 / (n_chains - query_index)``. Exact with distinct chain digits
+    (``distinct_values=True`` and at most ``n_values`` chains, true of the training range): the
+    prompt then holds one digit per chain and the earlier queries' answers are distinct digits of
+    other chains. Works elementwise on numbers, numpy arrays and pandas Series of the features.
+    A model above this floor on multi-hop queries composes lookups; one at it only guesses.
+    """
+    guess = 1.0 / (n_chains - query_index)
+    return guess + (difficulty == 1) * (1.0 - guess)
+
+
 _V = HopsTask.build_vocab()
 _ID_VAR0, _ID_DIGIT0 = _V.stoi[VAR_NAMES[0]], _V.stoi["0"]
 _ID_ASSIGN, _ID_SEP, _ID_END, _ID_QUERY = (_V.stoi[w] for w in (ASSIGN, SEP, END, QUERY))

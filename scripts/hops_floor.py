@@ -1,0 +1,66 @@
+"""Does a `hops` run compose lookups, or only guess? Its accuracy against the no-composition floor.
+
+For every finished `hops` run under RESULTS (a run cache or exported results, e.g. data/results/cpu)
+it reads the per-token records of the in-range set at the trained depth and prints, per hop count,
+the run's accuracy next to the floor of a reader that composes nothing
+(`anira.tasks.hops.no_composition_accuracy`: one lookup for 1-hop queries, otherwise a uniform
+guess among the prompt's digits that earlier queries have not taken), split into the first query
+of each example (no earlier answer to rule out) and the later ones.
+
+    python scripts/hops_floor.py data/results/cpu
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from anira.tasks.hops import no_composition_accuracy  # noqa: E402
+
+
+def run_label(cfg: dict) -> str:
+    depth = "" if cfg["fixed_depth"] is None else f" depth {cfg['fixed_depth']}"
+    return f"{cfg['mechanism']}{depth} seed {cfg['seed']}"
+
+
+def table(results: Path) -> pd.DataFrame:
+    rows = []
+    for rec in sorted(results.glob("runs/*/records.csv.gz")):
+        cfg = json.loads((rec.parent / "config.json").read_text())["config"]
+        if cfg["task"] != "hops":
+            continue
+        df = pd.read_csv(rec)
+        df = df[(df.split == "in") & (df.eval_max_depth == df.max_depth)]
+        df = df.assign(
+            floor=no_composition_accuracy(df.difficulty, df.n_chains, df.query_index),
+            query=df.query_index.clip(upper=1).map({0: "first", 1: "later"}),
+        )
+        label = f"{run_label(cfg)} ({rec.parent.name})"
+        rows.append({"run": label, "query": "all", "hops": "all", "acc": df.correct.mean(), "floor": df.floor.mean()})
+        for (query, hops), g in df.groupby(["query", "difficulty"]):
+            rows.append({"run": label, "query": query, "hops": hops, "acc": g.correct.mean(), "floor": g.floor.mean()})
+    if not rows:
+        raise SystemExit(f"no finished hops run with records under {results}/runs")
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", type=Path, help="folder with runs/<id>/{config.json,records.csv.gz}")
+    t = table(ap.parse_args().results)
+    pd.set_option("display.width", 200)
+    print("in-range accuracy at the trained depth; floor = no-composition reader (1-hop lookup, else elimination guess)")
+    overall = t[t.hops == "all"].set_index("run")[["acc", "floor"]]
+    print(overall.round(3).to_string(), end="\n\n")
+    by = t[t.hops != "all"].pivot_table(index="run", columns=["query", "hops"], values="acc")
+    floor = t[t.hops != "all"].groupby(["query", "hops"]).floor.mean().rename("floor (all runs)")
+    print(pd.concat([by, floor.to_frame().T]).round(2).to_string())
+
+
+if __name__ == "__main__":
+    main()
