@@ -96,6 +96,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--depth", type=int, default=6)
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: two probes side by side on 2 cores)")
     a = ap.parse_args()
     if a.untied and (a.gate is not None or a.kv_memory):
         ap.error("--untied cannot be combined with --gate or --kv-memory (they change the shared block only)")
@@ -340,7 +341,7 @@ def diagnose(a: argparse.Namespace, out: Path) -> None:
 
 def main() -> None:
     a = parse()
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     diagnose(a, out) if a.diagnose else train(a, out)
