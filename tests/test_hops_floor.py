@@ -1,0 +1,30 @@
+"""scripts/hops_floor.py on the committed reference results: every hops run is listed, and the floor
+it derives from each run's records equals the floor computed from the frozen evaluation set."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from anira.data import load_eval_set
+from anira.tasks.hops import no_composition_accuracy
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "data" / "results" / "cpu"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("hops_floor", ROOT / "scripts" / "hops_floor.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_floor_from_records_equals_floor_from_eval_set():
+    t = load_script().table(RESULTS)
+    overall = t[t.hops == "all"]
+    n_hops_runs = sum('"task": "hops"' in p.read_text() for p in RESULTS.glob("runs/*/config.json"))
+    assert len(overall) == n_hops_runs > 0
+    feats = [f for ex in load_eval_set("hops", "in") for f in ex.features]
+    floor = sum(no_composition_accuracy(f["difficulty"], f["n_chains"], f["query_index"]) for f in feats) / len(feats)
+    assert overall.floor.to_numpy() == pytest.approx(floor)
+    assert ((overall.acc >= 0) & (overall.acc <= 1)).all()
