@@ -12,7 +12,6 @@ of each example (no earlier answer to rule out) and the later ones.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,38 +19,35 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from anira.analysis._stats import select  # noqa: E402
+from anira.analysis.io import load_study, resolve_run_dirs, with_fixed_depth  # noqa: E402
 from anira.tasks.hops import no_composition_accuracy  # noqa: E402
 
 
-def run_label(cfg: dict) -> str:
-    depth = "" if cfg["fixed_depth"] is None else f" depth {cfg['fixed_depth']}"
-    return f"{cfg['mechanism']}{depth} seed {cfg['seed']}"
-
-
 def table(results: Path) -> pd.DataFrame:
+    """Rows (run, query, hops, acc, floor): per run overall (query = hops = "all") and per first/later
+    query and hop count, on the in-range set at the trained depth."""
+    records, _ = load_study(resolve_run_dirs(results / "runs"))
+    records = with_fixed_depth(select(records, split="in", eval_depth="train", task="hops"))
+    if records.empty:
+        raise SystemExit(f"no finished hops run with records under {results / 'runs'}")
+    records = records.assign(
+        floor=no_composition_accuracy(records.difficulty, records.n_chains, records.query_index),
+        query=records.query_index.clip(upper=1).map({0: "first", 1: "later"}),
+    )
     rows = []
-    for rec in sorted(results.glob("runs/*/records.csv.gz")):
-        cfg = json.loads((rec.parent / "config.json").read_text())["config"]
-        if cfg["task"] != "hops":
-            continue
-        df = pd.read_csv(rec)
-        df = df[(df.split == "in") & (df.eval_max_depth == df.max_depth)]
-        df = df.assign(
-            floor=no_composition_accuracy(df.difficulty, df.n_chains, df.query_index),
-            query=df.query_index.clip(upper=1).map({0: "first", 1: "later"}),
-        )
-        label = f"{run_label(cfg)} ({rec.parent.name})"
+    for (run_id, mechanism, seed), df in records.groupby(["run_id", "mechanism", "seed"]):
+        depth = df.fixed_depth.iloc[0]
+        label = f"{mechanism}{'' if pd.isna(depth) else f' depth {int(depth)}'} seed {seed} ({run_id})"
         rows.append({"run": label, "query": "all", "hops": "all", "acc": df.correct.mean(), "floor": df.floor.mean()})
         for (query, hops), g in df.groupby(["query", "difficulty"]):
             rows.append({"run": label, "query": query, "hops": hops, "acc": g.correct.mean(), "floor": g.floor.mean()})
-    if not rows:
-        raise SystemExit(f"no finished hops run with records under {results}/runs")
     return pd.DataFrame(rows)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("results", type=Path, help="folder with runs/<id>/{config.json,records.csv.gz}")
+    ap.add_argument("results", type=Path, help="folder with runs/<id>/ (summary.json, records.csv.gz)")
     t = table(ap.parse_args().results)
     pd.set_option("display.width", 200)
     print("in-range accuracy at the trained depth; floor = no-composition reader (1-hop lookup, else elimination guess)")

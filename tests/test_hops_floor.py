@@ -1,6 +1,7 @@
 """scripts/hops_floor.py on the committed reference results: every hops run is listed, and the floor
 it derives from each run's records equals the floor computed from the frozen evaluation set."""
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ def load_script():
 def test_floor_from_records_equals_floor_from_eval_set():
     t = load_script().table(RESULTS)
     overall = t[t.hops == "all"]
-    n_hops_runs = sum('"task": "hops"' in p.read_text() for p in RESULTS.glob("runs/*/config.json"))
+    configs = [json.loads(p.read_text())["config"] for p in RESULTS.glob("runs/*/config.json")]
+    n_hops_runs = sum(c["task"] == "hops" for c in configs)
     assert len(overall) == n_hops_runs > 0
     feats = [f for ex in load_eval_set("hops", "in") for f in ex.features]
     floor = sum(no_composition_accuracy(f["difficulty"], f["n_chains"], f["query_index"]) for f in feats) / len(feats)
