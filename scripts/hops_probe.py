@@ -100,6 +100,14 @@ def parse() -> argparse.Namespace:
     a = ap.parse_args()
     if a.untied and (a.gate is not None or a.kv_memory):
         ap.error("--untied cannot be combined with --gate or --kv-memory (they change the shared block only)")
+    if a.stages and (a.tilt or a.switch):
+        ap.error("--stages replaces --tilt and --switch: give one or the other")
+    if a.stages and not all(x.split(":", 1)[0].strip().isdigit() and ":" in x for x in a.stages.split("|")):
+        ap.error(f"--stages = {a.stages!r}: allowed form is 'S:JSON|S:JSON|...' with integer steps S")
+    if a.stages and int(a.stages.split(":", 1)[0]) != 0:
+        ap.error(f"--stages = {a.stages!r}: the first stage must start at step 0")
+    if a.threads < 1:
+        ap.error(f"--threads = {a.threads}: allowed values are integers >= 1")
     if a.core_layers < 1:
         ap.error(f"--core-layers = {a.core_layers}: allowed values are integers >= 1")
     replaced = a.untied or a.plain_core or a.core_layers > 1
