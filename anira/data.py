@@ -104,15 +104,17 @@ def _task_class_or_raise(task: str):
         ) from err
 
 
-def build_task_files(task: str, count: int = EVAL_COUNT) -> tuple[dict[str, bytes], list[dict[str, Any]]]:
-    """The files of one task (relative path -> bytes) and its manifest entries, in memory."""
+def build_task_files(task: str, count: int = EVAL_COUNT, params: dict[str, dict] | None = None
+                     ) -> tuple[dict[str, bytes], list[dict[str, Any]]]:
+    """The files of one task (relative path -> bytes) and its manifest entries, in memory.
+    ``params`` = {range name: task parameters} replaces a range's config (an earlier design)."""
     _check_task(task)
     _task_class_or_raise(task)
     files: dict[str, bytes] = {}
     entries: list[dict[str, Any]] = []
     vocab = None
     for split, rng_name in SPLITS.items():
-        t = make_task(task, range=rng_name)
+        t = make_task(task, range=rng_name, **(params or {}).get(rng_name, {}))
         vocab = t.vocab.to_json() if vocab is None else vocab
         if t.vocab.to_json() != vocab:
             raise ValueError(f"task {task!r}: the vocabulary differs between ranges; it must be fixed")
@@ -141,11 +143,13 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
-def write_eval_sets(root: str | os.PathLike = "data", tasks: Iterable[str] = TASK_NAMES, count: int = EVAL_COUNT) -> dict[str, Any]:
+def write_eval_sets(root: str | os.PathLike = "data", tasks: Iterable[str] = TASK_NAMES, count: int = EVAL_COUNT,
+                    params: dict[str, dict[str, dict]] | None = None) -> dict[str, Any]:
     """Write the sets of ``tasks`` under ``root`` and update ``root/manifest.json``.
 
     Entries of tasks not in ``tasks`` are kept from an existing manifest. A task whose module
-    cannot be imported raises ImportError: nothing is skipped. Returns the manifest.
+    cannot be imported raises ImportError: nothing is skipped. ``params`` = {task: {range:
+    parameters}} writes a task's sets from other parameters (``EARLIER``). Returns the manifest.
     """
     root = Path(root)
     tasks = list(tasks)
@@ -153,7 +157,7 @@ def write_eval_sets(root: str | os.PathLike = "data", tasks: Iterable[str] = TAS
         _check_task(task)
     if not isinstance(count, int) or count < 1:
         raise ValueError(f"count = {count!r} must be a positive integer")
-    built = [build_task_files(task, count) for task in tasks]  # all in memory before any write
+    built = [build_task_files(task, count, (params or {}).get(task)) for task in tasks]  # all in memory before any write
     old = _read_manifest(root) or {}
     sets = [e for e in old.get("sets", []) if e["task"] not in tasks]
     file_sums = {k: v for k, v in old.get("files", {}).items() if k.split("/")[0] not in tasks}
@@ -263,20 +267,34 @@ def check(root: str | os.PathLike | None = None, tasks: Iterable[str] = TASK_NAM
     return problems
 
 
+def earlier_params() -> dict[str, dict[str, dict]]:
+    """Task parameters of the earlier designs that committed results were scored on: `hops` before
+    its dense design (the committed `cpu` study). ``--earlier`` writes their sets, e.g. into a
+    separate root to redraw that study with ``ANIRA_DATA`` pointing there."""
+    from anira.tasks.hops import EARLIER_DESIGN, EARLIER_EXTRAP
+
+    return {"hops": {"train": EARLIER_DESIGN, "extrap": EARLIER_EXTRAP}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m anira.data", description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="regenerate in a temporary directory and compare sha256")
     ap.add_argument("--root", default=None, help="data root (default: $ANIRA_DATA or the repository's data/)")
     ap.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), help=f"tasks (default: all of {list(TASK_NAMES)})")
+    ap.add_argument("--earlier", action="store_true",
+                    help="write the earlier designs' sets (hops before the dense design: the committed cpu study) "
+                         "instead of the current ones; use it with --root, never on the repository's data/")
     args = ap.parse_args(argv)
     root = Path(args.root) if args.root else default_root()
+    if args.earlier and (args.check or root.resolve() == (Path(__file__).resolve().parent.parent / "data").resolve()):
+        ap.error("--earlier: give another --root (the repository's data/ holds the current design's sets), without --check")
     if args.check:
         problems = check(root, args.tasks)
         for p in problems:
             print(f"MISMATCH {p}")
         print(f"checked {len(args.tasks)} task(s) under {root}: " + ("OK" if not problems else f"{len(problems)} problem(s)"))
         return 1 if problems else 0
-    manifest = write_eval_sets(root, args.tasks)
+    manifest = write_eval_sets(root, args.tasks, params=earlier_params() if args.earlier else None)
     for e in manifest["sets"]:
         if e["task"] in args.tasks:
             print(f"wrote {root / e['file']}  count={e['count']} seed={e['seed']} sha256={e['sha256'][:12]}")

@@ -9,9 +9,15 @@ Shared objective of ``early`` and ``online`` (written once; only the source of p
               q_n = l (1-l)^{n-1} (n < S), q_S = (1-l)^{S-1}   (constant halting rate l, forced at S)
     R_depth = sum_n n p_n                                    expected depth (ACT-style ponder cost)
 
-    step <  ds_warmup_steps:  loss = L_ds                                     (full-depth warm-up)
-    step >= ds_warmup_steps:  loss = L_exp + beta_t * R + ds_weight * L_ds
-    beta_t = beta * min(1, (step - ds_warmup_steps + 1) / beta_warmup_steps)  (penalty warm-up)
+    step <  start:  loss = L_ds                                     (full-depth warm-up)
+    step >= start:  loss = L_exp + beta_t * R + ds_weight * L_ds
+    beta_t = beta * min(1, (step - start + 1) / beta_warmup_steps)  (penalty warm-up)
+
+``start`` = ``ds_warmup_steps``, or -- when the trainer's switch waits for learning
+(``RunConfig.ds_until_acc``) -- the first log step from ds_warmup_steps on at which the full-depth
+read-out's training accuracy reaches that bar. Why: a penalty that starts before the task is
+learned at full depth takes depth away from exactly the tokens that are not solved yet (measured
+on `hops`: depth then *falls* with the hop count).
 
 Every term is averaged over the task's scored tokens (``loss_mask``); unscored tokens have no
 target, so their depth is whatever the shared decision head gives them.
@@ -102,18 +108,24 @@ class PonderLoss(nn.Module):
         self.register_buffer("log_prior", truncated_geometric(cfg.prior_lambda, max_depth).clamp_min(1e-30).log())
         self.register_buffer("steps", torch.arange(1, max_depth + 1, dtype=torch.float32))
 
-    def beta_at(self, step: int) -> float:
+    def beta_at(self, step: int, start: int | None = None) -> float:
+        """beta_t; ``start`` = the step the PonderNet objective starts (default ds_warmup_steps;
+        the trainer passes a later one when the switch waits for learning, ``RunConfig.ds_until_acc``)."""
         c = self.cfg
-        if step < c.ds_warmup_steps:
+        start = c.ds_warmup_steps if start is None else start
+        if step < start:
             return 0.0
         if c.beta_warmup_steps == 0:
             return c.beta
-        return c.beta * min(1.0, (step - c.ds_warmup_steps + 1) / c.beta_warmup_steps)
+        return c.beta * min(1.0, (step - start + 1) / c.beta_warmup_steps)
 
     def forward(
-        self, step_logits: torch.Tensor, p_n: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor, step: int
+        self, step_logits: torch.Tensor, p_n: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor, step: int,
+        start: int | float | None = None,
     ) -> LossOutput:
-        """step_logits (S, B, T, V), p_n (B, T, S), targets/loss_mask (B, T), step = optimizer step."""
+        """step_logits (S, B, T, V), p_n (B, T, S), targets/loss_mask (B, T), step = optimizer step;
+        ``start`` = first step of the PonderNet objective (None: ``ds_warmup_steps``; ``math.inf``:
+        not yet, the warm-up goes on)."""
         S = step_logits.shape[0]
         if S != self.max_depth or p_n.shape[-1] != S:
             raise ValueError(f"step_logits has {S} steps and p_n {p_n.shape[-1]}; the loss was built for {self.max_depth}")
@@ -126,8 +138,9 @@ class PonderLoss(nn.Module):
             penalty = masked_mean(kl, loss_mask)
         else:
             penalty = masked_mean((p_n * self.steps).sum(-1), loss_mask)  # E[n]
-        beta_t = self.beta_at(step)
-        if step < self.cfg.ds_warmup_steps:
+        start = self.cfg.ds_warmup_steps if start is None else start
+        beta_t = self.beta_at(step, start) if step >= start else 0.0
+        if step < start:
             loss = ds
         else:
             loss = expected + beta_t * penalty + self.cfg.ds_weight * ds

@@ -7,11 +7,16 @@ Backbone (identical for every decision mechanism)::
     e       = LN_e(Prelude(x))                                   # (B, T, D)
     h^0     = e
     step n  = 1 .. S (S = max_depth):
-        z^n = W_a [h^{n-1} ; e]                                  # input re-injection (adapter)
+        z^n = W_a [h^{n-1} ; e]    or   h^{n-1} + e              # input re-injection (reinject=adapter | add)
         a^n = z^n + Attn(LN_1(z^n))                              # causal self-attention
-        b^n = a^n + sigma_n                                      # step signal sigma_n = W_s sin_emb(n)
+        b^n = a^n + sigma_n                                      # step signal sigma_n = W_s sin_emb(n) (step_signal)
         h^n = LN_s(b^n + MLP(LN_2(b^n)))                         # one *shared* block for every n
     logits  = Head(LN_f(Coda(h^{depth})))                        # each token at the depth it used
+
+``reinject="add"`` has no adapter parameters (the block is then a plain pre-norm layer on h + e,
+as in the looped Transformers of the literature); ``step_signal=False`` drops sigma_n, so the
+block computes the same function at every step. Which of them learns multi-hop `hops` faster is
+measured, not assumed (README, "learning recipe").
 
 The short causal convolution gives every token its few predecessors directly (cf. token shift
 or "canon layers"): in `hops` the right-hand side of ``x = y`` then knows ``x``, so one hop is one
@@ -86,6 +91,8 @@ from anira.config import check_choice, check_range
 
 MECHANISMS = ("fixed", "early", "online", "oracle", "random")
 POS_ENCODINGS = ("learned", "rope")
+REINJECTIONS = ("adapter", "add")
+INITS = ("gpt2", "torch")
 EXIT_MODES = ("dense", "masked", "exit", "frozen")
 
 
@@ -103,6 +110,12 @@ class ModelConfig:
     rope_base: float = 10000.0  # RoPE frequency base (only for pos_encoding="rope")
     state_norm: bool = True  # LayerNorm on e and on every state h^n (bounded state over many steps)
     conv_width: int = 4  # causal conv over the last conv_width tokens on the embeddings (0 = off), see docstring
+    reinject: Literal["adapter", "add"] = "adapter"  # z = W_a [h ; e] (learned) or z = h + e (fixed, no parameters)
+    step_signal: bool = True  # add sigma_n = W_s sin_emb(n) after attention (False: the block does not know n)
+    # weight init: "gpt2" = N(0, 0.02) for every linear and embedding weight (output projections
+    # / sqrt(#residual branches)); "torch" = PyTorch's defaults (Linear U(+-1/sqrt(fan_in)), Embedding
+    # N(0, 1)). Which one learns multi-hop `hops` faster is measured (README, "learning recipe").
+    init: Literal["gpt2", "torch"] = "gpt2"
     mechanism: Literal["fixed", "early", "online", "oracle", "random"] = "online"  # the one switch
     fixed_depth: int | None = None  # depth of `fixed`; None = max_depth
     halt_bias_init: float = -3.0  # halting-bias init: lambda=0.047, mass on the last step (anti-collapse)
@@ -128,6 +141,10 @@ class ModelConfig:
         if self.pos_encoding == "rope" and (self.d_model // self.n_heads) % 2:
             raise ValueError(f"pos_encoding = 'rope' needs an even head size; d_model / n_heads = {self.d_model // self.n_heads}")
         check_range("rope_base", self.rope_base, 1.0)
+        check_choice("reinject", self.reinject, REINJECTIONS)
+        check_choice("init", self.init, INITS)
+        if not isinstance(self.step_signal, bool):
+            raise ValueError(f"step_signal = {self.step_signal!r} must be true or false")
         check_choice("mechanism", self.mechanism, MECHANISMS)
         if self.fixed_depth is not None:
             check_range("fixed_depth", self.fixed_depth, 1, self.max_depth)
@@ -332,15 +349,19 @@ class RecurrentBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         D = cfg.d_model
-        self.adapter = nn.Linear(2 * D, D)  # W_a [h ; e]: input re-injection
+        # W_a [h ; e]: input re-injection ("add": z = h + e, no parameters)
+        self.adapter = nn.Linear(2 * D, D) if cfg.reinject == "adapter" else None
         self.ln1, self.ln2 = nn.LayerNorm(D), nn.LayerNorm(D)
         self.attn, self.mlp = Attention(cfg), MLP(cfg)
-        self.step_proj = nn.Linear(D, D, bias=False)  # sigma_n = W_s sin_emb(n)
+        self.step_proj = nn.Linear(D, D, bias=False) if cfg.step_signal else None  # sigma_n = W_s sin_emb(n)
         self.ln_state = nn.LayerNorm(D) if cfg.state_norm else nn.Identity()  # fixed state scale over steps
 
     def inject(self, e: torch.Tensor) -> torch.Tensor:
         """The step-independent half of the adapter, u = W_e e + b_a (..., D), with W_a = [W_h  W_e]
-        the single ``adapter`` weight sliced (no extra parameters): computed once per forward."""
+        the single ``adapter`` weight sliced (no extra parameters): computed once per forward.
+        Additive re-injection: u = e."""
+        if self.adapter is None:
+            return e
         return F.linear(e, self.adapter.weight[:, e.shape[-1] :], self.adapter.bias)
 
     def inputs(self, h: torch.Tensor, e: torch.Tensor | None, u: torch.Tensor | None = None) -> torch.Tensor:
@@ -349,13 +370,17 @@ class RecurrentBlock(nn.Module):
         Keys, values and queries are all read from LN_1(z). h, e, u (..., D)."""
         if u is None:
             u = self.inject(e)
+        if self.adapter is None:
+            return h + u
         D = h.shape[-1]
         z = torch.addmm(u.reshape(-1, D), h.reshape(-1, D), self.adapter.weight[:, :D].t())  # u + h W_h^T
         return z.view(h.shape)
 
     def finish(self, z: torch.Tensor, attn_out: torch.Tensor, n: int) -> torch.Tensor:
         """h^n = LN_s(b + MLP(LN_2 b)), b = z + attn_out + sigma_n (position-wise)."""
-        b = z + attn_out + self.step_proj(step_embedding(n, z.shape[-1], z.device))
+        b = z + attn_out
+        if self.step_proj is not None:
+            b = b + self.step_proj(step_embedding(n, z.shape[-1], z.device))
         return self.ln_state(b + self.mlp(self.ln2(b)))
 
     def forward(self, h: torch.Tensor, e: torch.Tensor, n: int, pos: torch.Tensor,
@@ -412,21 +437,23 @@ class AniraModel(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Embedding):
-                nn.init.normal_(m.weight, std=0.02)
-        n_res = 2 * (self.cfg.n_prelude + self.cfg.n_coda + 1)
-        for name, p in self.named_parameters():
-            if name.endswith("wo.weight") or name.endswith("mlp.proj.weight"):
-                nn.init.normal_(p, std=0.02 / math.sqrt(n_res))
+        if self.cfg.init == "gpt2":  # else the modules keep PyTorch's default init
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, std=0.02)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.Embedding):
+                    nn.init.normal_(m.weight, std=0.02)
+            n_res = 2 * (self.cfg.n_prelude + self.cfg.n_coda + 1)
+            for name, p in self.named_parameters():
+                if name.endswith("wo.weight") or name.endswith("mlp.proj.weight"):
+                    nn.init.normal_(p, std=0.02 / math.sqrt(n_res))
         D = self.cfg.d_model
-        with torch.no_grad():  # adapter starts as z = h + e (residual-like recurrence)
-            self.core.adapter.weight.copy_(torch.cat([torch.eye(D), torch.eye(D)], dim=1))
-            self.core.adapter.weight.add_(0.02 * torch.randn_like(self.core.adapter.weight))
+        if self.core.adapter is not None:  # adapter starts as z = h + e (residual-like recurrence)
+            with torch.no_grad():
+                self.core.adapter.weight.copy_(torch.cat([torch.eye(D), torch.eye(D)], dim=1))
+                self.core.adapter.weight.add_(0.02 * torch.randn_like(self.core.adapter.weight))
         if self.halt is not None:
             nn.init.zeros_(self.halt.weight)
             nn.init.constant_(self.halt.bias, self.cfg.halt_bias_init)

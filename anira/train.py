@@ -38,11 +38,12 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from anira.config import check_choice, check_range, from_dict, to_dict
 from anira.losses import LossConfig, PonderLoss, task_loss, token_ce
-from anira.model import MECHANISMS, POS_ENCODINGS, AniraModel, ModelConfig
+from anira.model import MECHANISMS, POS_ENCODINGS, REINJECTIONS, AniraModel, ModelConfig
 from anira.tasks import PAD_ID, TASK_NAMES, Example, Task, collate, make_task
 
 ADAPTIVE = ("early", "online")
@@ -81,6 +82,10 @@ class RunConfig:
     prior_lambda: float = 0.2  # geometric prior's halting rate
     ds_weight: float = 0.1  # deep-supervision weight after the warm-up
     ds_warmup_steps: int = 1200  # pure deep supervision first (prevents halting collapse)
+    # halting waits for learning: after ds_warmup_steps the warm-up goes on until the training accuracy
+    # of the full-depth read-out (scored tokens, mean over the last log_every steps, checked every
+    # log_every steps) reaches this; None = switch at ds_warmup_steps. Deterministic given the seed.
+    ds_until_acc: float | None = None
     beta_warmup_steps: int = 0  # linear ramp of beta after the warm-up
     train_mode: Literal["dense", "frozen"] = "dense"  # forward path of early/online in training
     # --- model size --------------------------------------------------------------------------
@@ -92,6 +97,9 @@ class RunConfig:
     pos_encoding: Literal["learned", "rope"] = "learned"
     state_norm: bool = True  # LayerNorm on e and on every recurrent state
     conv_width: int = 4  # short causal conv on the embeddings (0 = off)
+    reinject: Literal["adapter", "add"] = "adapter"  # input re-injection W_a [h ; e], or h + e
+    step_signal: bool = True  # step signal sigma_n added in the shared block
+    init: Literal["gpt2", "torch"] = "gpt2"  # weight init (ModelConfig.init)
     max_len: int = 512  # longest input the model accepts (covers the extrapolation sets)
     # --- optimisation ------------------------------------------------------------------------
     steps: int = 4000  # optimizer steps
@@ -150,6 +158,8 @@ class RunConfig:
         if self.random_depth_probs is not None:
             self.random_depth_probs = tuple(float(p) for p in self.random_depth_probs)
         check_range("beta", self.beta, 0.0)
+        if self.ds_until_acc is not None and not (isinstance(self.ds_until_acc, (int, float)) and 0.0 < self.ds_until_acc <= 1.0):
+            raise ValueError(f"ds_until_acc = {self.ds_until_acc!r} is out of range; allowed: (0, 1] or None")
         check_choice("train_mode", self.train_mode, TRAIN_MODES)
         check_choice("pos_encoding", self.pos_encoding, POS_ENCODINGS)
         check_range("steps", self.steps, 1)
@@ -178,7 +188,8 @@ class RunConfig:
         return ModelConfig(
             vocab_size=vocab_size, max_len=self.max_len, d_model=self.d_model, n_heads=self.n_heads, d_ff=self.d_ff,
             n_prelude=self.n_prelude, n_coda=self.n_coda, max_depth=self.max_depth, pos_encoding=self.pos_encoding,
-            state_norm=self.state_norm, conv_width=self.conv_width, mechanism=self.mechanism, fixed_depth=self.fixed_depth, halt_bias_init=self.halt_bias_init,
+            state_norm=self.state_norm, conv_width=self.conv_width, reinject=self.reinject,
+            step_signal=self.step_signal, init=self.init, mechanism=self.mechanism, fixed_depth=self.fixed_depth, halt_bias_init=self.halt_bias_init,
             halt_threshold=self.halt_threshold, oracle_offset=self.oracle_offset, oracle_scale=self.oracle_scale,
             random_mean_depth=self.random_mean_depth, random_depth_probs=self.random_depth_probs,
         )
@@ -193,17 +204,25 @@ class RunConfig:
     def from_dict(cls, values: dict[str, Any], where: str = "") -> "RunConfig":
         return from_dict(cls, values, where=where)
 
+    @classmethod
+    def from_record(cls, values: dict[str, Any], where: str = "") -> "RunConfig":
+        """The config of a recorded run (``config.json``): a field added after it was recorded takes
+        the behaviour it had before the field existed (``_LEGACY_VALUES``), not today's default."""
+        return from_dict(cls, {**{k: v for k, v in _LEGACY_VALUES.items() if k not in values}, **values}, where=where)
+
 
 _UNHASHED = ("num_threads", "progress")
-# fields added after results were recorded: hashed only when set, so the cached and committed runs
-# made before them keep their config hash (tests/test_train.py checks a committed record)
-_HASHED_IF_SET = ("curriculum_values",)
+# fields added after results were recorded, with the behaviour they had before they existed: hashed
+# only when they differ from it, so the cached and committed runs made before them keep their
+# config hash (tests/test_train.py checks a committed record)
+_LEGACY_VALUES = {"curriculum_values": None, "reinject": "adapter", "step_signal": True, "ds_until_acc": None,
+                  "init": "gpt2"}
 
 
 def config_hash(cfg: RunConfig) -> str:
     """Stable sha256 (first 16 hex digits) of the canonical JSON of every result-relevant field."""
     d = {k: v for k, v in to_dict(cfg).items()
-         if k not in _UNHASHED and not (k in _HASHED_IF_SET and v is None)}
+         if k not in _UNHASHED and not (k in _LEGACY_VALUES and v == _LEGACY_VALUES[k])}
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -326,12 +345,17 @@ def summarize(df: pd.DataFrame) -> dict[str, Any]:
     d = df[df["is_answer"] == 1] if "is_answer" in df else df
     per = d.groupby("difficulty").agg(acc=("correct", "mean"), depth=("depth", "mean"), n=("correct", "size"))
     hist = d["depth"].value_counts().sort_index()
+    # alignment during training: Spearman rho(depth, difficulty), None where either is constant
+    rho = None
+    if len(d) > 2 and d["depth"].nunique() > 1 and d["difficulty"].nunique() > 1:
+        rho = float(spearmanr(d["depth"], d["difficulty"]).statistic)
     return {
         "acc": float(d["correct"].mean()) if len(d) else float("nan"),
         "mean_depth": float(d["depth"].mean()) if len(d) else float("nan"),
         "n_tokens": int(len(d)),
         "depth_hist": {int(k): int(v) for k, v in hist.items()},
         "per_difficulty": {int(k): {"acc": float(r.acc), "mean_depth": float(r.depth), "n": int(r.n)} for k, r in per.iterrows()},
+        "rho": rho,
     }
 
 
@@ -392,7 +416,7 @@ def _atomic_write_text(text: str, path: Path) -> None:
 def load_model(out_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, AniraModel]:
     """The config and trained model of a run directory (from its checkpoint)."""
     out_dir = Path(out_dir)
-    cfg = RunConfig.from_dict(json.loads((out_dir / "config.json").read_text())["config"], where=str(out_dir))
+    cfg = RunConfig.from_record(json.loads((out_dir / "config.json").read_text())["config"], where=str(out_dir))
     task = make_task(cfg.task, range="train", **cfg.task_params)
     model = AniraModel(cfg.model_config(vocab_size=len(task.vocab)))
     ckpt = torch.load(out_dir / "checkpoint.pt", map_location=device, weights_only=False)
@@ -441,7 +465,9 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
     ponder = PonderLoss(cfg.loss_config(), cfg.max_depth).to(cfg.device) if cfg.mechanism in ADAPTIVE else None
     data_rng = random.Random(cfg.seed)  # == task.stream(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # random-mechanism draws in training
-    step, elapsed = 0, 0.0
+    step, elapsed, cpu_elapsed = 0, 0.0, 0.0
+    # first step of the PonderNet objective: fixed, or decided by the learning gate (ds_until_acc)
+    halt_start: float = math.inf if cfg.ds_until_acc is not None else float(cfg.ds_warmup_steps)
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=cfg.device, weights_only=False)
         if ckpt["config_hash"] != h:
@@ -453,6 +479,8 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
         gen.set_state(ckpt["gen_rng"])
         data_rng.setstate(ckpt["data_rng"])
         step, elapsed = ckpt["step"], ckpt["elapsed"]
+        cpu_elapsed = ckpt.get("cpu_elapsed", 0.0)
+        halt_start = ckpt.get("halt_start", halt_start)
     # the log holds exactly the rows of steps <= the checkpoint's step
     rows = [json.loads(l) for l in log_path.read_text().splitlines()] if log_path.exists() else []
     _atomic_write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step), log_path)
@@ -461,7 +489,8 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
         _atomic_save({"config_hash": h, "step": step, "elapsed": elapsed, "model": model.state_dict(),
                       "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                       "torch_rng": torch.get_rng_state(), "gen_rng": gen.get_state(),
-                      "data_rng": data_rng.getstate()}, ckpt_path)
+                      "data_rng": data_rng.getstate(), "cpu_elapsed": time.process_time() - c0,
+                      "halt_start": halt_start}, ckpt_path)
 
     stages: dict[int | float, Task] = {}  # curriculum stage value -> task
     eval_subset = eval_sets["in"][: cfg.eval_examples] if cfg.eval_examples else eval_sets["in"]
@@ -470,6 +499,8 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, mininterval=2.0, desc=f"{cfg.mechanism} {h[:8]}")
     model.train()
     t0 = time.perf_counter() - elapsed
+    c0 = time.process_time() - cpu_elapsed  # CPU seconds of this process (all its threads)
+    gate_right = gate_total = 0  # full-depth read-out accuracy since the last gate check
     with log_path.open("a") as log:
         while step < cfg.steps:
             src = task
@@ -483,7 +514,11 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
             diff = _difficulty(cfg.mechanism, batch)
             if ponder is not None:
                 out = model(batch.input_ids, exit=cfg.train_mode, readout_rows=batch.loss_mask)
-                lo = ponder(out.step_logits, out.p_n, batch.targets, batch.loss_mask, step)
+                lo = ponder(out.step_logits, out.p_n, batch.targets, batch.loss_mask, step, start=halt_start)
+                if halt_start == math.inf:
+                    with torch.no_grad():
+                        gate_right += int(((out.step_logits[-1].argmax(-1) == batch.targets) & batch.loss_mask).sum())
+                        gate_total += int(batch.loss_mask.sum())
                 loss, parts = lo.loss, {"expected": lo.expected.item(), "ds": lo.ds.item(),
                                         "penalty": lo.penalty.item(), "beta_t": lo.beta_t}
             else:
@@ -506,13 +541,20 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 elapsed = time.perf_counter() - t0
                 row = {"step": step, "kind": "train", **acc_stats.flush(), "lr": sched.get_last_lr()[0], "elapsed": elapsed}
+                if halt_start == math.inf:  # the learning gate (ds_until_acc): warm-up still on
+                    row["acc_full_depth"] = gate_right / max(gate_total, 1)
+                    if step >= cfg.ds_warmup_steps and row["acc_full_depth"] >= cfg.ds_until_acc:
+                        halt_start = float(step)  # the PonderNet objective from the next step on
+                        row["halt_start"] = step
+                    gate_right = gate_total = 0
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}", depth=f"{row['mean_depth']:.2f}")
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 ev = summarize(evaluate(model, eval_subset, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2))
                 row = {"step": step, "kind": "eval", "split": "in", "mode": "exit", "acc": ev["acc"],
-                       "mean_depth": ev["mean_depth"], "depth_hist": ev["depth_hist"], "per_difficulty": ev["per_difficulty"]}
+                       "mean_depth": ev["mean_depth"], "depth_hist": ev["depth_hist"], "per_difficulty": ev["per_difficulty"],
+                       "rho": ev["rho"]}
                 if cfg.mechanism in ADAPTIVE:  # the same tokens read out of the training path, for the gap
                     ev_tr = summarize(evaluate(model, eval_subset, batch_size=cfg.eval_batch_size, mode=cfg.train_mode))
                     row.update({"acc_train_path": ev_tr["acc"], "mean_depth_train_path": ev_tr["mean_depth"]})
@@ -528,13 +570,16 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
                     return {"interrupted_at": step}
     bar.close()
     train_time = time.perf_counter() - t0
+    train_cpu = time.process_time() - c0
     # final evaluation on the frozen sets with real early exit
     info = {"run_id": h, "task": cfg.task, "mechanism": cfg.mechanism, "seed": cfg.seed, "beta": cfg.beta,
             "max_depth": cfg.max_depth}
     depths = (None,) if cfg.eval_max_depth is None else (None, cfg.eval_max_depth)
     frames, summary = [], {"config_hash": h, "run_id": h, "summary_version": SUMMARY_VERSION,
                            "inputs_sha256": eval_sets_sha256(eval_sets), "steps": cfg.steps,
-                           "train_time_s": train_time, "steps_per_s": cfg.steps / max(train_time, 1e-9)}
+                           "train_time_s": train_time, "train_cpu_s": train_cpu,
+                           "steps_per_s": cfg.steps / max(train_time, 1e-9),
+                           "halt_start": (None if halt_start == math.inf else int(halt_start)) if cfg.mechanism in ADAPTIVE else None}
     t_eval = time.perf_counter()
     for split, exs in eval_sets.items():
         df = evaluate(model, exs, max_depths=depths, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2, info=info)

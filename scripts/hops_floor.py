@@ -4,8 +4,10 @@ For every finished `hops` run under RESULTS (a run cache or exported results, e.
 it reads the per-token records of the in-range set at the trained depth and prints, per hop count,
 the run's accuracy next to the floor of a reader that composes nothing
 (`anira.tasks.hops.no_composition_accuracy`: one lookup for 1-hop queries, otherwise a uniform
-guess among the prompt's digits that earlier queries have not taken), split into the first query
-of each example (no earlier answer to rule out) and the later ones.
+guess among the prompt's digits it cannot rule out: all of them in the dense design, those earlier
+queries have not taken in the earlier design), split into the first query of each example and the
+later ones (in the earlier design a later query can rule out earlier answers; in the dense one it
+may share a chain with an earlier query, the ``chain_seen`` feature).
 
     python scripts/hops_floor.py data/results/cpu
 """
@@ -21,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from anira.analysis._stats import select  # noqa: E402
 from anira.analysis.io import load_study, resolve_run_dirs, with_fixed_depth  # noqa: E402
-from anira.tasks.hops import no_composition_accuracy  # noqa: E402
+from anira.tasks.hops import guess_pool, no_composition_accuracy  # noqa: E402
 
 
 def table(results: Path) -> pd.DataFrame:
@@ -32,7 +34,7 @@ def table(results: Path) -> pd.DataFrame:
     if records.empty:
         raise SystemExit(f"no finished hops run with records under {results / 'runs'}")
     records = records.assign(
-        floor=no_composition_accuracy(records.difficulty, records.n_chains, records.query_index),
+        floor=no_composition_accuracy(records.difficulty, guess_pool(records)),
         query=records.query_index.clip(upper=1).map({0: "first", 1: "later"}),
     )
     rows = []
@@ -50,7 +52,7 @@ def main() -> None:
     ap.add_argument("results", type=Path, help="folder with runs/<id>/ (summary.json, records.csv.gz)")
     t = table(ap.parse_args().results)
     pd.set_option("display.width", 200)
-    print("in-range accuracy at the trained depth; floor = no-composition reader (1-hop lookup, else elimination guess)")
+    print("in-range accuracy at the trained depth; floor = no-composition reader (1-hop lookup, else a guess)")
     overall = t[t.hops == "all"].set_index("run")[["acc", "floor"]]
     print(overall.round(3).to_string(), end="\n\n")
     by = t[t.hops != "all"].pivot_table(index="run", columns=["query", "hops"], values="acc")

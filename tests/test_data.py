@@ -55,7 +55,8 @@ def test_load_equals_generator_with_recorded_seed(hops_root):
         assert e["seed"] == data.eval_seed("hops", e["split"])
         assert [x.to_json() for x in exs] == [x.to_json() for x in task.generate(e["count"], seed=e["seed"])]
     lines = gzip.decompress((hops_root / "hops/eval_out.jsonl.gz").read_bytes()).decode().splitlines()
-    assert len(lines) == data.EVAL_COUNT and all(json.loads(s)["size"] >= 10 for s in lines)
+    # extrapolation: every example has a chain longer than any of the training range (<= 4 variables)
+    assert len(lines) == data.EVAL_COUNT and all(json.loads(s)["size"] >= 5 for s in lines)
     assert data.load_vocab("hops", root=hops_root).itos == make_task("hops").vocab.itos
 
 
@@ -140,3 +141,18 @@ def test_bench_data_section_runs_and_reports_errors(tmp_path, monkeypatch, capsy
     assert bench.main(argv) == 1
     rows = {r["task"]: r for r in csv.DictReader(out.open())}
     assert "ModuleNotFoundError" in rows["addition"]["error"] and rows["hops"]["median"]
+
+
+def test_earlier_design_sets_written_apart_and_refused_on_the_repository(tmp_path):
+    """--earlier writes the hops sets of the earlier design (what the committed cpu study was scored
+    on) under another root; on the repository's data/ it is refused before anything is written."""
+    from anira.tasks.hops import EARLIER_DESIGN, HopsConfig, HopsTask
+
+    assert data.main(["--earlier", "--root", str(tmp_path), "--tasks", "hops"]) == 0
+    exs = data.load_eval_set("hops", "in", root=tmp_path)
+    assert [e.to_json() for e in exs] == [
+        e.to_json() for e in HopsTask(HopsConfig(**EARLIER_DESIGN)).generate(data.EVAL_COUNT, data.eval_seed("hops", "in"))]
+    before = (REPO_DATA / data.MANIFEST).read_bytes()
+    with pytest.raises(SystemExit) as exc:
+        data.main(["--earlier", "--root", str(REPO_DATA), "--tasks", "hops"])
+    assert exc.value.code == 2 and (REPO_DATA / data.MANIFEST).read_bytes() == before

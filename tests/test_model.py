@@ -89,11 +89,11 @@ def ref_layer(x, L, rope, base):
 def ref_plain_step(h, e, core, n, rope, base):
     """One plain block: z = W_a[h;e]; a = z + Attn(LN z); b = a + sigma_n; LN_s(b + MLP(LN b))."""
     D = h.shape[-1]
-    z = core.adapter(torch.cat([h, e], -1))
+    z = core.adapter(torch.cat([h, e], -1)) if core.adapter is not None else h + e  # reinject="add": h + e
     a = z + ref_attn(core.ln1(z), core.attn, rope, base)
     i = torch.arange(0, D, 2, dtype=torch.float32)
     sig = torch.stack([torch.sin(n / 100 ** (i / D)), torch.cos(n / 100 ** (i / D))], -1).reshape(D)
-    b = a + core.step_proj(sig)
+    b = a + core.step_proj(sig) if core.step_proj is not None else a  # step_signal=False: no sigma_n
     return core.ln_state(b + ref_mlp(core.ln2(b), core.mlp))
 
 

@@ -1,6 +1,7 @@
 """`hops` against an independent interpreter: every answer and feature is recomputed from the
 rendered text alone (assignments read into a dict, resolved by repeated lookup, a left-to-right
-reader simulated pass by pass)."""
+reader simulated pass by pass). Both designs: the dense default (``queries="any"``) and the earlier
+one-chain-per-query design (``EARLIER_DESIGN``, the committed `cpu` study's)."""
 import collections
 
 import pytest
@@ -8,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anira.tasks import make_task
-from anira.tasks.hops import HopsConfig, HopsTask, no_composition_accuracy
+from anira.tasks.hops import EARLIER_DESIGN, EARLIER_EXTRAP, HopsConfig, HopsTask, guess_pool, no_composition_accuracy
+
+
+def earlier(range="train", **overrides):
+    """The earlier design's task (training or extrapolation range)."""
+    base = EARLIER_DESIGN if range == "train" else EARLIER_EXTRAP
+    return HopsTask(HopsConfig(**{**base, **overrides}))
 
 
 def interpret(words):
@@ -98,8 +105,8 @@ def check_examples(task, exs):
 
 
 @pytest.mark.parametrize("rng", ["train", "extrap"])
-def test_against_reference_interpreter(rng):
-    task = make_task("hops", range=rng)
+def test_earlier_design_against_reference_interpreter(rng):
+    task = earlier(rng)
     check_examples(task, task.generate(300, seed=11))
 
 
@@ -114,7 +121,8 @@ def test_reference_over_configs(min_vars, extra_vars, min_hops, extra_hops, n_qu
     max_vars = min(min_vars + extra_vars, 26)
     min_hops = min(min_hops, min_vars)
     max_hops = min(min_hops + extra_hops, max_vars)
-    task = HopsTask(HopsConfig(min_vars, max_vars, min_hops, max_hops, n_queries, n_values, hop_tilt, distinct))
+    task = HopsTask(HopsConfig(min_vars, max_vars, min_hops, max_hops, n_queries, n_values, hop_tilt, distinct,
+                               n_names=26, queries="own_chain"))
     check_examples(task, task.generate(20, seed=seed))
 
 
@@ -122,10 +130,10 @@ def test_distinct_digits_remove_the_lucky_guess():
     """With i.i.d. digits, "answer with a digit of the prompt" is often right by luck; with
     distinct digits a uniform guess among the prompt's digits scores exactly 1 / n_chains."""
     def guess_rate(distinct):
-        exs = make_task("hops", distinct_values=distinct).generate(2000, seed=3)
+        exs = earlier(distinct_values=distinct).generate(2000, seed=3)
         hit = 0.0
         for ex in exs:
-            words = make_task("hops").render(ex)
+            words = earlier().render(ex)
             prompt_digits = [w for w in words[: words.index("|")] if w.isdigit()]
             for i in ex.scored:
                 hit += prompt_digits.count(words[i]) / len(prompt_digits)
@@ -135,11 +143,11 @@ def test_distinct_digits_remove_the_lucky_guess():
     assert iid > distinct + 0.05, (iid, distinct)
 
 
-def test_no_composition_floor_matches_a_simulated_reader():
+def test_earlier_no_composition_floor_matches_a_simulated_reader():
     """The guessing floor from the features equals, token by token, the expected score of a reader
     simulated on the rendered text: one lookup in the assignments, else a uniform guess among the
     prompt's digits not yet given as an earlier answer."""
-    task = make_task("hops")
+    task = earlier()
     n_multi = 0
     for ex in task.generate(1500, seed=11):
         words = task.render(ex)
@@ -153,13 +161,13 @@ def test_no_composition_floor_matches_a_simulated_reader():
             else:
                 candidates = digits - taken
                 expected, n_multi = (answer in candidates) / len(candidates), n_multi + 1
-            assert no_composition_accuracy(f["difficulty"], f["n_chains"], f["query_index"]) == pytest.approx(expected)
+            assert no_composition_accuracy(f["difficulty"], guess_pool(f)) == pytest.approx(expected)
             taken.add(answer)
     assert n_multi > 1000  # the multi-hop branch was exercised
 
 
-def test_training_hops_balanced_and_sizes_uniform():
-    exs = make_task("hops").generate(3000, seed=5)
+def test_earlier_training_hops_balanced_and_sizes_uniform():
+    exs = earlier().generate(3000, seed=5)
     hops = collections.Counter(r["difficulty"] for e in exs for r in e.features)
     share = {h: hops[h] / sum(hops.values()) for h in range(1, 5)}
     assert set(hops) == {1, 2, 3, 4}
@@ -171,21 +179,23 @@ def test_training_hops_balanced_and_sizes_uniform():
     assert all(by_index[(0, h)] > 100 for h in range(1, 5))
 
 
-def test_extrap_reaches_every_hop_count():
-    exs = make_task("hops", range="extrap").generate(1000, seed=5)
+def test_earlier_extrap_reaches_every_hop_count():
+    exs = earlier("extrap").generate(1000, seed=5)
     hops = collections.Counter(r["difficulty"] for e in exs for r in e.features)
     assert set(hops) == set(range(1, 9)) and min(hops.values()) > 200
     assert max(r["sweeps"] for e in exs for r in e.features) >= 5
 
 
 def test_sequence_lengths():
-    assert max(len(e.tokens) for e in make_task("hops").generate(2000, seed=1)) <= 70
-    assert max(len(e.tokens) for e in make_task("hops", range="extrap").generate(2000, seed=1)) <= 150
+    assert max(len(e.tokens) for e in earlier().generate(2000, seed=1)) <= 70
+    assert max(len(e.tokens) for e in earlier("extrap").generate(2000, seed=1)) <= 150
+    for rng in ("train", "extrap"):  # dense: 8 assignments and 4 queries, always
+        assert {len(e.tokens) for e in make_task("hops", range=rng).generate(500, seed=1)} == {1 + 8 * 4 + 4 * 3}
 
 
-def test_queried_variable_not_always_a_chain_head():
+def test_earlier_queried_variable_not_always_a_chain_head():
     """Leftover variables go on top of chains, so some queried variables are pointed at."""
-    task = make_task("hops", range="extrap")
+    task = earlier("extrap")
     heads = []
     for ex in task.generate(200, seed=2):
         words = task.render(ex)
@@ -199,18 +209,25 @@ def test_parse_round_trip():
     task = make_task("hops")
     ex = task.generate(1, seed=0)[0]
     assigns, queries = HopsTask.parse(task.render(ex))
-    assert len(assigns) == ex.size and len(queries) == len(ex.scored)
+    assert len(assigns) == ex.features[0]["n_vars"] and len(queries) == len(ex.scored)
     assert [q[1] for q in queries] == [task.vocab.itos[ex.tokens[i]] for i in ex.scored]
 
 
 @pytest.mark.parametrize("params,match", [
-    ({"min_vars": 1}, r"min_vars = 1 .*allowed: \[2, 26\]"),
+    ({"min_vars": 1}, r"min_vars = 1 .*allowed: \[2, 8\]"),
     ({"min_vars": -3}, r"min_vars = -3"),
-    ({"min_vars": 9}, r"max_vars = 8 .*allowed: \[9, 26\]"),
-    ({"max_vars": 27}, r"max_vars = 27"),
-    ({"min_hops": 5}, r"min_hops = 5 .*allowed: \[1, 4\].*min_vars"),
+    ({"min_vars": 9}, r"min_vars = 9 .*allowed: \[2, 8\].*name pool"),
+    ({"max_vars": 27}, r"max_vars = 27 .*allowed: \[8, 8\]"),
+    ({"n_names": 27}, r"n_names = 27 .*allowed: \[2, 26\]"),
+    ({"n_names": 6}, r"min_vars = 8 .*allowed: \[2, 6\]"),
+    ({"queries": "all"}, r"queries = 'all'.*'any', 'own_chain'"),
+    ({"n_queries": 9}, r"n_queries = 9 .*allowed: \[1, 8\]"),
+    ({"min_longest": 5}, r"min_longest = 5 .*allowed: \[1, 4\]"),
+    ({"queries": "own_chain", "min_longest": 2}, r"min_longest = 2 .*own_chain"),
+    ({"min_hops": 9}, r"min_hops = 9 .*allowed: \[1, 8\].*min_vars"),
     ({"min_hops": 0}, r"min_hops = 0"),
     ({"max_hops": 9}, r"max_hops = 9 .*allowed: \[1, 8\]"),
+    ({"min_hops": 5}, r"max_hops = 4 .*allowed: \[5, 8\]"),
     ({"min_hops": 3, "max_hops": 2}, r"max_hops = 2 .*allowed: \[3, 8\]"),
     ({"n_queries": 0}, r"n_queries = 0"),
     ({"n_queries": -1}, r"n_queries = -1"),
@@ -222,3 +239,129 @@ def test_parse_round_trip():
 def test_bad_config_rejected(params, match):
     with pytest.raises(ValueError, match=match):
         make_task("hops", **params)
+
+
+# --- the dense design (the default) ---------------------------------------------------------
+def interpret_dense(words):
+    """Reference records of the dense design from the rendered words: the common interpreter plus
+    the per-token shortcut features, found by walking each queried variable's chain."""
+    env, records = interpret(words)
+    path = {}  # variable -> the variables followed from it, itself first, down to the digit
+    for v in env:
+        walk = [v]
+        while not env[walk[-1]].isdigit():
+            walk.append(env[walk[-1]])
+        path[v] = walk
+    longest = collections.Counter(p[-1] for p in path.values())  # chain (bottom variable) -> length
+    digits = {v for v in env.values() if v.isdigit()}
+    end = words.index("|")
+    queried = [words[end + 1 + j + 1] for j in range(0, len(records) * 3, 3)]
+    for j, (x, r) in enumerate(zip(queried, records)):
+        earlier_q = queried[:j]
+        r["size"] = max(longest.values())
+        r["n_digits"] = len(digits)
+        r["chain_seen"] = int(any(path[y][-1] == path[x][-1] for y in earlier_q))
+        r["hops_to_known"] = min([path[x].index(y) for y in earlier_q if y in path[x]], default=r["difficulty"])
+    return env, records, path
+
+
+def check_dense(task, exs):
+    c = task.config
+    pool = set("abcdefghijklmnopqrstuvwxyz"[: c.n_names])
+    for ex in exs:
+        words = task.render(ex)
+        env, refs, path = interpret_dense(words)
+        assert set(env) <= pool and c.min_vars <= len(env) <= c.max_vars
+        assert len(refs) == len(ex.features) == min(c.n_queries, sum(len(p) >= c.min_hops for p in path.values()))
+        assert [r["position"] for r in refs] == ex.scored
+        queried = [words[i - 1] for i in ex.scored]
+        assert len(set(queried)) == len(queried), "queried variables are distinct"
+        lengths = collections.Counter(p[-1] for p in path.values())
+        assert c.min_longest <= max(lengths.values()) <= c.max_hops
+        assert ex.size == max(lengths.values())
+        assert all(int(v) < c.n_values for v in env.values() if v.isdigit())
+        for ref, rec in zip(refs, ex.features):
+            assert ref["answer"] == ref["value"], "answer token is the value at the end of the chain"
+            assert c.min_hops <= ref["difficulty"] <= c.max_hops
+            assert set(rec) == set(ref) - {"answer", "value", "bottom"}
+            for k, v in rec.items():
+                assert ref[k] == v, f"feature {k}: generator {v}, reference {ref[k]} in {' '.join(words)}"
+
+
+@pytest.mark.parametrize("rng", ["train", "extrap"])
+def test_dense_against_reference_interpreter(rng):
+    task = make_task("hops", range=rng)
+    check_dense(task, task.generate(400, seed=11))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_names=st.integers(2, 26), min_vars=st.integers(2, 26), extra_vars=st.integers(0, 10),
+    max_hops=st.integers(1, 10), min_hops=st.integers(1, 4), min_longest=st.integers(1, 8),
+    n_queries=st.integers(1, 8), n_values=st.integers(1, 10), hop_tilt=st.floats(-3.0, 3.0),
+    distinct=st.booleans(), seed=st.integers(0, 2**31),
+)
+def test_dense_reference_over_configs(n_names, min_vars, extra_vars, max_hops, min_hops, min_longest, n_queries,
+                                      n_values, hop_tilt, distinct, seed):
+    min_vars = min(min_vars, n_names)
+    max_vars = min(min_vars + extra_vars, n_names)
+    max_hops = min(max_hops, max_vars)
+    min_hops = min(min_hops, max_hops, min_vars)
+    task = HopsTask(HopsConfig(min_vars, max_vars, min_hops, max_hops, min(n_queries, min_vars), n_values, hop_tilt,
+                               distinct, n_names=n_names, min_longest=min(min_longest, max_hops, min_vars)))
+    check_dense(task, task.generate(20, seed=seed))
+
+
+def test_dense_training_covers_every_name_and_hop_count():
+    """Every name of the pool in every example; every hop count 1..4 and every query index scored;
+    extrapolation: the same names and number of variables, a chain of at least 5."""
+    task, ext = make_task("hops"), make_task("hops", range="extrap")
+    exs = task.generate(2000, seed=5)
+    assert all({a for a, _ in HopsTask.parse(task.render(e))[0]} == set("abcdefgh") for e in exs)
+    hops = collections.Counter((r["difficulty"], r["query_index"]) for e in exs for r in e.features)
+    assert all(hops[(h, j)] > 50 for h in range(1, 5) for j in range(4))
+    xs = ext.generate(500, seed=5)
+    assert all({a for a, _ in HopsTask.parse(ext.render(e))[0]} == set("abcdefgh") and 5 <= e.size <= 8 for e in xs)
+    assert set(r["difficulty"] for e in xs for r in e.features) == set(range(1, 9))
+    # the shortcut is recorded, and common enough to matter: an earlier query on the same chain
+    assert 0.2 < sum(r["chain_seen"] for e in exs for r in e.features) / sum(len(e.features) for e in exs) < 0.5
+
+
+def test_dense_no_composition_floor_matches_a_simulated_reader():
+    """One lookup for a 1-hop query, else a uniform guess among the prompt's distinct digits:
+    simulated on the rendered text, token by token, equals the floor from the features."""
+    task = make_task("hops")
+    n_multi = 0
+    for ex in task.generate(1000, seed=11):
+        words = task.render(ex)
+        end = words.index("|")
+        env = {words[k]: words[k + 2] for k in range(1, end, 4)}
+        digits = {w for w in words[1:end] if w.isdigit()}
+        for i, f in zip(ex.scored, ex.features):
+            var, answer = words[i - 1], words[i]
+            if env[var].isdigit():
+                expected = float(env[var] == answer)
+            else:
+                expected, n_multi = (answer in digits) / len(digits), n_multi + 1
+            assert no_composition_accuracy(f["difficulty"], guess_pool(f)) == pytest.approx(expected)
+    assert n_multi > 1000
+
+
+def test_earlier_design_regenerates_the_committed_cpu_runs_data():
+    """The committed `cpu` study was scored on the earlier design's frozen sets: regenerated from
+    EARLIER_DESIGN with the frozen sets' seeds, they have exactly the data fingerprint its hops runs
+    recorded (so the earlier generator is still there, unchanged)."""
+    import json
+    from pathlib import Path
+
+    from anira.data import EVAL_COUNT, eval_seed
+    from anira.train import eval_sets_sha256
+
+    runs = Path(__file__).resolve().parents[1] / "data" / "results" / "cpu" / "runs"
+    recorded = {json.loads((p / "summary.json").read_text())["inputs_sha256"]
+                for p in runs.glob("*") if json.loads((p / "config.json").read_text())["config"]["task"] == "hops"}
+    if not recorded:
+        pytest.skip("no committed cpu hops runs in this checkout")
+    sets = {"in": earlier().generate(EVAL_COUNT, eval_seed("hops", "in")),
+            "out": earlier("extrap").generate(EVAL_COUNT, eval_seed("hops", "out"))}
+    assert recorded == {eval_sets_sha256(sets)}

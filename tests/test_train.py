@@ -95,7 +95,7 @@ def test_same_seed_same_numbers(tmp_path):
 
 
 @pytest.mark.parametrize("mech,kw", [
-    ("online", {}), ("random", {"random_mean_depth": 1.5}),
+    ("online", {}), ("random", {"random_mean_depth": 1.5}), ("early", {"ds_until_acc": 0.05}),
     ("fixed", {"curriculum_param": "max_hops", "curriculum_start": 1, "curriculum_steps": 4}),
 ])
 def test_resume_gives_the_same_final_weights(tmp_path, mech, kw):
@@ -218,13 +218,14 @@ def test_curriculum_stages_cap_the_task_parameter(tmp_path, monkeypatch):
 
 
 def test_curriculum_values_set_a_float_parameter_per_stage(tmp_path, monkeypatch):
-    """hop_tilt -3 then 0 in equal stages over curriculum_steps, then the training value 1.0; the
+    """hop_tilt -3 then 1 in equal stages over curriculum_steps, then the training value 0.0; the
     examples of every step really come from a task with that tilt."""
-    cfg = tiny(curriculum_param="hop_tilt", curriculum_values=[-3, 0], curriculum_steps=8, steps=12,
+    cfg = tiny(curriculum_param="hop_tilt", curriculum_values=[-3, 1], curriculum_steps=8, steps=12,
                batch_size=4, eval_every=12, ckpt_every=12)
-    assert cfg.curriculum_values == (-3.0, 0.0)
-    expect = [-3.0] * 4 + [0.0] * 4 + [1.0] * 4
-    assert [tr.curriculum_value(cfg, s, 1.0) for s in range(12)] == expect
+    assert cfg.curriculum_values == (-3.0, 1.0)
+    assert make_task("hops").config.hop_tilt == 0.0
+    expect = [-3.0] * 4 + [1.0] * 4 + [0.0] * 4
+    assert [tr.curriculum_value(cfg, s, 0.0) for s in range(12)] == expect
     from anira.tasks.hops import HopsTask
 
     seen, real = [], HopsTask.sample
@@ -258,7 +259,7 @@ def test_config_hash_of_a_committed_run_is_unchanged():
     assert folders
     for folder in folders:
         doc = json.loads((folder / "config.json").read_text())
-        assert config_hash(RunConfig.from_dict(doc["config"])) == doc["config_hash"] == folder.name
+        assert config_hash(RunConfig.from_record(doc["config"])) == doc["config_hash"] == folder.name
     assert config_hash(tiny(curriculum_param="hop_tilt", curriculum_values=[-3.0], curriculum_steps=4)) != config_hash(
         tiny(curriculum_param="hop_tilt", curriculum_values=[-2.0], curriculum_steps=4))
 
@@ -275,3 +276,30 @@ def test_difficulty_reaches_only_the_oracle(tmp_path, monkeypatch, mech, kw):
     monkeypatch.setattr(tr.AniraModel, "forward", spy)
     run(tiny(mechanism=mech, steps=2, eval_every=2, **kw), tmp_path)
     assert seen and all(seen) == (mech == "oracle") and any(seen) == (mech == "oracle")
+
+
+def test_halting_waits_for_learning(tmp_path):
+    """ds_until_acc: the warm-up goes on until the full-depth read-out's training accuracy reaches
+    the bar (checked at log steps from ds_warmup_steps on); until then the halting head gets no
+    gradient and beta is 0; from the step after the switch on, the PonderNet objective is used."""
+    never = run(tiny(mechanism="online", ds_until_acc=1.0), tmp_path / "never")
+    assert never["halt_start"] is None
+    w = weights(tmp_path / "never")
+    assert torch.equal(w["halt.weight"], torch.zeros_like(w["halt.weight"]))
+    assert all(r.get("beta_t", 0.0) == 0.0 for r in log_rows(tmp_path / "never") if r["kind"] == "train")
+
+    cfg = tiny(mechanism="online", ds_until_acc=0.05, steps=12)
+    s = run(cfg, tmp_path / "gate")
+    rows = [r for r in log_rows(tmp_path / "gate") if r["kind"] == "train"]
+    first = next((r["step"] for r in rows if r["step"] >= cfg.ds_warmup_steps and r["acc_full_depth"] >= 0.05), None)
+    assert s["halt_start"] == first
+    assert [r["step"] for r in rows if "halt_start" in r] == ([first] if first else [])
+    assert all((r["beta_t"] > 0) == (first is not None and r["step"] > first) for r in rows)
+    assert fixed_rule_unchanged(tmp_path)
+
+
+def fixed_rule_unchanged(tmp_path):
+    """Without ds_until_acc the switch is at ds_warmup_steps, as before the gate existed."""
+    run(tiny(mechanism="online"), tmp_path / "fixed_rule")
+    rows = [r for r in log_rows(tmp_path / "fixed_rule") if r["kind"] == "train"]
+    return all((r["beta_t"] > 0) == (r["step"] > 2) for r in rows) and "halt_start" not in str(rows)
