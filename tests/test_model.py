@@ -447,3 +447,25 @@ def test_no_gradient_to_the_halting_head_during_warmup():
     out = m(ids, exit="dense")
     loss(out.step_logits, out.p_n, ids, mask, step=5).loss.backward()
     assert m.halt.weight.grad.abs().sum() > 0
+
+
+def test_init_schemes():
+    """init="gpt2": N(0, 0.02) weights, output projections scaled down; init="torch": PyTorch's
+    defaults (Embedding N(0, 1), Linear U(+-1/sqrt(fan_in))); the decision heads and the adapter keep
+    their own init under both (mass on the last step; z = h + e)."""
+    D = 128
+    for init in ("gpt2", "torch"):
+        torch.manual_seed(0)
+        m = AniraModel(ModelConfig(vocab_size=V, d_model=D, n_heads=4, d_ff=4 * D, mechanism="online", init=init))
+        emb_std, wq = m.tok_emb.weight.std().item(), m.core.attn.wq.weight
+        if init == "gpt2":
+            assert abs(emb_std - 0.02) < 0.004 and abs(wq.std().item() - 0.02) < 0.002
+            assert abs(m.core.attn.wo.weight.std().item() - 0.02 / 6 ** 0.5) < 0.002
+        else:
+            assert abs(emb_std - 1.0) < 0.1 and wq.abs().max().item() <= 1 / D ** 0.5 + 1e-6
+            assert abs(wq.std().item() - 1 / (3 * D) ** 0.5) < 0.005
+        assert torch.equal(m.halt.weight, torch.zeros_like(m.halt.weight)) and m.halt.bias.item() == -3.0
+        eye = torch.cat([torch.eye(D), torch.eye(D)], 1)
+        assert (m.core.adapter.weight - eye).abs().max().item() < 0.2
+    with pytest.raises(ValueError, match="init = 'xavier'.*'gpt2', 'torch'"):
+        ModelConfig(init="xavier")
