@@ -205,7 +205,7 @@ def bench_early_exit(args: argparse.Namespace) -> list[dict[str, Any]]:
     S, B, T = args.ee_max_depth, args.ee_batch, args.seq_len
     ctx = dict(batch=B, seq_len=T, d_model=args.d_model, n_heads=args.n_heads, d_ff=args.d_ff, max_depth=S)
     base = dict(vocab_size=VOCAB, max_len=T, d_model=args.d_model, n_heads=args.n_heads, d_ff=args.d_ff,
-                max_depth=S, mechanism="random")
+                max_depth=S, mechanism="random", n_prelude=1, n_coda=1)  # as measured in the README
     ids = torch.randint(2, VOCAB, (B, T), generator=torch.Generator().manual_seed(args.seed))
     torch.manual_seed(args.seed)
     weights = AniraModel(ModelConfig(**base, random_mean_depth=float(S))).state_dict()  # one set of weights
@@ -334,7 +334,9 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
     g = torch.Generator().manual_seed(args.seed)
     ids, tgt = (torch.randint(2, VOCAB, (B, T), generator=g) for _ in range(2))
     mask = torch.ones(B, T, dtype=torch.bool)
-    size = dict(vocab_size=VOCAB, max_len=T, d_model=args.d_model, n_heads=args.n_heads, d_ff=args.d_ff, max_depth=S)
+    # a prelude and a coda like the reference's (LoopedEncoderReference: prelude, shared core, coda)
+    size = dict(vocab_size=VOCAB, max_len=T, d_model=args.d_model, n_heads=args.n_heads, d_ff=args.d_ff, max_depth=S,
+                n_prelude=1, n_coda=1)
     sec, rows = "train", []
     k = args.train_steps
     tokens = k * B * T

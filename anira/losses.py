@@ -57,7 +57,7 @@ class LossConfig:
     penalty: Literal["kl", "depth"] = "kl"  # PonderNet KL to a geometric prior, or expected depth
     prior_lambda: float = 0.2  # halting rate of the geometric prior (PonderNet's lambda_p)
     ds_weight: float = 0.1  # deep-supervision weight after the warm-up (keeps deep steps trained)
-    ds_warmup_steps: int = 1200  # steps of pure deep supervision before p_n enters the loss
+    ds_warmup_steps: int = 300  # steps of pure deep supervision before p_n enters the loss
     beta_warmup_steps: int = 0  # linear ramp of beta after the deep-supervision warm-up (0 = none)
 
     def __post_init__(self) -> None:

@@ -103,19 +103,21 @@ class ModelConfig:
     d_model: int = 128  # width; d=128 with 4 heads learns 1-4 hop `hops` on CPU in minutes
     n_heads: int = 4  # attention heads; d_model must be divisible by it
     d_ff: int = 512  # MLP hidden width (4 x d_model, the usual ratio)
-    n_prelude: int = 1  # layers before the loop; the early router reads their output
-    n_coda: int = 1  # layers after the loop, run once on every token's final state
+    n_prelude: int = 0  # layers before the loop; the early router reads their output (0: the embedding + conv)
+    n_coda: int = 0  # layers after the loop, run once on every token's final state
+    # (0 and 0 in the recipe: with a prelude and a coda, depth 1 already resolves 2 hops on `hops`, so
+    # the loop would not be needed for them; without, every lookup is a loop step -- README)
     max_depth: int = 6  # S: most iterations of the shared block (trained range)
-    pos_encoding: Literal["learned", "rope"] = "learned"  # extrapolation to longer inputs is a study question
+    pos_encoding: Literal["learned", "rope"] = "rope"  # extrapolation to longer inputs is a study question
     rope_base: float = 10000.0  # RoPE frequency base (only for pos_encoding="rope")
     state_norm: bool = True  # LayerNorm on e and on every state h^n (bounded state over many steps)
     conv_width: int = 4  # causal conv over the last conv_width tokens on the embeddings (0 = off), see docstring
-    reinject: Literal["adapter", "add"] = "adapter"  # z = W_a [h ; e] (learned) or z = h + e (fixed, no parameters)
-    step_signal: bool = True  # add sigma_n = W_s sin_emb(n) after attention (False: the block does not know n)
+    reinject: Literal["adapter", "add"] = "add"  # z = W_a [h ; e] (learned) or z = h + e (fixed, no parameters)
+    step_signal: bool = False  # add sigma_n = W_s sin_emb(n) after attention (False: the block does not know n)
     # weight init: "gpt2" = N(0, 0.02) for every linear and embedding weight (output projections
     # / sqrt(#residual branches)); "torch" = PyTorch's defaults (Linear U(+-1/sqrt(fan_in)), Embedding
     # N(0, 1)). Which one learns multi-hop `hops` faster is measured (README, "learning recipe").
-    init: Literal["gpt2", "torch"] = "gpt2"
+    init: Literal["gpt2", "torch"] = "torch"
     mechanism: Literal["fixed", "early", "online", "oracle", "random"] = "online"  # the one switch
     fixed_depth: int | None = None  # depth of `fixed`; None = max_depth
     halt_bias_init: float = -3.0  # halting-bias init: lambda=0.047, mass on the last step (anti-collapse)

@@ -81,36 +81,37 @@ class RunConfig:
     penalty: Literal["kl", "depth"] = "kl"  # PonderNet KL to a geometric prior, or expected depth
     prior_lambda: float = 0.2  # geometric prior's halting rate
     ds_weight: float = 0.1  # deep-supervision weight after the warm-up
-    ds_warmup_steps: int = 1200  # pure deep supervision first (prevents halting collapse)
+    ds_warmup_steps: int = 300  # pure deep supervision first (prevents halting collapse); at least this long
     # halting waits for learning: after ds_warmup_steps the warm-up goes on until the training accuracy
     # of the full-depth read-out (scored tokens, mean over the last log_every steps, checked every
     # log_every steps) reaches this; None = switch at ds_warmup_steps. Deterministic given the seed.
-    ds_until_acc: float | None = None
+    ds_until_acc: float | None = 0.95
     beta_warmup_steps: int = 0  # linear ramp of beta after the warm-up
     train_mode: Literal["dense", "frozen"] = "dense"  # forward path of early/online in training
     # --- model size --------------------------------------------------------------------------
     d_model: int = 128
     n_heads: int = 4
     d_ff: int = 512
-    n_prelude: int = 1
-    n_coda: int = 1
-    pos_encoding: Literal["learned", "rope"] = "learned"
+    n_prelude: int = 0  # no layer outside the loop: every lookup of `hops` is a loop step (README)
+    n_coda: int = 0
+    pos_encoding: Literal["learned", "rope"] = "rope"
     state_norm: bool = True  # LayerNorm on e and on every recurrent state
     conv_width: int = 4  # short causal conv on the embeddings (0 = off)
-    reinject: Literal["adapter", "add"] = "adapter"  # input re-injection W_a [h ; e], or h + e
-    step_signal: bool = True  # step signal sigma_n added in the shared block
-    init: Literal["gpt2", "torch"] = "gpt2"  # weight init (ModelConfig.init)
+    # the learning recipe (README, "learning recipe": each measured one change at a time on `hops`)
+    reinject: Literal["adapter", "add"] = "add"  # input re-injection h + e, or W_a [h ; e]
+    step_signal: bool = False  # step signal sigma_n added in the shared block
+    init: Literal["gpt2", "torch"] = "torch"  # weight init (ModelConfig.init)
     max_len: int = 512  # longest input the model accepts (covers the extrapolation sets)
     # --- optimisation ------------------------------------------------------------------------
-    steps: int = 4000  # optimizer steps
-    batch_size: int = 32
+    steps: int = 2000  # optimizer steps
+    batch_size: int = 64
     lr: float = 1e-3  # peak learning rate
     weight_decay: float = 0.1
-    warmup_steps: int = 200  # linear lr warm-up
+    warmup_steps: int = 100  # linear lr warm-up
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     grad_clip: float = 1.0  # max global gradient norm
     # --- evaluation, logging, checkpoints -----------------------------------------------------
-    eval_every: int = 500  # periodic evaluation (real early exit) on the frozen in-range set
+    eval_every: int = 250  # periodic evaluation (real early exit) on the frozen in-range set
     eval_examples: int = 256  # examples used by the periodic evaluation (0 = all)
     eval_batch_size: int = 128
     eval_max_depth: int | None = None  # extra test-time depth for the final evaluation (None = off)

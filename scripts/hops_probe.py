@@ -3,7 +3,9 @@
 Trains a `fixed`-depth ANIRA backbone on `hops` and prints, every ``--eval-every`` steps, the
 accuracy on the first 512 frozen in-range examples per hop count *and per loop step* (each step's
 read-out through the coda), so one sees which step answers which hop count. Options vary one thing
-at a time against the library's model:
+at a time against the library's earlier block (adapter re-injection, step signal, N(0, 0.02) init:
+the one its patches and the issue notes were written for; the current recipe's runs go through
+`python -m anira.train` and scripts/learning_diagnostic.py):
 
     --ds W            loss = (1 - W) * CE(last step) + W * mean_n CE(step n)   (W = 1: deep supervision)
     --tilt S:T,...    hops' hop_tilt by step (P(h) ~ h**T; -3 = 85 % 1-hop queries), e.g. 0:-3,500:0
@@ -126,7 +128,7 @@ def build(a: argparse.Namespace, vocab_size: int) -> AniraModel:
     torch.manual_seed(a.seed)
     cfg = ModelConfig(vocab_size=vocab_size, n_prelude=a.n_prelude, n_coda=a.n_coda, max_depth=a.depth,
                       d_model=a.d_model, d_ff=a.d_ff, pos_encoding=a.pos, mechanism="fixed",
-                      state_norm=not a.no_state_norm)
+                      state_norm=not a.no_state_norm, init="gpt2", reinject="adapter", step_signal=True)
     model = AniraModel(cfg)
     D = cfg.d_model
     with torch.no_grad():

@@ -16,7 +16,7 @@ MECHS = ["fixed", "early", "online", "oracle", "random"]
 def make(mech="online", pe="learned", spread=True, seed=0, **kw) -> AniraModel:
     """A small model; ``spread`` randomises the decision heads so tokens use many different depths."""
     torch.manual_seed(seed)
-    kw = {"max_depth": 5, "random_mean_depth": 2.6, **kw}
+    kw = {"max_depth": 5, "random_mean_depth": 2.6, "n_prelude": 1, "n_coda": 1, **kw}  # every part of the backbone
     if kw["max_depth"] < 3:
         kw["random_mean_depth"] = None
     cfg = ModelConfig(vocab_size=V, max_len=64, d_model=32, n_heads=4, d_ff=64, mechanism=mech, pos_encoding=pe, **kw)
@@ -456,7 +456,8 @@ def test_init_schemes():
     D = 128
     for init in ("gpt2", "torch"):
         torch.manual_seed(0)
-        m = AniraModel(ModelConfig(vocab_size=V, d_model=D, n_heads=4, d_ff=4 * D, mechanism="online", init=init))
+        m = AniraModel(ModelConfig(vocab_size=V, d_model=D, n_heads=4, d_ff=4 * D, mechanism="online", init=init,
+                                   n_prelude=1, n_coda=1, reinject="adapter"))
         emb_std, wq = m.tok_emb.weight.std().item(), m.core.attn.wq.weight
         if init == "gpt2":
             assert abs(emb_std - 0.02) < 0.004 and abs(wq.std().item() - 0.02) < 0.002

@@ -65,7 +65,7 @@ def test_exit_fast_path_keeps_halted_keys_of_their_frozen_state():
 
 
 def test_split_adapter_equals_the_concatenated_product_and_keeps_the_parameters():
-    m = make("online", "rope")
+    m = make("online", "rope", reinject="adapter", step_signal=True)
     core, D = m.core, m.cfg.d_model
     g = torch.Generator().manual_seed(5)
     h, e = torch.randn(3, 7, D, generator=g), torch.randn(3, 7, D, generator=g)
@@ -84,7 +84,7 @@ def test_split_adapter_equals_the_concatenated_product_and_keeps_the_parameters(
 
 def test_split_adapter_gradients_equal_the_concatenated_product():
     torch.manual_seed(0)
-    m = make("fixed")
+    m = make("fixed", reinject="adapter")
     core, D = m.core, m.cfg.d_model
     h = torch.randn(2, 5, D, requires_grad=True)
     e = torch.randn(2, 5, D, requires_grad=True)

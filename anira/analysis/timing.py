@@ -48,12 +48,19 @@ COMPONENTS = ("r2_static", "r2_dynamic", "r2_both", "r2_size", "unique_static", 
               "dynamic_minus_static")
 
 
-def default_feature_sets(task: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(static, dynamic) feature names of a registered task; ``size`` counts as static."""
+def default_feature_sets(task: str, records: pd.DataFrame | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(static, dynamic) feature names of a registered task; ``size`` counts as static. With
+    ``records``, only the features the task's rows carry (records of an earlier task design lack
+    features added since, e.g. `hops`' shortcut features)."""
     from anira.tasks import task_class
     cls = task_class(task)
     static = ("size",) + tuple(f for f in cls.static_features if f != "size")
-    return static, tuple(cls.dynamic_features)
+    dynamic = tuple(cls.dynamic_features)
+    if records is not None:
+        rows = records[records["task"] == task] if "task" in records else records
+        has = {c for c in rows.columns if rows[c].notna().any()}
+        static, dynamic = tuple(f for f in static if f in has), tuple(f for f in dynamic if f in has)
+    return static, dynamic
 
 
 def _features_for(features: Features, task: str, what: str) -> list[str]:

@@ -51,7 +51,7 @@ letters; see STUDY.md). So:
 Per answer token (query j of the example, variable x with h hops):
   static   n_vars = n, n_chains (chains in the prompt, queried or not), n_queries (in this
            example), chain_length = h (the length of the chain followed from x, = difficulty),
-           query_index = j (0-based); dense design only: n_digits (distinct digits in the
+           query_index = j (0-based); dense design only: n_distinct_digits (distinct digits in the
            prompt), chain_seen, hops_to_known (above)
   dynamic  distance = position of the query's ``x`` token minus position of the left-hand ``x``
                of its assignment (how far back the first lookup reaches),
@@ -64,8 +64,9 @@ Per answer token (query j of the example, variable x with h hops):
 
 The no-composition floor (``no_composition_accuracy``): a reader that does the one lookup of a
 1-hop query and guesses every other answer uniformly among the prompt's digits it cannot rule
-out: all distinct digits of the prompt in the dense design (``n_digits``), those no earlier query
-took in the earlier design (``n_chains - query_index``; its digits are distinct per chain).
+out: all distinct digits of the prompt in the dense design (``n_distinct_digits``), those no
+earlier query took in the earlier design (``n_chains - query_index``; its digits are distinct per
+chain).
 """
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ class HopsTask(Task):
     name = "hops"
     Config = HopsConfig
     static_features = ("n_vars", "n_chains", "n_queries", "chain_length", "query_index",
-                       "n_digits", "chain_seen", "hops_to_known")
+                       "n_distinct_digits", "chain_seen", "hops_to_known")
     dynamic_features = ("distance", "sweeps")
     size_name = "longest chain (variables)"  # dense design; the earlier design's size was the number of variables
 
@@ -310,7 +311,7 @@ class HopsTask(Task):
         # 4. queries: distinct variables with >= min_hops hops
         pool = [v for v in range(n) if hops[v] >= c.min_hops]
         queried = rng.sample(pool, min(c.n_queries, len(pool)))
-        q, n_chains, n_digits, size = len(queried), len(lengths), len(set(digit_of)), max(lengths)
+        q, n_chains, n_distinct_digits, size = len(queried), len(lengths), len(set(digit_of)), max(lengths)
         scored: list[int] = []
         feats: list[dict[str, float]] = []
         for j, x in enumerate(queried):
@@ -335,7 +336,7 @@ class HopsTask(Task):
                 "n_queries": q,
                 "chain_length": h,
                 "query_index": j,
-                "n_digits": n_digits,
+                "n_distinct_digits": n_distinct_digits,
                 "chain_seen": int(any(chain_of[y] == i for y in earlier)),
                 "hops_to_known": min(below, default=h),
                 "distance": qpos - pos[x],
@@ -449,17 +450,17 @@ class HopsTask(Task):
 
 def guess_pool(features):
     """How many digits the no-composition reader guesses among, per answer token: the prompt's
-    distinct digits (``n_digits``, dense design) or, in the earlier design (distinct digits, one
-    chain per query), those no earlier query took (``n_chains - query_index``). ``features`` is one
-    record (a mapping) or a DataFrame of records; where ``n_digits`` is missing or NaN (an earlier
-    design's record in a table with both) the earlier rule applies."""
+    distinct digits (``n_distinct_digits``, dense design) or, in the earlier design (distinct
+    digits, one chain per query), those no earlier query took (``n_chains - query_index``).
+    ``features`` is one record (a mapping) or a DataFrame of records; where ``n_distinct_digits``
+    is missing or NaN (an earlier design's record in a table with both) the earlier rule applies."""
     earlier = features["n_chains"] - features["query_index"]
-    if "n_digits" not in features:
+    if "n_distinct_digits" not in features:
         return earlier
-    n_digits = features["n_digits"]
-    if hasattr(n_digits, "where"):  # pandas
-        return n_digits.where(n_digits.notna(), earlier)
-    return earlier if n_digits is None or n_digits != n_digits else n_digits
+    nd = features["n_distinct_digits"]
+    if hasattr(nd, "where"):  # pandas
+        return nd.where(nd.notna(), earlier)
+    return earlier if nd is None or nd != nd else nd
 
 
 def no_composition_accuracy(difficulty, n_guess):
