@@ -164,98 +164,6 @@ class HopsTask(Task):
 
     # ------------------------------------------------------------------------------------
     def sample(self, rng: random.Random) -> Example:
-        c = self.config
-        randint, rand = rng.randint, rng.random
-        n = randint(c.min_vars, c.max_vars)
-        H = min(c.max_hops, n)
-        cum_w = self._cum_w
-
-        # 2. query hops, one chain per query
-        lengths: list[int] = []  # chain lengths; chains 0..q-1 are the queried ones
-        free = n
-        for _ in range(c.n_queries):
-            hi = min(H, free)
-            if hi < c.min_hops:
-                break
-            h = bisect_right(cum_w, rand() * cum_w[hi], c.min_hops, hi)  # P(h) ~ h**hop_tilt
-            lengths.append(h)
-            free -= h
-        hops = list(lengths)  # hops of the queried variable of each queried chain
-        q = len(hops)
-        # 3. leftover variables: new distractor chain or one more on top of a short chain
-        for _ in range(free):
-            if rand() < 0.5:
-                lengths.append(1)
-            else:
-                short = [i for i, L in enumerate(lengths) if L < H]
-                if short:
-                    lengths[short[int(rand() * len(short))]] += 1
-                else:
-                    lengths.append(1)
-
-        # 4. names and values; chain i holds variables names[start_i : start_i + L_i], bottom first
-        names = rng.sample(range(len(VAR_NAMES)), n)  # variable k (bottom-first per chain) -> letter
-        assigns: list[tuple[int, int]] = []  # (variable k, rhs token id)
-        starts: list[int] = []
-        k = 0
-        perm: list[int] = []
-        for i, L in enumerate(lengths):
-            starts.append(k)
-            if c.distinct_values:  # a fresh permutation of the digits for every n_values chains
-                if i % c.n_values == 0:
-                    perm = rng.sample(range(c.n_values), c.n_values)
-                digit = perm[i % c.n_values]
-            else:
-                digit = randint(0, c.n_values - 1)
-            assigns.append((k, _ID_DIGIT0 + digit))
-            for j in range(1, L):
-                assigns.append((k + j, _ID_VAR0 + names[k + j - 1]))
-            k += L
-        rng.shuffle(assigns)
-
-        ids = [1]
-        pos = [0] * n  # prompt position of the left-hand token of each variable's assignment
-        for v, rhs in assigns:
-            pos[v] = len(ids)
-            ids += (_ID_VAR0 + names[v], _ID_ASSIGN, rhs, _ID_SEP)
-        ids[-1] = _ID_END
-        value_of = {}  # bottom variable of a chain -> its digit token id
-        for v, rhs in assigns:
-            if rhs >= _ID_DIGIT0:
-                value_of[v] = rhs
-
-        order = list(range(q))
-        rng.shuffle(order)
-        scored: list[int] = []
-        feats: list[dict[str, float]] = []
-        n_chains = len(lengths)
-        for j, i in enumerate(order):
-            h, s = hops[i], starts[i]
-            x = s + h - 1  # the queried variable: h hops from the chain's digit
-            qpos = len(ids) + 1
-            ids += (_ID_QUERY, _ID_VAR0 + names[x], value_of[s])
-            sweeps = 1
-            for t in range(s + 1, x + 1):
-                if pos[t] < pos[t - 1]:
-                    sweeps += 1
-            scored.append(qpos + 1)
-            feats.append({
-                "difficulty": h,
-                "size": n,
-                "position": qpos + 1,
-                "is_answer": 1,
-                "n_vars": n,
-                "n_chains": n_chains,
-                "n_queries": q,
-                "chain_length": h,
-                "query_index": j,
-                "distance": qpos - pos[x],
-                "sweeps": sweeps,
-            })
-        return Example(tokens=ids, scored=scored, features=feats, size=n)
-
-    # ------------------------------------------------------------------------------------
-    def sample(self, rng: random.Random) -> Example:
         if self.config.queries == "own_chain":
             return self._sample_own_chain(rng)
         return self._sample_dense(rng)
@@ -301,12 +209,7 @@ class HopsTask(Task):
             k += L
         rng.shuffle(assigns)
 
-        ids = [1]
-        pos = [0] * n  # prompt position of the left-hand token of each variable's assignment
-        for v, rhs in assigns:
-            pos[v] = len(ids)
-            ids += (_ID_VAR0 + names[v], _ID_ASSIGN, rhs, _ID_SEP)
-        ids[-1] = _ID_END
+        ids, pos = _render_prompt(assigns, names, n)
 
         # 4. queries: distinct variables with >= min_hops hops
         pool = [v for v in range(n) if hops[v] >= c.min_hops]
@@ -319,10 +222,6 @@ class HopsTask(Task):
             s = x - h + 1  # the chain's bottom variable
             qpos = len(ids) + 1
             ids += (_ID_QUERY, _ID_VAR0 + names[x], _ID_DIGIT0 + digit_of[i])
-            sweeps = 1
-            for t in range(s + 1, x + 1):
-                if pos[t] < pos[t - 1]:
-                    sweeps += 1
             earlier = queried[:j]
             below = [h - hops[y] for y in earlier if chain_of[y] == i and hops[y] <= h]
             scored.append(qpos + 1)
@@ -340,7 +239,7 @@ class HopsTask(Task):
                 "chain_seen": int(any(chain_of[y] == i for y in earlier)),
                 "hops_to_known": min(below, default=h),
                 "distance": qpos - pos[x],
-                "sweeps": sweeps,
+                "sweeps": _sweeps(pos, s, x),
             })
         return Example(tokens=ids, scored=scored, features=feats, size=size)
 
@@ -395,12 +294,7 @@ class HopsTask(Task):
             k += L
         rng.shuffle(assigns)
 
-        ids = [1]
-        pos = [0] * n  # prompt position of the left-hand token of each variable's assignment
-        for v, rhs in assigns:
-            pos[v] = len(ids)
-            ids += (_ID_VAR0 + names[v], _ID_ASSIGN, rhs, _ID_SEP)
-        ids[-1] = _ID_END
+        ids, pos = _render_prompt(assigns, names, n)
         value_of = {}  # bottom variable of a chain -> its digit token id
         for v, rhs in assigns:
             if rhs >= _ID_DIGIT0:
@@ -416,10 +310,6 @@ class HopsTask(Task):
             x = s + h - 1  # the queried variable: h hops from the chain's digit
             qpos = len(ids) + 1
             ids += (_ID_QUERY, _ID_VAR0 + names[x], value_of[s])
-            sweeps = 1
-            for t in range(s + 1, x + 1):
-                if pos[t] < pos[t - 1]:
-                    sweeps += 1
             scored.append(qpos + 1)
             feats.append({
                 "difficulty": h,
@@ -432,7 +322,7 @@ class HopsTask(Task):
                 "chain_length": h,
                 "query_index": j,
                 "distance": qpos - pos[x],
-                "sweeps": sweeps,
+                "sweeps": _sweeps(pos, s, x),
             })
         return Example(tokens=ids, scored=scored, features=feats, size=n)
 
@@ -446,6 +336,24 @@ class HopsTask(Task):
         tail = words[i_end + 1 :]
         queries = [(tail[k + 1], tail[k + 2]) for k in range(0, len(tail), 3)]
         return assigns, queries
+
+
+def _render_prompt(assigns: list[tuple[int, int]], names: list[int], n: int) -> tuple[list[int], list[int]]:
+    """``<bos> x = rhs ; ... x = rhs |`` as token ids, and the prompt position of the left-hand
+    token of each variable's assignment (variables 0..n-1, ``names[v]`` its letter)."""
+    ids = [1]
+    pos = [0] * n
+    for v, rhs in assigns:
+        pos[v] = len(ids)
+        ids += (_ID_VAR0 + names[v], _ID_ASSIGN, rhs, _ID_SEP)
+    ids[-1] = _ID_END
+    return ids, pos
+
+
+def _sweeps(pos: list[int], s: int, x: int) -> int:
+    """Left-to-right passes a reader needs to resolve x (chain variables s..x, bottom first):
+    1 + #{t in s+1..x : pos[t] < pos[t - 1]} (module docstring)."""
+    return 1 + sum(pos[t] < pos[t - 1] for t in range(s + 1, x + 1))
 
 
 def guess_pool(features):
