@@ -47,3 +47,15 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, argv, match):
     assert load_script().main(["--runs", str(runs), *argv]) == 2
     assert re.search(match, capsys.readouterr().err)
     assert not runs.exists()
+
+
+def test_step_cpu_time_prints_the_three_models_and_their_ratios(capsys):
+    spec = importlib.util.spec_from_file_location("step_cpu_time", ROOT / "scripts" / "step_cpu_time.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--steps", "1", "--batch-size", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split("  ")[0] for ln in lines] == ["plain loop", "recipe fixed 6", "recipe online"]
+    assert "x1.00 of the plain loop" in lines[0] and all("CPU s/step" in ln for ln in lines)
+    with pytest.raises(SystemExit):
+        module.main(["--steps", "0"])
