@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -24,19 +25,33 @@ def token_table(task: Task, ex: Example) -> pd.DataFrame:
     return pd.DataFrame({"position": range(len(words)), "token": words, "difficulty": diff})
 
 
-def plot_example_tokens(task: Task, ex: Example, ax: plt.Axes, max_difficulty: int, per_row: int = 28) -> None:
-    """Draw the tokens of ``ex`` as text boxes wrapped in rows; scored tokens coloured by difficulty."""
+def token_layout(tokens: Sequence[str], row_chars: int) -> list[tuple[int, float]]:
+    """(row, x centre) of each token, in character units: a token takes its length plus a gap of 1.5
+    (at least 3.5), and rows wrap before ``row_chars``, so no two boxes overlap however long the words."""
+    out, row, x = [], 0, 0.0
+    for tok in tokens:
+        w = max(len(tok), 2) + 1.5
+        if x > 0 and x + w > row_chars:
+            row, x = row + 1, 0.0
+        out.append((row, x + w / 2))
+        x += w
+    return out
+
+
+def plot_example_tokens(task: Task, ex: Example, ax: plt.Axes, max_difficulty: int, row_chars: int = 140) -> None:
+    """Draw the tokens of ``ex`` as text boxes wrapped in rows of ``row_chars`` characters (each box
+    as wide as its word); scored tokens coloured by difficulty."""
     table = token_table(task, ex)
     cmap = sns.color_palette("viridis", as_cmap=True)
-    n_rows = int(np.ceil(len(table) / per_row))
-    for _, row in table.iterrows():
-        r, c = divmod(int(row.position), per_row)
+    layout = token_layout(list(table.token), row_chars)
+    n_rows = layout[-1][0] + 1
+    for (r, x), (_, row) in zip(layout, table.iterrows()):
         d = row.difficulty
         face = "white" if np.isnan(d) else cmap(d / max(max_difficulty, 1))
         color = "black" if np.isnan(d) or d / max(max_difficulty, 1) > 0.5 else "white"
-        ax.text(c, -r, row.token, ha="center", va="center", fontsize=7, color=color, family="monospace",
+        ax.text(x, -r, row.token, ha="center", va="center", fontsize=7, color=color, family="monospace",
                 bbox=dict(boxstyle="round,pad=0.15", facecolor=face, edgecolor="0.7", linewidth=0.4))
-    ax.set_xlim(-0.7, per_row - 0.3)
+    ax.set_xlim(-1, row_chars + 1)
     ax.set_ylim(-n_rows + 0.4, 0.6)
     ax.axis("off")
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, max_difficulty))

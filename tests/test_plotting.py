@@ -134,3 +134,28 @@ def test_depth_heatmap_rows_per_mechanism_and_blank_unscored(recs):
     plt.close(fig)
     with pytest.raises(ValueError, match="tokens"):
         P.plot_depth_heatmap(["a", "b"], {"early": [1, 2, 3]})
+
+
+def test_task_example_boxes_never_overlap():
+    """01_task_examples: every token box is as wide as its word, rows wrap before the row width,
+    and two boxes of a row are at least a gap apart (the language row's long words overlapped when
+    every token had the same cell). Checked on the rendered boxes too."""
+    import matplotlib.pyplot as plt
+
+    from anira import overview
+    from anira.tasks import make_task
+
+    words = ["<bos>", "accompanied", "a", "harbour", "meanwhile", "=", "Sandra"] * 12
+    layout = overview.token_layout(words, row_chars=60)
+    for (r0, x0), (r1, x1), w0, w1 in zip(layout, layout[1:], words, words[1:]):
+        if r0 == r1:
+            assert x1 - x0 >= (max(len(w0), 2) + max(len(w1), 2)) / 2 + 1.5
+        assert x1 + max(len(w1), 2) / 2 <= 60 or r1 > r0
+    task = make_task("language")
+    fig, ax = plt.subplots(figsize=(13, 2.3))
+    overview.plot_example_tokens(task, task.generate(1, 0)[0], ax, max_difficulty=4)
+    fig.canvas.draw()
+    boxes = [t.get_bbox_patch().get_window_extent() for t in ax.texts]
+    same_row = [(a, b) for a, b in zip(boxes, boxes[1:]) if abs(a.y0 - b.y0) < 1]
+    assert same_row and all(a.x1 <= b.x0 for a, b in same_row)
+    plt.close(fig)
