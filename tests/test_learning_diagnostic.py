@@ -59,3 +59,15 @@ def test_step_cpu_time_prints_the_three_models_and_their_ratios(capsys):
     assert "x1.00 of the plain loop" in lines[0] and all("CPU s/step" in ln for ln in lines)
     with pytest.raises(SystemExit):
         module.main(["--steps", "0"])
+
+
+def test_committed_diagnostic_runs_pass_their_bars(capsys):
+    """data/results/hops_diagnostic holds the diagnostic's four seed-0 runs of the current recipe
+    (records, summaries, logs; no weights): read back, they are exactly the runs the defaults plan
+    (else --read finds them missing) and every bar holds."""
+    runs = ROOT / "data" / "results" / "hops_diagnostic" / "runs"
+    if not runs.is_dir():
+        pytest.skip("no committed diagnostic runs in this checkout")
+    assert load_script().main(["--runs", str(runs), "--read"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and out.count("PASS") == 9
