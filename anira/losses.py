@@ -139,7 +139,7 @@ class PonderLoss(nn.Module):
         else:
             penalty = masked_mean((p_n * self.steps).sum(-1), loss_mask)  # E[n]
         start = self.cfg.ds_warmup_steps if start is None else start
-        beta_t = self.beta_at(step, start) if step >= start else 0.0
+        beta_t = self.beta_at(step, start)
         if step < start:
             loss = ds
         else:
