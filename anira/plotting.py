@@ -34,6 +34,7 @@ MECH_STYLE: dict[str, dict[str, Any]] = {
 PART_COLORS = {"unique_static": _CB[3], "shared": "#BBBBBB", "unique_dynamic": _CB[9]}  # decomposition parts
 SPLIT_STYLE = {"in": dict(linestyle="-"), "out": dict(linestyle="--")}
 TRAIN_RANGE_COLOR = "0.9"
+FLOOR_COLOR, FLOOR_LABEL = "0.2", "trivial floor (no multi-step)"  # Task.floor, drawn beside accuracy
 PNG_METADATA = {"Software": None}
 PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}
 QUANTITIES = {  # quantity -> (axis text, unit)
@@ -351,6 +352,9 @@ def plot_generalization(table: pd.DataFrame, train_range: Mapping[str, tuple[flo
                 a, b = train_range[task]
                 ax.axvspan(a - 0.5, b + 0.5, color=TRAIN_RANGE_COLOR, zorder=0, label="training range")
             sdcol = {"accuracy": "acc_seed_sd", "mean_depth": "depth_seed_sd"}[q]
+            if q == "accuracy" and "floor" in sub and sub["floor"].notna().any():
+                fl = sub.groupby("size")["floor"].mean().sort_index()  # a property of the data, not the model
+                ax.plot(fl.index, fl.values, color=FLOOR_COLOR, ls=":", lw=1.2, zorder=1, label=FLOOR_LABEL)
             for m in mechs:
                 for label, s, color in _series(sub, m):
                     s = s.sort_values("size")

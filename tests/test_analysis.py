@@ -334,3 +334,27 @@ def test_missing_data_is_inconclusive_and_table_has_every_field():
     assert list(t.columns)[:6] == ["finding", "statistic", "threshold", "comparison", "value", "verdict"]
     assert set(t["verdict"]) <= set(C.VERDICTS)
     assert C.thresholds()["ALIGN_RHO_MIN"] == 0.3 and C.thresholds()["EXTRAP_ACC_DROP_MIN"] == 0.2
+
+
+def test_tables_carry_the_tasks_trivial_floor():
+    """by_size and alignment_table put the task's floor (Task.floor on the same answer tokens) beside
+    accuracy: on a committed hops run it is the no-composition floor of the frozen in-range set."""
+    from pathlib import Path
+
+    from anira.analysis import alignment_table, by_size, load_records
+    from anira.tasks.hops import HopsTask
+
+    runs = Path(__file__).resolve().parents[1] / "data" / "results" / "hops_diagnostic" / "runs"
+    paths = sorted(runs.glob("*/records.csv.gz"))
+    if not paths:
+        pytest.skip("no committed diagnostic runs in this checkout")
+    rec = load_records(paths[0])
+    inn = rec[(rec.split == "in") & (rec.eval_max_depth == rec.max_depth) & (rec.is_answer == 1)]
+    want = HopsTask.floor(inn).mean()
+    assert 0.5 < want < 0.8
+    boot = BootstrapConfig(n_boot=20)
+    assert alignment_table(rec, boot=boot)["floor"].iloc[0] == pytest.approx(want)
+    sizes = by_size(rec, boot=boot)
+    assert sizes["floor"].between(0.2, 1.0).all()
+    n = inn.groupby("size").size()
+    assert (sizes[sizes.split == "in"].set_index("size")["floor"] * n).sum() / n.sum() == pytest.approx(want)

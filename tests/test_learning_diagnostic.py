@@ -24,8 +24,9 @@ def test_trains_then_reads_and_judges_every_bar(tmp_path, capsys):
     out = capsys.readouterr().out
     assert len(list(tmp_path.glob("*/summary.json"))) == 4
     for line in ("FAIL  fixed3: in-range >= 0.95", "FAIL  fixed3: every hop count 1-4 >= 0.9",
-                 "FAIL  fixed1 >= 0.15 below fixed3", "early within 0.05 of fixed3", "online within 0.05 of fixed3",
-                 "PASS  online <= 25 CPU-minutes", "floor (no composition)", "learning curve: online"):
+                 "FAIL  fixed3 >= 0.15 above the floor", "FAIL  fixed1 >= 0.15 below fixed3",
+                 "early within 0.05 of fixed3", "online within 0.05 of fixed3",
+                 "PASS  online <= 25 CPU-minutes", "floor: the reader that", "learning curve: online"):
         assert line in out, line
     mtimes = {p: p.stat().st_mtime for p in tmp_path.glob("*/summary.json")}
     assert diag.main(["--runs", str(tmp_path), "--read", *TINY]) == 1  # cached: read, not retrained
@@ -35,7 +36,7 @@ def test_trains_then_reads_and_judges_every_bar(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,match", [
     (["betta=0.1"], "unknown key.*betta"),
-    (["task=addition"], "task=hops only"),
+    (["task=nosuch"], "task = 'nosuch' is not allowed"),
     (["--only", "fixed9"], "fixed9: not a diagnostic run"),
     (["--workers", "0"], "--workers = 0"),
     (["steps"], "key=value"),
@@ -47,6 +48,16 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, argv, match):
     assert load_script().main(["--runs", str(runs), *argv]) == 2
     assert re.search(match, capsys.readouterr().err)
     assert not runs.exists()
+
+
+@pytest.mark.parametrize("task", ["addition", "toposort", "language"])
+def test_other_tasks_get_their_floor_and_the_generic_bars(tmp_path, capsys, task):
+    diag = load_script()
+    assert diag.main(["--runs", str(tmp_path), "--workers", "1", "--only", "fixed1,fixed3", f"task={task}", *TINY]) == 1
+    out = capsys.readouterr().out
+    reader = diag.task_class(task).floor_reader
+    assert f"task {task}:" in out and reader in out and "multi-step tokens" in out
+    assert "FAIL  fixed3 >= 0.15 above the floor" in out and "every hop count" not in out
 
 
 def test_step_cpu_time_prints_the_three_models_and_their_ratios(capsys):
@@ -70,4 +81,4 @@ def test_committed_diagnostic_runs_pass_their_bars(capsys):
         pytest.skip("no committed diagnostic runs in this checkout")
     assert load_script().main(["--runs", str(runs), "--read"]) == 0
     out = capsys.readouterr().out
-    assert "FAIL" not in out and out.count("PASS") == 9
+    assert "FAIL" not in out and out.count("PASS") == 10

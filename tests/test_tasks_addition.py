@@ -101,3 +101,29 @@ def test_sizes_cover_ranges_and_lengths():
 def test_bad_config_rejected(params, match):
     with pytest.raises(ValueError, match=match):
         make_task("addition", **params)
+
+
+@pytest.mark.parametrize("rng", ["train", "extrap"])
+def test_floor_matches_a_one_column_reader(rng):
+    """The floor is the expected accuracy of a reader simulated on the rendered text: it adds its
+    own column and takes the carry from the column right below, guessing it when that column sums to
+    9 above a lower one. It is right for sure where carry_chain <= 1, and half the time elsewhere."""
+    task = make_task("addition", range=rng, plant_prob=0.8)
+    n_guessed = 0
+    for ex in task.generate(200, seed=11):
+        sa, sb, sr = AdditionTask.parse(task.render(ex))
+        n = ex.size
+        col = lambda s, i: int(s[n - 1 - i]) if i < n else 0  # noqa: E731  (column i, 0 = least significant)
+        for k, rec in enumerate(ex.features):
+            i = n - k
+            if i == 0:
+                carries = {0}
+            else:
+                s_below = col(sa, i - 1) + col(sb, i - 1)
+                carries = {0, 1} if s_below == 9 and i - 1 > 0 else {int(s_below >= 10)}
+            digits = {(col(sa, i) + col(sb, i) + c) % 10 for c in carries}
+            assert int(sr[k]) in digits
+            assert AdditionTask.floor(rec) == 1 / len(digits), (sa, sb, i)
+            assert AdditionTask.multi_step(rec) == (len(digits) > 1)
+            n_guessed += len(digits) > 1
+    assert n_guessed > 300  # planted runs make guessed digits common

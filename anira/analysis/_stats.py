@@ -41,6 +41,21 @@ TOKEN_COLUMNS = ("split", "example", "position", "correct", "loss", "depth", "ex
 RECORD_COLUMNS = RUN_COLUMNS + TOKEN_COLUMNS  # the schema of records.csv.gz (plus task features)
 
 
+def token_floor(records: pd.DataFrame) -> pd.Series:
+    """Per token: its task's trivial floor (``Task.floor``: the expected accuracy of a reader that
+    does no multi-step computation). NaN for a task that defines none or whose feature columns the
+    records lack (e.g. synthetic records)."""
+    from anira.tasks import task_class
+
+    out = pd.Series(np.nan, index=records.index, dtype=float)
+    for task, sub in records.groupby("task", sort=False):
+        try:
+            out.loc[sub.index] = np.asarray(task_class(task).floor(sub), dtype=float)
+        except (KeyError, ValueError, NotImplementedError):
+            continue
+    return out
+
+
 @dataclass
 class BootstrapConfig:
     n_boot: int = 2000  # replicates; 2000 keeps 95% percentile endpoints stable to ~1% of their width

@@ -27,7 +27,7 @@ from typing import Literal, Sequence
 import pandas as pd
 
 from anira.analysis._stats import (BootstrapConfig, check_columns, check_one_config, diff_ci, mean_by, select,
-                                   spearman_by)
+                                   spearman_by, token_floor)
 
 KIND_NAMES = {0: "grammar", 1: "free", 2: "answer"}  # language `kind` codes
 
@@ -51,7 +51,9 @@ def alignment_table(records: pd.DataFrame, groups: Sequence[str] = ("task", "mec
     """Per group: Spearman rho(depth, difficulty) with CI, in-range accuracy, mean depth.
 
     Columns: *groups, rho, rho_lo, rho_hi, rho_seed_sd, depth_constant, accuracy, acc_lo, acc_hi,
-    acc_seed_sd, mean_depth, depth_lo, depth_hi, depth_seed_sd, n_seeds, n_seq, n_tok.
+    acc_seed_sd, floor, mean_depth, depth_lo, depth_hi, depth_seed_sd, n_seeds, n_seq, n_tok;
+    ``floor`` is the task's trivial floor on the same answer tokens (``Task.floor``), so an
+    accuracy at it says the model learned nothing that needs depth.
     """
     groups = list(groups)
     df = select(records, split="in", eval_depth="train", answer_only=answer_only)
@@ -66,9 +68,10 @@ def alignment_table(records: pd.DataFrame, groups: Sequence[str] = ("task", "mec
     ans = df1[df1["is_answer"] == 1]
     acc = mean_by(ans, "correct", ["_all"], groups, boot).drop(columns=["_all", "n_seeds", "n_seq", "n_tok"])
     acc = acc.rename(columns={"mean": "accuracy", "ci_lo": "acc_lo", "ci_hi": "acc_hi", "seed_sd": "acc_seed_sd"})
-    out = rho.merge(acc, on=groups, how="left").merge(dep, on=groups, how="left")
+    floor = ans.assign(floor=token_floor(ans)).groupby(groups, dropna=False)["floor"].mean().reset_index()
+    out = rho.merge(acc, on=groups, how="left").merge(floor, on=groups, how="left").merge(dep, on=groups, how="left")
     cols = groups + ["rho", "rho_lo", "rho_hi", "rho_seed_sd", "depth_constant", "accuracy", "acc_lo", "acc_hi",
-                     "acc_seed_sd", "mean_depth", "depth_lo", "depth_hi", "depth_seed_sd", "n_seeds", "n_seq", "n_tok"]
+                     "acc_seed_sd", "floor", "mean_depth", "depth_lo", "depth_hi", "depth_seed_sd", "n_seeds", "n_seq", "n_tok"]
     return out[cols]
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from anira.analysis._stats import (BootstrapConfig, check_columns, check_one_config, diff_ci, group_key, mean_by,
-                                   select)
+                                   select, token_floor)
 
 
 def _acc_depth(df: pd.DataFrame, by: list[str], groups: list[str], depth_col: str, boot: BootstrapConfig):
@@ -33,13 +33,17 @@ def by_size(records: pd.DataFrame, groups: Sequence[str] = ("task", "mechanism")
     """Accuracy and mean depth per (groups, size, split) at the training max_depth, with CIs.
 
     Columns: *groups, size, split, accuracy, acc_lo, acc_hi, acc_seed_sd, mean_depth, depth_lo,
-    depth_hi, depth_seed_sd, n_seeds, n_seq, n_tok.
+    depth_hi, depth_seed_sd, n_seeds, n_seq, n_tok, floor (the task's trivial floor on the same
+    answer tokens, ``Task.floor``; NaN where the task's features are missing).
     """
     boot, groups = boot or BootstrapConfig(), list(groups)
     df = select(records, split=None, eval_depth="train")
     check_columns(df, ["size", "split", "correct", "is_answer", depth_col], "by_size")
     check_one_config(df, groups)
     out, _, _ = _acc_depth(df, ["size", "split"], groups, depth_col, boot)
+    ans = df[df["is_answer"] == 1]
+    floor = ans.assign(floor=token_floor(ans)).groupby(groups + ["size", "split"], dropna=False)["floor"].mean()
+    out = out.merge(floor.reset_index(), on=groups + ["size", "split"], how="left")
     return out.sort_values(groups + ["size", "split"], kind="stable").reset_index(drop=True)
 
 

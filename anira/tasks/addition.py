@@ -65,6 +65,15 @@ class AdditionTask(Task):
     static_features = ("n_digits", "digit_index")
     dynamic_features = ("carry_in", "carry_chain")
     size_name = "number of digits per operand"
+    floor_reader = "adds its own column and the carry of the column below; guesses the carry behind a 9-sum"
+
+    @classmethod
+    def floor(cls, records):
+        """One-column reader: digit r_i is (s_i + c_i) mod 10, and it reads c_i off column i - 1,
+        which settles it unless s_{i-1} = 9 above a lower column (carry_chain >= 2); then it
+        guesses c_i in {0, 1}, and exactly one guess is right: ``1 if difficulty <= 1 else 0.5``."""
+        d = records["difficulty"]
+        return 0.5 + 0.5 * (d <= 1)
 
     @classmethod
     def train_config(cls) -> AdditionConfig:

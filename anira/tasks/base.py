@@ -126,6 +126,23 @@ class Task(ABC):
     def sample(self, rng: random.Random) -> Example:
         """One example drawn from ``self.config`` using only ``rng`` for randomness."""
 
+    # --- the trivial floor -------------------------------------------------------------------
+    floor_reader: ClassVar[str] = ""  # in words: the reader without multi-step computation
+
+    @classmethod
+    def floor(cls, records: Any) -> Any:
+        """Expected accuracy, per scored token, of ``floor_reader``: the reader that does no
+        multi-step computation. ``records`` is one feature record (a mapping) or a DataFrame of
+        them; returns a number or a Series. A model at this floor has learned nothing that needs
+        depth; one clearly above it computes in more than one step."""
+        raise NotImplementedError(f"task {cls.name} defines no floor")
+
+    @classmethod
+    def multi_step(cls, records: Any) -> Any:
+        """True for the scored tokens the floor reader cannot get right for sure (floor < 1):
+        the tokens on which depth can pay, and on which the learning bars are judged."""
+        return cls.floor(records) < 1
+
     # --- shared ----------------------------------------------------------------------------
     @classmethod
     def feature_names(cls) -> tuple[str, ...]:

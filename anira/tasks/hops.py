@@ -120,6 +120,11 @@ class HopsTask(Task):
                        "n_distinct_digits", "chain_seen", "hops_to_known")
     dynamic_features = ("distance", "sweeps")
     size_name = "longest chain (variables)"  # dense design; the earlier design's size was the number of variables
+    floor_reader = "answers a 1-hop query by one lookup, guesses any other among the digits it cannot rule out"
+
+    @classmethod
+    def floor(cls, records):
+        return no_composition_accuracy(records["difficulty"], guess_pool(records))
 
     def __init__(self, config: HopsConfig | None = None, **overrides):
         super().__init__(config, **overrides)
