@@ -112,6 +112,8 @@ def frames(st, cfg):
     """Sentence frames (lists of word sets) allowed at a sentence start in story state ``st``."""
     one = lambda w: frozenset([w])  # noqa: E731
     cast, objs = frozenset(st["cast"]), frozenset(st["objects"])
+    NAMES, OBJECTS = frozenset(L.NAMES[: cfg.n_names]), frozenset(L.OBJECTS[: cfg.n_objects])
+    PLACES = frozenset(L.PLACES[: cfg.n_places])
     out = []
     if st["events"] == 0 and len(cast) < cfg.max_entities:  # another intro
         for padj in (False, True):
@@ -202,6 +204,7 @@ CONFIGS = [
     ("train", {"question_prob": 0.0}),
     ("train", {"question_prob": 1.0, "min_entities": 3, "max_entities": 3}),
     ("train", {"min_entities": 2, "max_entities": 2, "min_sentences": 1, "max_sentences": 1}),
+    ("train", {"n_names": 5, "n_objects": 3, "n_places": 4, "max_entities": 3}),
 ]
 
 

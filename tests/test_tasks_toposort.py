@@ -84,6 +84,21 @@ def test_order_and_features_match_networkx(rng_name, params):
             assert set(rec) == set(ToposortTask.feature_names())
 
 
+@pytest.mark.parametrize("rng_name,params", CONFIGS[:2])
+def test_floor_matches_a_frontier_guesser(rng_name, params):
+    """The floor is the accuracy of a reader simulated on the rendered text that knows which nodes
+    are available (every predecessor already output) and guesses one of them uniformly."""
+    task = make_task("toposort", range=rng_name, **params)
+    for ex in task.generate(100, seed=4):
+        nodes, edges, out = ToposortTask.parse(task.render(ex))
+        for t, (rec, want) in enumerate(zip(ex.features, out)):
+            done = set(out[:t])
+            available = {v for v in nodes if v not in done and all(a in done for a, b in edges if b == v)}
+            assert want in available
+            assert ToposortTask.floor(rec) == 1 / len(available)
+            assert ToposortTask.multi_step(rec) == (len(available) > 1)
+
+
 def test_extremes_edge_prob_zero_and_one():
     empty = ToposortTask(edge_prob=0.0, max_hubs=0)
     for ex in empty.generate(30, seed=0):

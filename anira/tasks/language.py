@@ -129,6 +129,9 @@ class LanguageConfig:
     min_entities: int = 2  # people in the cast (each starts with one object): more to track
     max_entities: int = 3
     question_prob: float = 0.5  # P(question after an event); one always follows the last event
+    n_names: int = len(NAMES)  # names, objects and places are drawn from the first n_* of each list:
+    n_objects: int = len(OBJECTS)  # a smaller pool means each word is seen (and bound) more often
+    n_places: int = len(PLACES)
 
 
 class LanguageTask(Task):
@@ -137,6 +140,24 @@ class LanguageTask(Task):
     static_features = ("kind", "n_entities", "n_sentences")
     dynamic_features = ("steps", "distance", "n_branching")
     size_name = "number of event sentences"
+    floor_reader = ("follows the grammar, guesses free choices uniformly, answers a 1-fact question by "
+                    "one lookup and guesses any other among the grammatical answers")
+
+    @classmethod
+    def floor(cls, records):
+        """Grammar-determined tokens (kind 0): 1. Free choices (kind 1): ``1 / n_branching``, a
+        uniform guess among the allowed tokens (no amount of computation does better than the
+        generator's own weights). Answers (kind 2): 1 when one fact answers them (``steps`` = 1, a
+        single lookup, like a 1-hop query), else ``1 / n_branching`` among the answers of its type."""
+        kind, steps, nb = records["kind"], records["steps"], records["n_branching"]
+        sure = (kind == GRAMMAR) | ((kind == ANSWER) & (steps == 1))
+        return sure + (1 - sure) / nb
+
+    @classmethod
+    def multi_step(cls, records):
+        """Answers that chain two or more facts: free choices stay below the floor's 1 whatever
+        the depth, so they are left out."""
+        return (records["kind"] == ANSWER) & (records["steps"] >= 2)
 
     @classmethod
     def train_config(cls) -> LanguageConfig:
@@ -153,6 +174,9 @@ class LanguageTask(Task):
         check_range("min_entities", c.min_entities, 2, len(OBJECTS))
         check_range("max_entities", c.max_entities, c.min_entities, len(OBJECTS))
         check_range("question_prob", c.question_prob, 0.0, 1.0)
+        check_range("n_names", c.n_names, c.max_entities, len(NAMES))
+        check_range("n_objects", c.n_objects, c.max_entities, len(OBJECTS))
+        check_range("n_places", c.n_places, 2, len(PLACES))
 
     @classmethod
     def build_vocab(cls) -> Vocab:
@@ -164,9 +188,9 @@ class LanguageTask(Task):
         rand, randrange = rng.random, rng.randrange
         n_e = rng.randint(c.min_entities, c.max_entities)
         n_s = rng.randint(c.min_sentences, c.max_sentences)
-        cast = [_NAME_IDS[i] for i in rng.sample(range(len(NAMES)), n_e)]  # token ids
-        objs = [_OBJ_IDS[i] for i in rng.sample(range(len(OBJECTS)), n_e)]
-        n_places, n_names, n_objects = len(PLACES), len(NAMES), len(OBJECTS)
+        n_places, n_names, n_objects = c.n_places, c.n_names, c.n_objects
+        cast = [_NAME_IDS[i] for i in rng.sample(range(n_names), n_e)]  # token ids
+        objs = [_OBJ_IDS[i] for i in rng.sample(range(n_objects), n_e)]
 
         toks: list[int] = [BOS_ID]
         kinds: list[int] = [GRAMMAR]
@@ -175,7 +199,7 @@ class LanguageTask(Task):
 
         def emit(tok: int, kind: int, nb: int) -> None:
             toks.append(tok)
-            kinds.append(kind)
+            kinds.append(GRAMMAR if kind == FREE and nb == 1 else kind)  # small pools: one word left
             nbs.append(nb)
 
         loc = [0] * n_e  # place token id of each person

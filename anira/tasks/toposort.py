@@ -55,6 +55,7 @@ class ToposortConfig:
     min_hubs: int = 0  # planted hubs per graph, drawn uniformly in [min_hubs, max_hubs]:
     max_hubs: int = 1  # hub structure is a controlled factor (static cue for early decisions)
     hub_prob: float = 0.8  # P(edge between a hub and each other node); > edge_prob makes hubs
+    n_labels: int = N_LABELS  # labels are drawn from the first n_labels of the pool: fewer = each seen more
 
 
 class ToposortTask(Task):
@@ -63,6 +64,14 @@ class ToposortTask(Task):
     static_features = ("n_nodes", "n_edges", "in_degree", "out_degree", "is_hub", "level")
     dynamic_features = ("frontier_size", "newly_enabled", "dfs_depth", "remaining")
     size_name = "number of nodes"
+    floor_reader = "knows which nodes are available (the frontier) and guesses one of them"
+
+    @classmethod
+    def floor(cls, records):
+        """Frontier guesser: o_t is one of the |F_t| available nodes, so a uniform guess among
+        them is right with probability ``1 / frontier_size`` (1 when only one node is available).
+        Finding the minimum among them is the step it leaves out."""
+        return 1.0 / records["frontier_size"]
 
     @classmethod
     def train_config(cls) -> ToposortConfig:
@@ -80,6 +89,7 @@ class ToposortTask(Task):
         check_range("hub_prob", c.hub_prob, 0.0, 1.0)
         check_range("min_hubs", c.min_hubs, 0, c.min_nodes)
         check_range("max_hubs", c.max_hubs, c.min_hubs, c.min_nodes)
+        check_range("n_labels", c.n_labels, c.max_nodes, N_LABELS)
 
     @classmethod
     def build_vocab(cls) -> Vocab:
@@ -105,7 +115,7 @@ class ToposortTask(Task):
                     succ[i].append(j)
                     pred[j].append(i)
                     edges.append((i, j))
-        labels = rng.sample(range(N_LABELS), n)  # hidden node -> label index (its rank)
+        labels = rng.sample(range(c.n_labels), n)  # hidden node -> label index (its rank)
         m = len(edges)
 
         # level: longest path from a source, in the hidden (topological) order
