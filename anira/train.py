@@ -41,7 +41,7 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from anira.config import check_choice, check_range, from_dict, to_dict
+from anira.config import check_choice, check_fields, check_range, from_dict, to_dict
 from anira.losses import LossConfig, PonderLoss, task_loss, token_ce
 from anira.model import MECHANISMS, POS_ENCODINGS, AniraModel, ModelConfig
 from anira.tasks import PAD_ID, TASK_NAMES, Example, Task, collate, make_task
@@ -122,14 +122,22 @@ class RunConfig:
     progress: bool = True  # tqdm bar (not part of the config hash)
 
     def __post_init__(self) -> None:
+        check_fields(self)  # types first: every check below compares numbers with numbers
         check_choice("task", self.task, TASK_NAMES)
-        if not isinstance(self.task_params, dict):
-            raise ValueError(f"task_params = {self.task_params!r} must be a dict")
+        bad_keys = [k for k in self.task_params if not isinstance(k, str)]
+        if bad_keys:
+            raise ValueError(f"task_params = {self.task_params!r}: keys must be parameter names (strings), got {bad_keys}")
         check_choice("mechanism", self.mechanism, MECHANISMS)
+        # the task is built here, not first inside run(): an unknown or out-of-range task parameter
+        # fails before a run folder exists (make_task names the parameter and its allowed range)
+        try:
+            task = make_task(self.task, range="train", **self.task_params)
+        except ValueError as err:
+            raise ValueError(f"task_params ({self.task}): {err}") from None
         if self.curriculum_values is not None and self.curriculum_param is None:
             raise ValueError("curriculum_values is set but curriculum_param = None: name the task parameter")
         if self.curriculum_param is not None:
-            full = make_task(self.task, range="train", **self.task_params).config
+            full = task.config
             numeric = [f.name for f in dataclasses.fields(full)
                        if isinstance(getattr(full, f.name), (int, float)) and not isinstance(getattr(full, f.name), bool)]
             ints = [n for n in numeric if isinstance(getattr(full, n), int)]
@@ -182,7 +190,7 @@ class RunConfig:
         check_choice("device", self.device, ("cpu", "cuda"))
         check_range("num_threads", self.num_threads, 1)
         # the model and loss configs validate the rest and name the field
-        self.model_config(vocab_size=2)
+        self.model_config(vocab_size=len(task.vocab))
         self.loss_config()
 
     def model_config(self, vocab_size: int) -> ModelConfig:
