@@ -49,6 +49,8 @@ def _type_ok(value: Any, tp: Any) -> bool:
 def _describe(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if tp is dict or get_origin(tp) is dict:
+        return "a mapping (dict)"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -117,7 +119,12 @@ def from_dict(cls: type[T], values: dict[str, Any] | None = None, where: str = "
     for key, value in values.items():
         values[key] = value = _coerce(value, hints[key])
         _check_value(cls, key, value, hints[key], prefix)
-    return cls(**values)
+    if not prefix:
+        return cls(**values)
+    try:  # the class's own checks (ranges, combinations) get the same prefix
+        return cls(**values)
+    except ValueError as err:
+        raise ValueError(f"{prefix}{err}") from None
 
 
 def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
