@@ -253,6 +253,22 @@ def load_eval_sets(cfg: RunConfig, task: Task, n_fallback: int = 512) -> dict[st
     return sets
 
 
+_LONGEST: dict[tuple, dict[str, int]] = {}
+
+
+def _longest_eval_inputs(cfg: RunConfig) -> dict[str, int]:
+    """{"in": n, "out": n}: input positions of the longest example of each evaluation set of
+    ``cfg.task`` (read once per task and data folder; a profile checks hundreds of runs)."""
+    from anira.data import MANIFEST, default_root
+
+    manifest = default_root() / MANIFEST
+    key = (cfg.task, str(manifest), manifest.stat().st_mtime_ns if manifest.exists() else None)
+    if key not in _LONGEST:
+        sets = load_eval_sets(cfg, make_task(cfg.task, range="train"))
+        _LONGEST[key] = {split: max(len(e.tokens) - 1 for e in exs) for split, exs in sets.items()}
+    return _LONGEST[key]
+
+
 def eval_sets_sha256(sets: dict[str, list[Example]]) -> str:
     """sha256 of the evaluation examples' content (tokens, scored positions, features, size)."""
     h = hashlib.sha256()
@@ -446,7 +462,6 @@ def _versions() -> dict[str, str]:
 
 @dataclass
 class _Checked:
-    eval_sets: dict[str, list[Example]]
     summary: dict[str, Any] | None  # out_dir's finished run of this config (run() returns it)
     checkpoint: dict[str, Any] | None  # out_dir's checkpoint of this config (run() resumes from it)
 
@@ -469,13 +484,11 @@ def check_run(cfg: RunConfig, out_dir: str | Path | None = None) -> None:
 def _check_run(cfg: RunConfig, out_dir: str | Path | None) -> _Checked:
     if not isinstance(cfg, RunConfig):
         raise ValueError(f"cfg = {cfg!r} must be a RunConfig, got {type(cfg).__name__}")
-    eval_sets = load_eval_sets(cfg, make_task(cfg.task, range="train"))
-    for split, exs in eval_sets.items():
-        longest = max(len(e.tokens) - 1 for e in exs)
+    for split, longest in _longest_eval_inputs(cfg).items():
         if longest > cfg.max_len:
             raise ValueError(f"max_len = {cfg.max_len} is out of range for task {cfg.task!r}; allowed: [{longest}, inf) "
                              f"(the longest eval_{split} input has {longest} positions)")
-    checked = _Checked(eval_sets, None, None)
+    checked = _Checked(None, None)
     if out_dir is None:
         return checked
     if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):
@@ -516,12 +529,12 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
     summary_path, ckpt_path, log_path = out_dir / "summary.json", out_dir / "checkpoint.pt", out_dir / "log.jsonl"
     if checked.summary is not None:
         return checked.summary
+    eval_sets = load_eval_sets(cfg, make_task(cfg.task, range="train"))
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.num_threads)
     _atomic_write_text(json.dumps({"config": to_dict(cfg), "config_hash": h, "argv": sys.argv, "versions": _versions()},
                                   indent=1), out_dir / "config.json")
     task, model = build(cfg)
-    eval_sets = checked.eval_sets
     opt, sched = make_optimizer(model, cfg)
     ponder = PonderLoss(cfg.loss_config(), cfg.max_depth).to(cfg.device) if cfg.mechanism in ADAPTIVE else None
     data_rng = random.Random(cfg.seed)  # == task.stream(cfg.seed)
