@@ -6,6 +6,8 @@ profile or a notebook parameter fails before any work starts (cf. nanoGPT's conf
 from __future__ import annotations
 
 import dataclasses
+import functools
+import numbers
 import typing
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -47,7 +49,54 @@ def _type_ok(value: Any, tp: Any) -> bool:
 def _describe(tp: Any) -> str:
     if get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if tp is dict or get_origin(tp) is dict:
+        return "a mapping (dict)"
     return getattr(tp, "__name__", str(tp))
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """The conversions a plain-dict value gets: list -> tuple for tuple fields, an integer -> float
+    for float fields, NumPy scalars -> Python numbers; anything else is returned unchanged."""
+    if isinstance(value, list) and get_origin(tp) is tuple:
+        return tuple(value)
+    if isinstance(value, bool):
+        return value
+    if tp is float and isinstance(value, numbers.Real) and type(value) is not float:
+        return float(value)
+    if tp is int and isinstance(value, numbers.Integral) and type(value) is not int:
+        return int(value)
+    return value
+
+
+def _check_value(cls: type, key: str, value: Any, tp: Any, prefix: str = "") -> None:
+    if _type_ok(value, tp):
+        return
+    if get_origin(tp) is Literal and isinstance(value, str):
+        raise ValueError(f"{prefix}{cls.__name__}.{key} = {value!r} is not allowed; allowed values: {list(get_args(tp))}")
+    raise ValueError(f"{prefix}{cls.__name__}.{key} = {value!r} has the wrong type; expected {_describe(tp)}")
+
+
+def check_fields(obj: Any) -> None:
+    """Type-check every field of the dataclass instance ``obj`` against its annotation, with the
+    conversions ``from_dict`` makes (see ``_coerce``); ValueError naming the field, the value and
+    the expected type. Config classes call it first in ``__post_init__``, so a direct construction
+    is as strict as ``from_dict`` and the range checks after it never compare a string with a number.
+    """
+    cls = type(obj)
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        value = getattr(obj, f.name)
+        new = _coerce(value, hints[f.name])
+        _check_value(cls, f.name, new, hints[f.name])
+        if new is not value:
+            object.__setattr__(obj, f.name, new)  # also for frozen dataclasses
 
 
 def from_dict(cls: type[T], values: dict[str, Any] | None = None, where: str = "") -> T:
@@ -55,26 +104,27 @@ def from_dict(cls: type[T], values: dict[str, Any] | None = None, where: str = "
 
     ``where`` (e.g. a file name) is put in front of every message.
     """
-    values = dict(values or {})
     prefix = f"{where}: " if where else ""
+    if values is not None and not isinstance(values, dict):
+        raise ValueError(f"{prefix}{cls.__name__} = {values!r} has the wrong type; expected a mapping of "
+                         f"{cls.__name__} fields")
+    values = dict(values or {})
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(values) - set(fields))
+    hints = _hints(cls)
+    unknown = sorted(set(values) - set(fields), key=str)
     if unknown:
         raise ValueError(
             f"{prefix}unknown key(s) {unknown} for {cls.__name__}; allowed keys: {sorted(fields)}"
         )
     for key, value in values.items():
-        tp = hints[key]
-        if isinstance(value, list) and get_origin(tp) is tuple:
-            values[key] = value = tuple(value)
-        if tp is float and isinstance(value, int) and not isinstance(value, bool):
-            values[key] = value = float(value)
-        if not _type_ok(value, tp):
-            raise ValueError(
-                f"{prefix}{cls.__name__}.{key} = {value!r} has the wrong type; expected {_describe(tp)}"
-            )
-    return cls(**values)
+        values[key] = value = _coerce(value, hints[key])
+        _check_value(cls, key, value, hints[key], prefix)
+    if not prefix:
+        return cls(**values)
+    try:  # the class's own checks (ranges, combinations) get the same prefix
+        return cls(**values)
+    except ValueError as err:
+        raise ValueError(f"{prefix}{err}") from None
 
 
 def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None) -> None:

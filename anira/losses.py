@@ -45,7 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from anira.config import check_choice, check_range
+from anira.config import check_choice, check_fields, check_range
 from anira.model import truncated_geometric
 
 PENALTIES = ("kl", "depth")
@@ -61,6 +61,7 @@ class LossConfig:
     beta_warmup_steps: int = 0  # linear ramp of beta after the deep-supervision warm-up (0 = none)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         check_range("beta", self.beta, 0.0)
         check_choice("penalty", self.penalty, PENALTIES)
         if not 0.0 < self.prior_lambda < 1.0:

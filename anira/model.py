@@ -87,7 +87,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from anira.config import check_choice, check_range
+from anira.config import check_choice, check_fields, check_range
 
 MECHANISMS = ("fixed", "early", "online", "oracle", "random")
 POS_ENCODINGS = ("learned", "rope")
@@ -128,6 +128,7 @@ class ModelConfig:
     random_depth_probs: tuple[float, ...] | None = None  # `random`: full depth histogram (len S) instead
 
     def __post_init__(self) -> None:
+        check_fields(self)
         check_range("vocab_size", self.vocab_size, 2)
         check_range("max_len", self.max_len, 1)
         check_range("d_model", self.d_model, 1)

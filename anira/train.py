@@ -41,7 +41,7 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from anira.config import check_choice, check_range, from_dict, to_dict
+from anira.config import check_choice, check_fields, check_range, from_dict, to_dict
 from anira.losses import LossConfig, PonderLoss, task_loss, token_ce
 from anira.model import MECHANISMS, POS_ENCODINGS, AniraModel, ModelConfig
 from anira.tasks import PAD_ID, TASK_NAMES, Example, Task, collate, make_task
@@ -122,14 +122,22 @@ class RunConfig:
     progress: bool = True  # tqdm bar (not part of the config hash)
 
     def __post_init__(self) -> None:
+        check_fields(self)  # types first: every check below compares numbers with numbers
         check_choice("task", self.task, TASK_NAMES)
-        if not isinstance(self.task_params, dict):
-            raise ValueError(f"task_params = {self.task_params!r} must be a dict")
+        bad_keys = [k for k in self.task_params if not isinstance(k, str)]
+        if bad_keys:
+            raise ValueError(f"task_params = {self.task_params!r}: keys must be parameter names (strings), got {bad_keys}")
         check_choice("mechanism", self.mechanism, MECHANISMS)
+        # the task is built here, not first inside run(): an unknown or out-of-range task parameter
+        # fails before a run folder exists (make_task names the parameter and its allowed range)
+        try:
+            task = make_task(self.task, range="train", **self.task_params)
+        except ValueError as err:
+            raise ValueError(f"task_params ({self.task}): {err}") from None
         if self.curriculum_values is not None and self.curriculum_param is None:
             raise ValueError("curriculum_values is set but curriculum_param = None: name the task parameter")
         if self.curriculum_param is not None:
-            full = make_task(self.task, range="train", **self.task_params).config
+            full = task.config
             numeric = [f.name for f in dataclasses.fields(full)
                        if isinstance(getattr(full, f.name), (int, float)) and not isinstance(getattr(full, f.name), bool)]
             ints = [n for n in numeric if isinstance(getattr(full, n), int)]
@@ -182,7 +190,7 @@ class RunConfig:
         check_choice("device", self.device, ("cpu", "cuda"))
         check_range("num_threads", self.num_threads, 1)
         # the model and loss configs validate the rest and name the field
-        self.model_config(vocab_size=2)
+        self.model_config(vocab_size=len(task.vocab))
         self.loss_config()
 
     def model_config(self, vocab_size: int) -> ModelConfig:
@@ -243,6 +251,22 @@ def load_eval_sets(cfg: RunConfig, task: Task, n_fallback: int = 512) -> dict[st
             warnings.warn(f"frozen eval set {cfg.task}/{split} unavailable ({err}); generating {n_fallback} examples")
             sets[split] = make_task(cfg.task, range=rng_name).generate(n_fallback, seed=seed)
     return sets
+
+
+_LONGEST: dict[tuple, dict[str, int]] = {}
+
+
+def _longest_eval_inputs(cfg: RunConfig) -> dict[str, int]:
+    """{"in": n, "out": n}: input positions of the longest example of each evaluation set of
+    ``cfg.task`` (read once per task and data folder; a profile checks hundreds of runs)."""
+    from anira.data import MANIFEST, default_root
+
+    manifest = default_root() / MANIFEST
+    key = (cfg.task, str(manifest), manifest.stat().st_mtime_ns if manifest.exists() else None)
+    if key not in _LONGEST:
+        sets = load_eval_sets(cfg, make_task(cfg.task, range="train"))
+        _LONGEST[key] = {split: max(len(e.tokens) - 1 for e in exs) for split, exs in sets.items()}
+    return _LONGEST[key]
 
 
 def eval_sets_sha256(sets: dict[str, list[Example]]) -> str:
@@ -436,32 +460,81 @@ def _versions() -> dict[str, str]:
             "pandas": pd.__version__, "anira": getattr(anira, "__version__", "0")}
 
 
+@dataclass
+class _Checked:
+    summary: dict[str, Any] | None  # out_dir's finished run of this config (run() returns it)
+    checkpoint: dict[str, Any] | None  # out_dir's checkpoint of this config (run() resumes from it)
+
+
+def check_run(cfg: RunConfig, out_dir: str | Path | None = None) -> None:
+    """Every check of a run's inputs beyond the config itself, which ``RunConfig`` already made
+    (fields, task, model and loss). Raises ValueError naming the parameter; writes nothing.
+
+    * data: the frozen evaluation sets of the task exist (or are generated) and ``max_len`` covers
+      their longest input;
+    * with ``out_dir`` (a run about to happen on this machine): ``out_dir`` is not a file (nor
+      inside one), a finished run or a checkpoint already there belongs to this config's hash, and,
+      unless that run is finished, ``device`` is available.
+
+    ``run()`` calls it first; the command line and the per-run notebook call it before ``run()``.
+    """
+    _check_run(cfg, out_dir)
+
+
+def _check_run(cfg: RunConfig, out_dir: str | Path | None) -> _Checked:
+    if not isinstance(cfg, RunConfig):
+        raise ValueError(f"cfg = {cfg!r} must be a RunConfig, got {type(cfg).__name__}")
+    for split, longest in _longest_eval_inputs(cfg).items():
+        if longest > cfg.max_len:
+            raise ValueError(f"max_len = {cfg.max_len} is out of range for task {cfg.task!r}; allowed: [{longest}, inf) "
+                             f"(the longest eval_{split} input has {longest} positions)")
+    checked = _Checked(None, None)
+    if out_dir is None:
+        return checked
+    if not isinstance(out_dir, (str, os.PathLike)) or not str(out_dir):
+        raise ValueError(f"out_dir = {out_dir!r} must be a directory path")
+    out_dir = Path(out_dir)
+    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"out_dir = {str(out_dir)!r}: {str(existing)!r} is a file, not a directory")
+    h = config_hash(cfg)
+    summary_path, ckpt_path = out_dir / "summary.json", out_dir / "checkpoint.pt"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("config_hash") != h:
+            raise ValueError(f"out_dir = {str(out_dir)!r} holds a finished run with config hash "
+                             f"{summary.get('config_hash')}, not {h}; use another directory")
+        checked.summary = summary
+        return checked  # finished: nothing will be trained
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device = 'cuda' is not available on this machine (torch.cuda.is_available() is False); "
+                         "allowed here: ['cpu']")
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=cfg.device, weights_only=False)
+        if ckpt["config_hash"] != h:
+            raise ValueError(f"out_dir = {str(out_dir)!r} holds the checkpoint of config hash {ckpt['config_hash']}, "
+                             f"not {h}; use another directory")
+        checked.checkpoint = ckpt
+    return checked
+
+
 def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None) -> dict[str, Any]:
     """Train (or resume, or return the cached result of) ``cfg`` in ``out_dir``; see module docstring.
 
     ``interrupt_at`` is a testing aid: stop right after the checkpoint of that step, as if killed.
     """
-    if not isinstance(cfg, RunConfig):
-        raise ValueError(f"cfg must be a RunConfig, got {type(cfg).__name__}")
+    checked = _check_run(cfg, out_dir)  # every input check, before anything is written
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     h = config_hash(cfg)
     summary_path, ckpt_path, log_path = out_dir / "summary.json", out_dir / "checkpoint.pt", out_dir / "log.jsonl"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("config_hash") == h:
-            return summary
-        raise ValueError(f"out_dir = {str(out_dir)!r} holds a finished run with config hash "
-                         f"{summary.get('config_hash')}, not {h}; use another directory")
+    if checked.summary is not None:
+        return checked.summary
+    eval_sets = load_eval_sets(cfg, make_task(cfg.task, range="train"))
+    out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.num_threads)
     _atomic_write_text(json.dumps({"config": to_dict(cfg), "config_hash": h, "argv": sys.argv, "versions": _versions()},
                                   indent=1), out_dir / "config.json")
     task, model = build(cfg)
-    eval_sets = load_eval_sets(cfg, task)
-    for split, exs in eval_sets.items():
-        longest = max(len(e.tokens) - 1 for e in exs)
-        if longest > cfg.max_len:
-            raise ValueError(f"max_len = {cfg.max_len} is shorter than the longest eval_{split} input ({longest})")
     opt, sched = make_optimizer(model, cfg)
     ponder = PonderLoss(cfg.loss_config(), cfg.max_depth).to(cfg.device) if cfg.mechanism in ADAPTIVE else None
     data_rng = random.Random(cfg.seed)  # == task.stream(cfg.seed)
@@ -469,10 +542,8 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
     step, elapsed, cpu_elapsed = 0, 0.0, 0.0
     # first step of the PonderNet objective: fixed, or decided by the learning gate (ds_until_acc)
     halt_start: float = math.inf if cfg.ds_until_acc is not None else float(cfg.ds_warmup_steps)
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=cfg.device, weights_only=False)
-        if ckpt["config_hash"] != h:
-            raise ValueError(f"{ckpt_path} belongs to config hash {ckpt['config_hash']}, not {h}")
+    if checked.checkpoint is not None:
+        ckpt = checked.checkpoint
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -652,28 +723,59 @@ class _Stats:
         return row
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m anira.train --out DIR [--config FILE.yaml] key=value ...`` (values parsed as YAML)."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m anira.train --out DIR [--config FILE.yaml] key=value ...`` (values parsed as YAML).
+
+    Exit status: 0 done (the summary is printed), 1 the run failed, 2 bad input: one ``error:`` line
+    on stderr, nothing written (as ``python -m anira.study``).
+    """
     import argparse
 
-    import yaml
-
-    ap = argparse.ArgumentParser(description="Train and evaluate one ANIRA run.")
+    ap = argparse.ArgumentParser(prog="python -m anira.train", description="Train and evaluate one ANIRA run.",
+                                 epilog="Exit status: 0 done, 1 the run failed, 2 bad input (nothing written).")
     ap.add_argument("--out", required=True, help="run directory (resumed / reused when it exists)")
     ap.add_argument("--config", help="YAML/JSON file with RunConfig fields")
-    ap.add_argument("overrides", nargs="*", help="RunConfig fields as key=value")
+    ap.add_argument("overrides", nargs="*", help="RunConfig fields as key=value (value parsed as YAML)")
     args = ap.parse_args(argv)
-    values: dict[str, Any] = {}
-    if args.config:
-        values.update(yaml.safe_load(Path(args.config).read_text()) or {})
-    for item in args.overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key=value")
-        k, v = item.split("=", 1)
-        values[k] = yaml.safe_load(v)
-    summary = run(RunConfig.from_dict(values, where="command line"), args.out)
+    try:
+        cfg = config_from_command_line(args.config, args.overrides)
+        check_run(cfg, args.out)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = run(cfg, args.out)
     print(json.dumps(summary, indent=1))
+    return 0
+
+
+def config_from_command_line(config_file: str | None, overrides: Sequence[str]) -> RunConfig:
+    """The RunConfig of ``--config FILE`` updated by ``key=value`` overrides; ValueError naming what is wrong."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ValueError(f"--config = {config_file!r}: no such file")
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"--config = {config_file!r}: malformed YAML: {' '.join(str(err).split())}") from None
+        if doc is not None and not isinstance(doc, dict):
+            raise ValueError(f"--config = {config_file!r} must hold a mapping of RunConfig fields, "
+                             f"got {type(doc).__name__}")
+        values.update(doc or {})
+    for item in overrides:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise ValueError(f"override {item!r} must look like key=value")
+        try:
+            values[k] = yaml.safe_load(v)
+        except yaml.YAMLError as err:
+            raise ValueError(f"override {item!r}: the value is not valid YAML: {' '.join(str(err).split())}") from None
+    where = "command line" + (f" (--config {config_file})" if config_file else "")
+    return RunConfig.from_dict(values, where=where)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse
 
-from anira.config import check_choice, check_range
+from anira.config import check_choice, check_fields, check_range
 
 MECHANISMS = ("fixed", "early", "online", "oracle", "random")  # every decision mechanism, fixed order
 ADAPTIVE = ("early", "online")  # the two learned allocations (ANIRA-E, ANIRA-O)
@@ -63,6 +63,7 @@ class BootstrapConfig:
     seed: int = 0  # base seed; each group draws from its own stream seeded by (seed, group key)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not isinstance(self.n_boot, int) or self.n_boot < 10:
             raise ValueError(f"n_boot = {self.n_boot!r} must be an integer >= 10")
         check_range("ci", self.ci, 0.5, 0.999)

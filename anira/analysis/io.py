@@ -52,7 +52,7 @@ def resolve_run_dirs(runs_dir: str | Path | None, run_dirs: Sequence[str | Path]
             raise ValueError(f"runs_dir = {str(runs_dir)!r}: no finished runs under {root.resolve()} "
                              f"(no sub-directory holds a summary.json); {STUDY_HINT}")
         return found
-    if isinstance(run_dirs, (str, Path)):
+    if not isinstance(run_dirs, (list, tuple)) or not all(isinstance(d, (str, Path)) for d in run_dirs):
         raise ValueError(f"run_dirs = {run_dirs!r} must be a list of run directories (or None)")
     dirs = [Path(d) for d in run_dirs]
     if not dirs:

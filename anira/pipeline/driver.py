@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
 
+from anira.config import check_fields
 from anira.pipeline.profile import REPO, NotebookSpec, Profile, RunSpec, config_dict, load_profile, resolve_derived
 from anira.pipeline.runs import (Layout, RequeueableRun, RunJob, RunResult, atomic_write_text, error_text,
                                  execute_notebook, execute_run, exit_with_driver, read_summary, run_state)
@@ -54,6 +55,7 @@ class ExecutorOptions:
     cpus_per_task: int | None = None  # CPUs per job
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.kind not in EXECUTORS:
             raise ValueError(f"executor = {self.kind!r} is not allowed; allowed values: {list(EXECUTORS)}")
         if self.workers is not None and self.workers < 1:

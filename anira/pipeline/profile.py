@@ -36,7 +36,6 @@ must declare ``figures_dir``, so no profile ever writes into another profile's f
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
 import hashlib
 import importlib
@@ -50,6 +49,7 @@ from typing import Any, Callable
 import yaml
 
 from anira.config import from_dict, to_dict
+from anira.notebook import assignments, literal_type_ok
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES_DIR = REPO / "profiles"
@@ -145,6 +145,15 @@ def resolve_run_class(run_cls: type | str | None = None, hash_fn: Callable | Non
 
 def class_spec(run_cls: type) -> str:
     return f"{run_cls.__module__}:{run_cls.__qualname__}"
+
+
+def _check_run(check_fn: Callable | None, cfg: Any, where: str) -> None:
+    if check_fn is None:
+        return
+    try:
+        check_fn(cfg)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
 def _build(run_cls: type, values: dict[str, Any], where: str) -> Any:
@@ -244,36 +253,8 @@ def declared_parameters(nb_path: Path) -> dict[str, str]:
     for cell in nb.get("cells", []):
         if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
             src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-            try:
-                tree = ast.parse(src)
-            except SyntaxError as err:
-                raise ValueError(f"{nb_path}: the parameters cell is not valid Python: {err}") from None
-            out: dict[str, str] = {}
-            for node in tree.body:
-                target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else (
-                    node.target if isinstance(node, ast.AnnAssign) and node.value is not None else None)
-                if isinstance(target, ast.Name):
-                    out[target.id] = ast.get_source_segment(src, node.value) or ""
-            return out
+            return assignments(src, f"{nb_path}: the parameters cell")
     return {}
-
-
-def _literal_type_ok(value: Any, default_src: str) -> tuple[bool, str]:
-    try:
-        default = ast.literal_eval(default_src)
-    except (ValueError, SyntaxError):
-        return True, "any"
-    if default is None:
-        return True, "any"
-    if isinstance(default, bool):
-        return isinstance(value, bool), "bool"
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool), "int"
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool), "float"
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple)), "list"
-    return isinstance(value, type(default)), type(default).__name__
 
 
 def _load_notebooks(f: str, entries: list, timeout_s: int, nb_dir: Path, check: bool) -> list[NotebookSpec]:
@@ -318,7 +299,7 @@ def _load_notebooks(f: str, entries: list, timeout_s: int, nb_dir: Path, check: 
                 if key not in declared:
                     allowed = sorted(set(declared) - set(DRIVER_PARAMS))
                     raise ValueError(f"{where}.params: unknown parameter {key!r}; {nb_path.name} declares: {allowed}")
-                ok, tp = _literal_type_ok(value, declared[key])
+                ok, tp = literal_type_ok(value, declared[key])
                 if not ok:
                     raise ValueError(f"{where}.params.{key} = {value!r} has the wrong type; expected {tp} "
                                      f"(the notebook's default is {declared[key]})")
@@ -346,6 +327,8 @@ def _expand_sweep(f: str, run_cls: type, hash_fn: Callable, defaults: dict, task
     for task, tp in task_params.items():
         if not isinstance(tp, dict):
             raise ValueError(f"{f}: task_params.{task} = {tp!r} must be a mapping of task parameters")
+    # the run-config module's own input checks beyond the config (anira.train.check_run: the data)
+    check_fn = getattr(importlib.import_module(run_cls.__module__), "check_run", None)
     runs: list[RunSpec] = []
     by_hash: dict[str, RunSpec] = {}
     derived: list[tuple[str, dict, dict, dict, int]] = []
@@ -379,6 +362,7 @@ def _expand_sweep(f: str, run_cls: type, hash_fn: Callable, defaults: dict, task
                 derived.append((f"{where} ({label})", values, d, from_run, b))
                 continue
             cfg = _build(run_cls, d, f"{where} ({label})")
+            _check_run(check_fn, cfg, f"{where} ({label})")
             h = hash_fn(cfg)
             if h in by_hash:
                 continue  # identical config from another entry: one run
@@ -398,6 +382,11 @@ def _expand_sweep(f: str, run_cls: type, hash_fn: Callable, defaults: dict, task
             raise ValueError(f"{where}.from_run.match {from_run['match']}: the matched run "
                              f"({by_label(values, from_run['match'])}) is not an independent run of this sweep")
         base = {k: v for k, v in d.items() if k not in from_run["set"]}
+        try:  # everything but the fields taken from the matched run is checked now
+            _check_run(check_fn, _build(run_cls, base, where), where)
+        except ValueError as err:
+            if not any(k in str(err) for k in from_run["set"]):
+                raise
         key = repr((sorted(base.items()), mh, sorted(from_run["set"].items())))
         if key in seen_derived:
             continue
