@@ -269,11 +269,14 @@ def check(root: str | os.PathLike | None = None, tasks: Iterable[str] = TASK_NAM
 
 def earlier_params() -> dict[str, dict[str, dict]]:
     """Task parameters of the earlier designs that committed results were scored on: `hops` before
-    its dense design (the committed `cpu` study). ``--earlier`` writes their sets, e.g. into a
+    its dense design, `addition` before its single training width and open chains, `toposort` before its
+    16-label pool (the committed `cpu` study). ``--earlier`` writes their sets, e.g. into a
     separate root to redraw that study with ``ANIRA_DATA`` pointing there."""
-    from anira.tasks.hops import EARLIER_DESIGN, EARLIER_EXTRAP
+    from anira.tasks import addition, hops, toposort
 
-    return {"hops": {"train": EARLIER_DESIGN, "extrap": EARLIER_EXTRAP}}
+    return {"hops": {"train": hops.EARLIER_DESIGN, "extrap": hops.EARLIER_EXTRAP},
+            "addition": {"train": addition.EARLIER_DESIGN, "extrap": addition.EARLIER_EXTRAP},
+            "toposort": {"train": toposort.EARLIER_DESIGN, "extrap": toposort.EARLIER_EXTRAP}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -468,7 +468,7 @@ def test_committed_reference_results_are_the_cpu_profile(tmp_path, monkeypatch):
         pytest.skip("no committed cpu results in this checkout")
     earlier = tmp_path / "earlier-data"
     shutil.copytree(data_mod.default_root(), earlier, ignore=shutil.ignore_patterns("results"))
-    data_mod.write_eval_sets(earlier, ["hops"], params=data_mod.earlier_params())
+    data_mod.write_eval_sets(earlier, list(data_mod.earlier_params()), params=data_mod.earlier_params())
     monkeypatch.setenv("ANIRA_DATA", str(earlier))
     layout = Layout("cpu", runs_root=root)
     plan = driver_mod.make_plan(load_profile("cpu"), layout)

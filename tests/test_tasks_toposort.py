@@ -131,11 +131,12 @@ def test_planted_hubs_have_high_degree():
     assert all(r["is_hub"] == 0 for ex in no_hubs.generate(50, seed=0) for r in ex.features)
 
 
-def test_labels_are_relabelled_from_the_whole_pool():
-    task = make_task("toposort")
+@pytest.mark.parametrize("n_labels", [16, 32])
+def test_labels_are_relabelled_from_the_whole_pool(n_labels):
+    task = make_task("toposort", n_labels=n_labels)
     exs = task.generate(300, seed=5)
     parsed = [ToposortTask.parse(task.render(ex)) for ex in exs]
-    assert {w for nodes, _, _ in parsed for w in nodes} == set(LABELS)
+    assert {w for nodes, _, _ in parsed for w in nodes} == set(LABELS[:n_labels])
     # the answer is not simply the ascending label order of the node list
     not_sorted = sum(out != sorted(nodes, key=RANK.get) for nodes, _, out in parsed)
     assert not_sorted > 0.5 * len(exs)
@@ -165,6 +166,8 @@ def test_ranges_lengths_and_determinism():
         ({"min_hubs": 2, "max_hubs": 1}, r"max_hubs = 1 .*\[2, 4\]"),
         ({"max_hubs": 5}, r"max_hubs = 5 .*\[0, 4\]"),
         ({"min_hubs": -1}, r"min_hubs = -1 .*\[0, 4\]"),
+        ({"n_labels": 7}, r"n_labels = 7 .*\[8, 32\]"),
+        ({"max_nodes": 20}, r"n_labels = 16 .*\[20, 32\]"),
         ({"nodes": 3}, r"unknown key"),
         ({"edge_prob": "high"}, r"edge_prob"),
     ],

@@ -20,10 +20,24 @@ into column i depends on a chain of columns below it, and its length is
 
 i.e. carry_chain(i) = number of columns below i that must be read to know c_i: the run of
 9-sums directly below i plus the column that ends it (or the run alone when it reaches column
-0, where the carry in is 0). ``difficulty`` of answer digit r_i is carry_chain(i): 0 for the
-last digit, 1 for a digit whose carry is settled by the column right below, k + 1 behind a run
-of k propagating columns. The equivalent integer definition (used by the tests): carry_chain(i)
+0, where the carry in is 0). The equivalent integer definition (used by the tests): carry_chain(i)
 is the smallest k such that the digits in columns i-k..i-1 fix c_i whatever the lower digits.
+
+What is left to compute once the digits above are written (``difficulty``). The model predicts
+r_i after r_n..r_{i+1}, and those reveal c_{i+1} = (r_{i+1} - s_{i+1}) mod 10. When s_i = 9,
+c_{i+1} = c_i, so the digit just written gives the carry away and no column below need be read;
+otherwise c_{i+1} says nothing about c_i (s_i >= 10 carries whatever c_i, s_i <= 8 never does):
+
+    open_chain(i) = 0               if i < n and s_i == 9     (the written prefix fixes c_i)
+                  = carry_chain(i)  otherwise
+
+i.e. the smallest k such that columns i-k..i-1 together with the digits already written fix c_i.
+``difficulty`` = open_chain: 0 for the last digit and for a digit inside a run of 9-sums (once the
+digit above the run is written), 1 for a digit whose carry the column right below settles, L + 1
+for the digit right above a run of L 9-sums: the one digit of a run that needs the whole chain.
+(Without the prefix term, the earlier design's difficulty, the digits inside a run counted as
+hard although a causal model reads their carry off the previous answer digit: in the committed
+`cpu` study they were its best digits, its difficulty-0 digits its worst.)
 
 Generator: digits are uniform (P(s = 9) = 0.1, so long chains would be rare); with probability
 ``plant_prob`` one propagate run is planted: length L ~ U{1..n-1} in columns start..start+L-1,
@@ -34,7 +48,8 @@ length of a run of 9s says nothing about the carry. Runs are planted only for n 
 
 Per answer token (r_i, written at digit_index n - i):
   static   n_digits = n, digit_index = n - i (0 = the carry-out digit, from the most significant)
-  dynamic  carry_in = c_i, carry_chain = carry_chain(i) (= difficulty)
+  dynamic  carry_in = c_i, carry_chain = carry_chain(i), open_chain = open_chain(i) (= difficulty)
+With ``open_chain=False`` (the earlier design) difficulty = carry_chain and no open_chain is recorded.
 """
 from __future__ import annotations
 
@@ -49,9 +64,20 @@ PLUS, EQUALS = "+", "="
 
 @dataclass
 class AdditionConfig:
-    min_digits: int = 1  # size range (digits per operand); training 1..8
+    min_digits: int = 8  # size range (digits per operand): training uses 8 only, see below
     max_digits: int = 8  # 8 digits = 28 tokens; carry chains up to 8 columns
     plant_prob: float = 0.8  # P(plant one propagate run): uniform digits alone rarely chain past 2
+    open_chain: bool = True  # difficulty counts only what the written prefix leaves open (see above)
+
+
+# Why one width in training: with n varying, the offset from an answer digit back to its column
+# (2n + 2 tokens to a_i, n + 1 to b_i) changes with n, and the model must first find n before it
+# can add. At d 128 that alignment, not the carry chain, is what it failed to learn: the committed
+# `cpu` study (n = 1..8) scored 0.54 on the difficulty-0 digits, which need no carry at all. At one
+# width every column sits at a fixed offset, and the carry chain is what is left to learn.
+# The earlier design (n = 1..8; the committed `cpu` study was scored on its sets):
+EARLIER_DESIGN = dict(min_digits=1, max_digits=8, plant_prob=0.8, open_chain=False)
+EARLIER_EXTRAP = dict(min_digits=10, max_digits=16, plant_prob=0.8, open_chain=False)
 
 
 def _check(name: str, value: float, lo: float, hi: float, why: str = "") -> None:
@@ -63,15 +89,18 @@ class AdditionTask(Task):
     name = "addition"
     Config = AdditionConfig
     static_features = ("n_digits", "digit_index")
-    dynamic_features = ("carry_in", "carry_chain")
+    dynamic_features = ("carry_in", "carry_chain", "open_chain")
     size_name = "number of digits per operand"
-    floor_reader = "adds its own column and the carry of the column below; guesses the carry behind a 9-sum"
+    floor_reader = ("adds its own column, takes the carry from the column below or the digit just written, "
+                    "and guesses it behind a 9-sum")
 
     @classmethod
     def floor(cls, records):
-        """One-column reader: digit r_i is (s_i + c_i) mod 10, and it reads c_i off column i - 1,
-        which settles it unless s_{i-1} = 9 above a lower column (carry_chain >= 2); then it
-        guesses c_i in {0, 1}, and exactly one guess is right: ``1 if difficulty <= 1 else 0.5``."""
+        """One-column reader: digit r_i is (s_i + c_i) mod 10; it reads c_i off column i - 1 or off
+        the digit just written, which settles it unless difficulty >= 2 (a 9-sum below, and no
+        prefix that gives the carry away); then it guesses c_i in {0, 1}, and exactly one guess is
+        right: ``1 if difficulty <= 1 else 0.5``. (In the earlier design, difficulty = carry_chain,
+        it is the same reader without the prefix.)"""
         d = records["difficulty"]
         return 0.5 + 0.5 * (d <= 1)
 
@@ -135,7 +164,7 @@ class AdditionTask(Task):
         feats = []
         for k in range(n + 1):  # k = digit_index, column i = n - k
             i = n - k
-            feats.append({
+            rec = {
                 "difficulty": chain[i],
                 "size": n,
                 "position": start_pos + k,
@@ -144,7 +173,10 @@ class AdditionTask(Task):
                 "digit_index": k,
                 "carry_in": carry_in[i],
                 "carry_chain": chain[i],
-            })
+            }
+            if c.open_chain:
+                rec["open_chain"] = rec["difficulty"] = 0 if i < n and a[i] + b[i] == 9 else chain[i]
+            feats.append(rec)
         return Example(tokens=ids, scored=list(range(start_pos, start_pos + n + 1)), features=feats, size=n)
 
     # ------------------------------------------------------------------------------------
