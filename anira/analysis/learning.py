@@ -1,0 +1,102 @@
+"""Did a run learn its task? The per-run learning bar that the claims (notebook 07) apply.
+
+A run (one task x mechanism x seed) *learned* its task when its in-range accuracy on the
+multi-step tokens, at the trained depth, is at least the task's trivial floor on those same tokens
+plus LEARN_FLOOR_GAP:
+
+    acc_multi >= floor_multi + LEARN_FLOOR_GAP
+
+The floor is ``Task.floor``: per token, the expected accuracy of a reader without multi-step
+computation; the multi-step tokens (``Task.multi_step``) are those where that floor is below 1,
+the only tokens on which depth can pay. A run at the floor answers like that reader, so its depth
+and its extrapolation say nothing about the paper's findings: the claims call its rows
+"untestable (not learned)" instead of "reproduced" or "not reproduced".
+
+LEARN_FLOOR_GAP = 0.15 is the floor bar of the learning diagnostic (``scripts/learning_diagnostic.py``),
+fixed with it before the study: about ten standard errors of an accuracy over the ~1,000 multi-step
+tokens of a frozen evaluation set (sd <= 0.5 / sqrt(1000) = 0.016), and more than the seed-to-seed
+spread measured on ``hops``. A gap that size is not noise; a smaller one is not evidence of learning.
+
+Where the records lack the task's feature columns (e.g. synthetic records), or a run has no
+multi-step tokens, the bar cannot be judged: ``learned`` is NA and ``note`` says why.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from anira.analysis._stats import _fixed_depths, check_columns, select
+
+LEARN_FLOOR_GAP = 0.15  # acc_multi must be >= floor_multi + this (the diagnostic's floor bar)
+_TOL = 1e-9  # an accuracy exactly at the bar passes ("at least"), whatever the float rounding
+
+LEARNING_COLUMNS = ("task", "mechanism", "seed", "run_id", "fixed_depth", "acc_multi", "floor_multi", "bar", "gap",
+                    "n_multi", "learned", "note")
+
+
+def _floor_and_multi(run: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    """(floor, multi_step) per token of one run, or (None, None, why not)."""
+    from anira.tasks import task_class
+
+    task = run["task"].iloc[0]
+    try:
+        cls = task_class(task)
+        floor = np.asarray(cls.floor(run), dtype=float)
+        multi = np.asarray(cls.multi_step(run), dtype=bool)
+    except (KeyError, ValueError, NotImplementedError):
+        return None, None, "no floor"
+    if np.isnan(floor).any():
+        return None, None, "no floor"
+    return floor, multi, ""
+
+
+def learning_table(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: is it above the learning bar (module docstring)?
+
+    Reads in-range tokens at the trained depth (``select(records, split="in", eval_depth="train")``).
+    Columns: task, mechanism, seed, run_id, fixed_depth (the depth of a fixed run, else NaN),
+    acc_multi (accuracy on the multi-step tokens), floor_multi (mean floor on them),
+    bar = floor_multi + LEARN_FLOOR_GAP, gap = acc_multi - floor_multi, n_multi (their number),
+    learned (True / False, NA where not judged) and note (why not judged, else empty).
+    Rows are sorted by task, mechanism, fixed_depth, seed.
+    """
+    check_columns(records, ["run_id", "task", "mechanism", "seed", "correct"], "learning_table")
+    df = select(records, split="in", eval_depth="train")
+    fixed = _fixed_depths(df) if len(df) else None
+    rows = []
+    for run_id, run in df.groupby("run_id", sort=True):
+        floor, multi, why = _floor_and_multi(run)
+        row = {"task": run["task"].iloc[0], "mechanism": run["mechanism"].iloc[0], "seed": run["seed"].iloc[0],
+               "run_id": run_id,
+               "fixed_depth": float(fixed.get(run_id, np.nan)) if fixed is not None else np.nan,
+               "acc_multi": np.nan, "floor_multi": np.nan, "bar": np.nan, "gap": np.nan, "n_multi": 0,
+               "learned": pd.NA, "note": why}
+        if floor is not None:
+            n = int(multi.sum())
+            row["n_multi"] = n
+            if n == 0:
+                row["note"] = "no multi-step tokens"
+            else:
+                acc = float(run["correct"].to_numpy(dtype=float)[multi].mean())
+                fl = float(floor[multi].mean())
+                row.update(acc_multi=acc, floor_multi=fl, bar=fl + LEARN_FLOOR_GAP, gap=acc - fl,
+                           learned=bool(acc - fl >= LEARN_FLOOR_GAP - _TOL))
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=list(LEARNING_COLUMNS))
+    out["learned"] = out["learned"].astype("boolean")
+    out["n_multi"] = out["n_multi"].astype(int)
+    if len(out):
+        out = out.sort_values(["task", "mechanism", "fixed_depth", "seed"], na_position="first", kind="stable")
+    return out.reset_index(drop=True)
+
+
+def failed_bar_note(row: pd.Series) -> str:
+    """The bar a run failed, with its numbers, e.g. 'online on hops (seed 0): acc 0.410 on 1,095
+    multi-step tokens < floor 0.351 + 0.15'."""
+    fd = row.get("fixed_depth", np.nan)
+    who = f"{row['mechanism']}" + (f" depth {int(fd)}" if pd.notna(fd) else "")
+    return (f"{who} on {row['task']} (seed {row['seed']}): acc {row['acc_multi']:.3f} on {int(row['n_multi']):,} "
+            f"multi-step tokens < floor {row['floor_multi']:.3f} + {LEARN_FLOOR_GAP}")
+
+
+__all__ = ["LEARN_FLOOR_GAP", "LEARNING_COLUMNS", "learning_table", "failed_bar_note"]
