@@ -405,7 +405,7 @@ def test_learning_table_judges_each_run_against_floor_plus_gap():
     runs = _diagnostic_runs()
     t = learning_table(pd.concat(list(runs.values()), ignore_index=True))
     assert list(t.columns) == list(LEARNING_COLUMNS)
-    assert LEARN_FLOOR_GAP == 0.15
+    assert LEARN_FLOOR_GAP == 0.15 and C.thresholds()["LEARN_FLOOR_GAP"] == 0.15
     assert len(t) == len(runs) and (t["n_multi"] == 1095).all()
     assert t["floor_multi"].round(3).eq(0.351).all()
     d1 = t[t["fixed_depth"] == 1].iloc[0]
@@ -423,3 +423,83 @@ def test_learning_table_judges_each_run_against_floor_plus_gap():
     syn = learning_table(synthetic_records(tasks=("hops",), seeds=(0,), n_examples=5))
     assert syn["learned"].isna().all() and syn["note"].eq("no floor").all()
 
+
+def _tables(tasks=("hops", "toposort", "addition"), mechs=("early", "online")):
+    """Alignment, extrapolation and timing tables in which every finding is reproduced."""
+    rows = [dict(task=t, mechanism=m) for t in tasks for m in mechs]
+    al = pd.DataFrame([{**r, "rho": 0.6, "rho_lo": 0.5, "rho_hi": 0.7} for r in rows])
+    ex = pd.DataFrame([{**r, "acc_drop": 0.5, "acc_drop_lo": 0.4, "acc_drop_hi": 0.6, "depth_increase": 1.0,
+                        "depth_increase_lo": 0.5, "depth_increase_hi": 1.5} for r in rows])
+    tm = pd.DataFrame([dict(task="toposort", mechanism="early", dynamic_minus_static=-0.2, dynamic_minus_static_lo=-0.3,
+                            dynamic_minus_static_hi=-0.1, r2_both=0.5, r2_size=0.1),
+                       dict(task="toposort", mechanism="online", dynamic_minus_static=0.2, dynamic_minus_static_lo=0.1,
+                            dynamic_minus_static_hi=0.3, r2_both=0.5, r2_size=0.1)])
+    return dict(alignment=al, extrapolation=ex, timing=tm)
+
+
+def test_claims_untestable_exactly_where_a_run_failed_the_learning_bar():
+    from anira.analysis import LEARN_FLOOR_GAP, learning_table
+
+    runs = _diagnostic_runs()
+    good = learning_table(runs["online_s1"])
+    fl, n = float(good["floor_multi"].iloc[0]), int(good["n_multi"].iloc[0])
+    k = int(np.ceil((fl + LEARN_FLOOR_GAP) * n))
+    hops = learning_table(pd.concat([
+        _as_run(runs["fixed1_s0"], "h-online-0", mechanism="online"),  # 0.47 < 0.35 + 0.15: not learned
+        _as_run(runs["online_s1"], "h-online-1"),  # the other seed learned: one failing seed is enough
+        _as_run(_with_multi_correct(runs["early_s0"], k), "h-early-0"),  # just above the bar: testable
+    ], ignore_index=True))
+    others = [good.assign(task=t, mechanism=m, run_id=f"{t}-{m}") for t in ("toposort", "addition")
+              for m in ("early", "online")]
+    learning = pd.concat([hops] + others, ignore_index=True)
+    claims = evaluate_claims(**_tables(), learning=learning)
+    by = {(c.scope, c.finding.split(":")[0]): c for c in claims}
+    untestable = {k for k, c in by.items() if c.verdict == C.UNTESTABLE}
+    assert untestable == {("hops / online", "Alignment"), ("hops / online", "No extrapolation")}
+    note = by[("hops / online", "Alignment")].note
+    assert "fixed" not in note and "online on hops (seed 0): acc 0.470 on 1,095 multi-step tokens < floor 0.351 + 0.15" in note
+    assert by[("hops / online", "Alignment")].value == 0.6  # the measured value is still reported
+    assert by[("hops / early", "Alignment")].verdict == "reproduced" and by[("hops / early", "Alignment")].note == ""
+    # the untestable task counts neither for nor against: 2 of 2 testable tasks
+    agg = by[("all / online", "Alignment")]
+    assert agg.verdict == "reproduced" and agg.value == 2.0 and "of 2 testable" in agg.statistic and "hops" in agg.note
+    assert by[("all / early", "Alignment")].value == 3.0
+    assert by[("toposort / online", "Decision timing")].verdict == "reproduced"
+    assert set(claims_table(claims)["verdict"]) <= set(C.VERDICTS)
+    # without a learning table: the old verdicts, no bar applied
+    assert all(c.verdict == "reproduced" and "learning" not in c.note for c in evaluate_claims(**_tables()))
+    # one below the bar: hops / early becomes untestable too
+    below = learning_table(_as_run(_with_multi_correct(runs["early_s0"], k - 1), "h-early-0"))
+    learning2 = pd.concat([hops[hops["mechanism"] != "early"], below] + others, ignore_index=True)
+    by2 = {(c.scope, c.finding.split(":")[0]): c for c in evaluate_claims(**_tables(), learning=learning2)}
+    assert by2[("hops / early", "Alignment")].verdict == C.UNTESTABLE
+    assert by2[("all / early", "Alignment")].value == 2.0
+
+
+def test_aggregate_with_no_testable_task_is_untestable():
+    from anira.analysis import learning_table
+
+    failed = learning_table(_diagnostic_runs()["fixed1_s0"].assign(mechanism="online"))
+    learning = pd.concat([failed.assign(task=t, run_id=t) for t in ("hops", "toposort", "addition")], ignore_index=True)
+    by = {(c.scope, c.finding.split(":")[0]): c for c in evaluate_claims(**_tables(), learning=learning)}
+    for finding in ("Alignment", "No extrapolation"):
+        assert by[("all / online", finding)].verdict == C.UNTESTABLE
+        assert by[("all / online", finding)].value == 0.0
+    assert by[("toposort / online", "Decision timing")].verdict == C.UNTESTABLE
+    # early has no run in the learning table: not judged, verdicts kept
+    early = by[("hops / early", "Alignment")]
+    assert early.verdict == "reproduced" and early.note.startswith("learning bar not judged")
+
+
+def test_learning_bar_not_judged_without_a_floor_keeps_the_verdicts():
+    r = synthetic_records(tasks=("hops",), seeds=(0,), n_examples=20,
+                          depth_mode={"early": "difficulty", "online": "random"})
+    inputs = C.claim_inputs(r, boot=B, n_splits=3)  # hops only: no timing table
+    assert set(inputs) == {"alignment", "extrapolation", "timing", "learning"}
+    assert inputs["learning"]["learned"].isna().all()
+    with_bar = evaluate_claims(**inputs)
+    without = evaluate_claims(**{k: v for k, v in inputs.items() if k != "learning"})
+    assert [c.verdict for c in with_bar] == [c.verdict for c in without]
+    assert C.UNTESTABLE not in [c.verdict for c in with_bar]
+    task_rows = [c for c in with_bar if c.scope.startswith("hops")]
+    assert task_rows and all("learning bar not judged: no floor" in c.note for c in task_rows)
