@@ -144,7 +144,7 @@ def savefig(fig: plt.Figure, path_stem: str | Path, provenance: Mapping[str, Any
 
 
 def _format_cell(v: Any, fmt: str, na: str) -> str:
-    if v is None or (isinstance(v, (float, np.floating)) and math.isnan(v)):
+    if v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and math.isnan(v)):
         return na
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"

@@ -87,6 +87,15 @@ def test_save_table_fixed_rounding_in_all_formats(tmp_path):
     assert json.loads(out["json"].read_text())["files"] == ["t.csv", "t.md", "t.tex"]
 
 
+def test_save_table_nullable_columns_missing_like_nan(tmp_path):
+    """A nullable boolean (e.g. learning_table's ``learned``, NA = not judged) prints its NA as a
+    missing cell, like NaN, never as '<NA>'."""
+    df = pd.DataFrame({"learned": pd.array([True, False, pd.NA], dtype="boolean"), "n": [1, 2, 3]})
+    out = P.save_table(df, tmp_path / "t", PROV)
+    assert out["csv"].read_text() == "learned,n\nyes,1\nno,2\n,3\n"
+    assert "<NA>" not in out["md"].read_text() and r"-- & 3 \\" in out["tex"].read_text()
+
+
 def test_plot_alignment_one_panel_per_task_fixed_colours(recs):
     fig = P.plot_alignment(depth_by_difficulty(recs, boot=B))
     axes = fig.axes
