@@ -99,6 +99,18 @@ def test_planting_makes_long_chains_common():
     assert 0.35 < sum(long_in) / len(long_in) < 0.65
 
 
+def test_several_short_runs_give_more_digits_that_need_the_chain():
+    def hard_share(**params):
+        exs = make_task("addition", **params).generate(1500, seed=2)
+        return sum(r["difficulty"] >= 2 for e in exs for r in e.features) / sum(len(e.features) for e in exs)
+
+    one = hard_share()
+    several = hard_share(n_runs=3, max_run=3, plant_prob=1.0)
+    assert several > one + 0.05
+    exs = make_task("addition", n_runs=3, max_run=3, plant_prob=1.0).generate(300, seed=2)
+    check_examples(make_task("addition", n_runs=3, max_run=3, plant_prob=1.0), exs)  # still exact
+
+
 def test_sizes_cover_ranges_and_lengths():
     tr = make_task("addition").generate(2000, seed=0)
     ex = make_task("addition", range="extrap").generate(2000, seed=0)
@@ -117,6 +129,8 @@ def test_sizes_cover_ranges_and_lengths():
     ({"plant_prob": -0.1}, r"plant_prob = -0.1"),
     ({"max_digits": 8.0}, r"AdditionConfig.max_digits = 8.0 has the wrong type"),
     ({"digits": 8}, r"unknown key.*'digits'"),
+    ({"n_runs": -1}, r"n_runs = -1 .*allowed: \[0, 32\]"),
+    ({"max_run": 40}, r"max_run = 40 .*allowed: \[0, 32\]"),
 ])
 def test_bad_config_rejected(params, match):
     with pytest.raises(ValueError, match=match):

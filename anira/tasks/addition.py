@@ -45,6 +45,10 @@ start ~ U{1..n-L}; every column in the run gets a random pair with sum 9 and the
 below it a random pair with sum != 9. So the run is exactly L long, the chain above it is L + 1,
 and the carry entering it is 1 (sum >= 10) or 0 (sum <= 8) equally often (45 pairs each): the
 length of a run of 9s says nothing about the carry. Runs are planted only for n >= 2.
+``n_runs`` > 1 repeats the planting (each attempt with ``plant_prob``; a later run may overwrite
+or join an earlier one) and ``max_run`` caps L: several short runs put more digits right above a
+run, the digits that need the chain. The features are computed from the final digits, so they stay
+exact whatever the planting did.
 
 Per answer token (r_i, written at digit_index n - i):
   static   n_digits = n, digit_index = n - i (0 = the carry-out digit, from the most significant)
@@ -67,6 +71,8 @@ class AdditionConfig:
     min_digits: int = 8  # size range (digits per operand): training uses 8 only, see below
     max_digits: int = 8  # 8 digits = 28 tokens; carry chains up to 8 columns
     plant_prob: float = 0.8  # P(plant one propagate run): uniform digits alone rarely chain past 2
+    n_runs: int = 1  # planting attempts per example, each with plant_prob; a later run may overwrite an earlier
+    max_run: int = 0  # longest planted run (0: up to n - 1); shorter runs leave more digits above a run
     open_chain: bool = True  # difficulty counts only what the written prefix leaves open (see above)
 
 
@@ -117,6 +123,8 @@ class AdditionTask(Task):
         _check("min_digits", c.min_digits, 1, MAX_DIGITS)
         _check("max_digits", c.max_digits, c.min_digits, MAX_DIGITS, "from min_digits to MAX_DIGITS")
         _check("plant_prob", c.plant_prob, 0.0, 1.0, "a probability")
+        _check("n_runs", c.n_runs, 0, MAX_DIGITS)
+        _check("max_run", c.max_run, 0, MAX_DIGITS)
 
     @classmethod
     def build_vocab(cls) -> Vocab:
@@ -130,8 +138,10 @@ class AdditionTask(Task):
         # column digits, least significant first (one 10**n draw per operand: cheaper than n)
         a = [int(ch) for ch in reversed(str(rng.randrange(10**n)).zfill(n))]
         b = [int(ch) for ch in reversed(str(rng.randrange(10**n)).zfill(n))]
-        if n >= 2 and rng.random() < c.plant_prob:
-            L = randint(1, n - 1)
+        for _ in range(c.n_runs):
+            if not (n >= 2 and rng.random() < c.plant_prob):
+                continue
+            L = randint(1, min(n - 1, c.max_run or n))
             start = randint(1, n - L)
             for i in range(start, start + L):
                 x = randint(0, 9)
