@@ -13,6 +13,10 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 T = TypeVar("T")
 
+# The decision mechanisms, defined once (model, trainer, analyses and figures import them from here).
+MECHANISMS = ("fixed", "early", "online", "oracle", "random")  # every mechanism, in the order figures use
+ADAPTIVE = ("early", "online")  # the two learned allocations (ANIRA-E, ANIRA-O), trained with the ponder loss
+
 
 def _type_ok(value: Any, tp: Any) -> bool:
     origin = get_origin(tp)
@@ -127,12 +131,12 @@ def from_dict(cls: type[T], values: dict[str, Any] | None = None, where: str = "
         raise ValueError(f"{prefix}{err}") from None
 
 
-def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
-    """Raise ValueError naming ``name`` when ``value`` is outside [lo, hi]."""
+def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None, why: str = "") -> None:
+    """Raise ValueError naming ``name`` when ``value`` is outside [lo, hi]; ``why`` explains the range."""
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         lo_s = "-inf" if lo is None else lo
         hi_s = "inf" if hi is None else hi
-        raise ValueError(f"{name} = {value!r} is out of range; allowed: [{lo_s}, {hi_s}]")
+        raise ValueError(f"{name} = {value!r} is out of range; allowed: [{lo_s}, {hi_s}]" + (f" ({why})" if why else ""))
 
 
 def check_choice(name: str, value: Any, allowed: typing.Iterable[Any]) -> None:

@@ -87,9 +87,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from anira.config import check_choice, check_fields, check_range
+from anira.config import MECHANISMS, check_choice, check_fields, check_range
 
-MECHANISMS = ("fixed", "early", "online", "oracle", "random")
 POS_ENCODINGS = ("learned", "rope")
 REINJECTIONS = ("adapter", "add")
 INITS = ("gpt2", "torch")

@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from anira.config import MECHANISMS
+
 _CB = sns.color_palette("colorblind", 10).as_hex()
-MECHANISMS = ("fixed", "early", "online", "oracle", "random")
 MECH_STYLE: dict[str, dict[str, Any]] = {
     "fixed": dict(color=_CB[7], marker="D", linestyle="-", label="fixed depth (dense)"),
     "early": dict(color=_CB[0], marker="o", linestyle="-", label="early (ANIRA-E)"),

@@ -41,12 +41,11 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from anira.config import check_choice, check_fields, check_range, from_dict, to_dict
+from anira.config import ADAPTIVE, MECHANISMS, check_choice, check_fields, check_range, from_dict, to_dict
 from anira.losses import LossConfig, PonderLoss, task_loss, token_ce
-from anira.model import MECHANISMS, POS_ENCODINGS, AniraModel, ModelConfig
+from anira.model import POS_ENCODINGS, AniraModel, ModelConfig
 from anira.tasks import PAD_ID, TASK_NAMES, Example, Task, collate, make_task
 
-ADAPTIVE = ("early", "online")
 TRAIN_MODES = ("dense", "frozen")
 SUMMARY_VERSION = 1
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from anira.train import RunConfig, run  # noqa: E402
 
-MECHANISMS = ("fixed", "online", "early", "oracle", "random")
+MECHANISMS = ("fixed", "online", "early", "oracle", "random")  # anira.config.MECHANISMS, in the order this probe trains them
 
 
 def table(summary: dict, split: str = "in") -> str:

@@ -30,10 +30,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse
 
-from anira.config import check_choice, check_fields, check_range
+from anira.config import ADAPTIVE, MECHANISMS, check_choice, check_fields, check_range  # noqa: F401 (re-exported)
 
-MECHANISMS = ("fixed", "early", "online", "oracle", "random")  # every decision mechanism, fixed order
-ADAPTIVE = ("early", "online")  # the two learned allocations (ANIRA-E, ANIRA-O)
 SPLITS = ("in", "out")  # training range / extrapolation range
 RUN_COLUMNS = ("run_id", "task", "mechanism", "seed", "beta", "max_depth", "eval_max_depth")
 TOKEN_COLUMNS = ("split", "example", "position", "correct", "loss", "depth", "expected_depth",

@@ -45,12 +45,13 @@ import numpy as np
 import pandas as pd
 
 from anira.analysis.learning import LEARN_FLOOR_GAP, failed_bar_note
+from anira.config import ADAPTIVE
 
 ALGORITHMIC_TASKS = ("hops", "toposort", "addition")  # tasks the alignment / extrapolation claims are about
-ALIGN_MECHANISMS = ("early", "online")  # the paper's two learned allocations
+ALIGN_MECHANISMS = ADAPTIVE  # the paper's two learned allocations
 ALIGN_RHO_MIN = 0.3  # a "moderate" monotone association (Cohen-style convention for correlations)
 ALIGN_CI_LO_MIN = 0.0  # and it must be positive beyond sampling noise
-EXTRAP_MECHANISMS = ("early", "online")
+EXTRAP_MECHANISMS = ADAPTIVE
 EXTRAP_ACC_DROP_MIN = 0.20  # "accuracy collapses": at least 20 accuracy points lost out of range
 EXTRAP_DEPTH_INCREASE_MIN = 0.0  # "allocate more compute": out-of-range mean depth >= in-range
 TIMING_TASK = "toposort"  # the task with both static (graph) and dynamic (execution) features

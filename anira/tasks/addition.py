@@ -60,6 +60,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from anira.config import check_range
 from anira.tasks.base import Example, Task, Vocab
 
 MAX_DIGITS = 32  # largest supported operand width
@@ -84,11 +85,6 @@ class AdditionConfig:
 # The earlier design (n = 1..8; the committed `cpu` study was scored on its sets):
 EARLIER_DESIGN = dict(min_digits=1, max_digits=8, plant_prob=0.8, open_chain=False)
 EARLIER_EXTRAP = dict(min_digits=10, max_digits=16, plant_prob=0.8, open_chain=False)
-
-
-def _check(name: str, value: float, lo: float, hi: float, why: str = "") -> None:
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} = {value!r} is out of range; allowed: [{lo}, {hi}]" + (f" ({why})" if why else ""))
 
 
 class AdditionTask(Task):
@@ -120,11 +116,11 @@ class AdditionTask(Task):
 
     def validate(self) -> None:
         c = self.config
-        _check("min_digits", c.min_digits, 1, MAX_DIGITS)
-        _check("max_digits", c.max_digits, c.min_digits, MAX_DIGITS, "from min_digits to MAX_DIGITS")
-        _check("plant_prob", c.plant_prob, 0.0, 1.0, "a probability")
-        _check("n_runs", c.n_runs, 0, MAX_DIGITS)
-        _check("max_run", c.max_run, 0, MAX_DIGITS)
+        check_range("min_digits", c.min_digits, 1, MAX_DIGITS)
+        check_range("max_digits", c.max_digits, c.min_digits, MAX_DIGITS, "from min_digits to MAX_DIGITS")
+        check_range("plant_prob", c.plant_prob, 0.0, 1.0, "a probability")
+        check_range("n_runs", c.n_runs, 0, MAX_DIGITS)
+        check_range("max_run", c.max_run, 0, MAX_DIGITS)
 
     @classmethod
     def build_vocab(cls) -> Vocab:

@@ -75,7 +75,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Literal
 
-from anira.config import check_choice
+from anira.config import check_choice, check_range
 from anira.tasks.base import Example, Task, Vocab
 
 VAR_NAMES = tuple("abcdefghijklmnopqrstuvwxyz")  # the vocabulary covers every pool size and range
@@ -106,11 +106,6 @@ class HopsConfig:
 EARLIER_DESIGN = dict(min_vars=4, max_vars=8, min_hops=1, max_hops=4, n_queries=3, n_values=10, hop_tilt=1.0,
                       distinct_values=True, n_names=26, queries="own_chain", min_longest=1)
 EARLIER_EXTRAP = dict(EARLIER_DESIGN, min_vars=10, max_vars=16, max_hops=8)
-
-
-def _check(name: str, value: float, lo: float, hi: float, why: str = "") -> None:
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} = {value!r} is out of range; allowed: [{lo}, {hi}]" + (f" ({why})" if why else ""))
 
 
 class HopsTask(Task):
@@ -149,19 +144,19 @@ class HopsTask(Task):
         c = self.config
         n_pool = len(VAR_NAMES)
         check_choice("queries", c.queries, QUERY_MODES)
-        _check("n_names", c.n_names, 2, n_pool, "the name pool: the first n_names letters")
-        _check("min_vars", c.min_vars, 2, c.n_names, f"at least 2 variables, at most the {c.n_names}-letter name pool")
-        _check("max_vars", c.max_vars, c.min_vars, c.n_names, "from min_vars to the name pool size n_names")
-        _check("min_hops", c.min_hops, 1, c.min_vars, "a query of h hops needs h variables, so at most min_vars")
-        _check("max_hops", c.max_hops, c.min_hops, c.max_vars, "from min_hops to max_vars")
+        check_range("n_names", c.n_names, 2, n_pool, "the name pool: the first n_names letters")
+        check_range("min_vars", c.min_vars, 2, c.n_names, f"at least 2 variables, at most the {c.n_names}-letter name pool")
+        check_range("max_vars", c.max_vars, c.min_vars, c.n_names, "from min_vars to the name pool size n_names")
+        check_range("min_hops", c.min_hops, 1, c.min_vars, "a query of h hops needs h variables, so at most min_vars")
+        check_range("max_hops", c.max_hops, c.min_hops, c.max_vars, "from min_hops to max_vars")
         if c.queries == "any":
-            _check("n_queries", c.n_queries, 1, c.min_vars, "distinct queried variables, so at most min_vars")
-            _check("min_longest", c.min_longest, 1, min(c.max_hops, c.min_vars), "at most max_hops and min_vars")
+            check_range("n_queries", c.n_queries, 1, c.min_vars, "distinct queried variables, so at most min_vars")
+            check_range("min_longest", c.min_longest, 1, min(c.max_hops, c.min_vars), "at most max_hops and min_vars")
         else:
-            _check("n_queries", c.n_queries, 1, n_pool)
-            _check("min_longest", c.min_longest, 1, 1, "the own_chain design has no longest-chain floor")
-        _check("n_values", c.n_values, 1, N_DIGITS, "literal digits")
-        _check("hop_tilt", c.hop_tilt, -4.0, 4.0, "negative values favour short chains (a curriculum)")
+            check_range("n_queries", c.n_queries, 1, n_pool)
+            check_range("min_longest", c.min_longest, 1, 1, "the own_chain design has no longest-chain floor")
+        check_range("n_values", c.n_values, 1, N_DIGITS, "literal digits")
+        check_range("hop_tilt", c.hop_tilt, -4.0, 4.0, "negative values favour short chains (a curriculum)")
 
     @classmethod
     def build_vocab(cls) -> Vocab:
