@@ -12,7 +12,9 @@ computation (e.g. ``hops``: a 1-hop lookup, else a guess). The multi-step tokens
 its verdict:
   * fixed max depth at least 0.15 above the floor on the multi-step tokens (it computes);
   * fixed depth 1 at least 0.15 below fixed max depth on the multi-step tokens (the loop is used);
-  * ``early`` and ``online`` within 0.05 of fixed max depth in-range (halting does not cost it);
+  * ``early`` and ``online`` within 0.05 of fixed max depth on the multi-step tokens (halting does
+    not cost it where depth is needed; in-range accuracy over all tokens can hide that, e.g. on
+    ``addition`` 88 % of the digits need no chain);
   * every run <= 25 CPU-minutes of training (``train_cpu_s`` in its summary);
   * ``hops`` only: fixed max depth >= 0.95 in-range and >= 0.90 on every hop count (it learned).
 0.15 is ten standard errors of an accuracy over the ~1,000 multi-step tokens of a frozen set, and
@@ -142,9 +144,9 @@ def report(names: dict[str, Path]) -> bool:
                              worst >= HOPS_BARS["max_per_hop"], f"lowest {worst:.3f}"))
         for n in ("early", "online"):
             if n in by:
-                gap = m["acc_in"] - by[n]["acc_in"]
-                verdicts.append((f"{n} within {BARS['adaptive_gap']} of {fixed_max}", gap <= BARS["adaptive_gap"],
-                                 f"{by[n]['acc_in']:.3f} ({gap:+.3f} below)"))
+                gap = m["acc_multi"] - by[n]["acc_multi"]
+                verdicts.append((f"{n} within {BARS['adaptive_gap']} of {fixed_max} on multi-step tokens",
+                                 gap <= BARS["adaptive_gap"], f"{by[n]['acc_multi']:.3f} ({gap:+.3f} below)"))
     for n, r in by.items():
         verdicts.append((f"{n} <= {BARS['cpu_min']:.0f} CPU-minutes", r["cpu_min"] <= BARS["cpu_min"], f"{r['cpu_min']:.1f}"))
     print("bars")
