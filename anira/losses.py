@@ -4,7 +4,8 @@ Shared objective of ``early`` and ``online`` (written once; only the source of p
 
     L_n     = CE(step_logits[n], target)                     per scored token, n = 1..S
     L_exp   = sum_n p_n L_n                                  expected loss over the depth distribution
-    L_ds    = (1/S) sum_n L_n                                deep supervision: every step's readout
+    L_ds    = sum_n w_n L_n,  w_n = n^a / sum_m m^a            deep supervision: every step's readout
+              (a = ds_power; 0: the plain mean (1/S) sum_n L_n; larger a leans on the deep steps)
     R_kl    = KL(p || q) = sum_n p_n (log p_n - log q_n)     q = truncated Geometric(prior_lambda):
               q_n = l (1-l)^{n-1} (n < S), q_S = (1-l)^{S-1}   (constant halting rate l, forced at S)
     R_depth = sum_n n p_n                                    expected depth (ACT-style ponder cost)
@@ -28,6 +29,11 @@ the model stays at chance. The deep-supervision warm-up trains every step's read
 halting distribution can move (the halting head and router get no gradient in the warm-up), and
 ``ds_weight * L_ds`` afterwards keeps the deep steps trained even where p_n is small. A halting
 bias of -3 (``ModelConfig.halt_bias_init``) starts the distribution with its mass on the last step.
+
+Why ``ds_power``: under the plain mean, 5 of 6 shares of the warm-up's gradient go to readouts
+that cannot be right on a token needing the whole loop (an `addition` digit at the end of a long
+carry chain), so the warm-up learns those tokens later than a `fixed` run at full depth does. The
+weights are the same for every token and every example: nothing about a token's difficulty enters.
 
 Default penalty: ``"kl"`` (PonderNet). Up to the entropy term, KL(p||q) = -H(p) + c E[n] + const
 with c = -log(1 - prior_lambda): an expected-depth cost plus an entropy bonus that keeps the
@@ -59,6 +65,7 @@ class LossConfig:
     ds_weight: float = 0.1  # deep-supervision weight after the warm-up (keeps deep steps trained)
     ds_warmup_steps: int = 300  # steps of pure deep supervision before p_n enters the loss
     beta_warmup_steps: int = 0  # linear ramp of beta after the deep-supervision warm-up (0 = none)
+    ds_power: float = 0.0  # deep-supervision weights w_n ~ n**ds_power (0 = plain mean over the steps)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -69,6 +76,7 @@ class LossConfig:
         check_range("ds_weight", self.ds_weight, 0.0)
         check_range("ds_warmup_steps", self.ds_warmup_steps, 0)
         check_range("beta_warmup_steps", self.beta_warmup_steps, 0)
+        check_range("ds_power", self.ds_power, 0.0)
 
 
 @dataclass
@@ -108,6 +116,8 @@ class PonderLoss(nn.Module):
         self.cfg, self.max_depth = cfg, max_depth
         self.register_buffer("log_prior", truncated_geometric(cfg.prior_lambda, max_depth).clamp_min(1e-30).log())
         self.register_buffer("steps", torch.arange(1, max_depth + 1, dtype=torch.float32))
+        w = self.steps ** cfg.ds_power
+        self.register_buffer("ds_weights", w / w.sum())  # w_n of L_ds
 
     def beta_at(self, step: int, start: int | None = None) -> float:
         """beta_t; ``start`` = the step the PonderNet objective starts (default ds_warmup_steps;
@@ -132,7 +142,8 @@ class PonderLoss(nn.Module):
             raise ValueError(f"step_logits has {S} steps and p_n {p_n.shape[-1]}; the loss was built for {self.max_depth}")
         L = token_ce(step_logits, targets)  # (S, B, T)  L_n per token
         step_losses = masked_mean(L, loss_mask)  # (S,)
-        ds = step_losses.mean()  # L_ds = (1/S) sum_n L_n
+        # L_ds = sum_n w_n L_n (the plain mean computed as such, so a = 0 stays bit-identical to before)
+        ds = step_losses.mean() if self.cfg.ds_power == 0 else (self.ds_weights * step_losses).sum()
         expected = masked_mean((p_n * L.permute(1, 2, 0)).sum(-1), loss_mask)  # sum_n p_n L_n
         if self.cfg.penalty == "kl":
             kl = (p_n * (p_n.clamp_min(1e-30).log() - self.log_prior)).sum(-1)  # KL(p || q) per token

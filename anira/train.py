@@ -86,6 +86,7 @@ class RunConfig:
     # log_every steps) reaches this; None = switch at ds_warmup_steps. Deterministic given the seed.
     ds_until_acc: float | None = 0.95
     beta_warmup_steps: int = 0  # linear ramp of beta after the warm-up
+    ds_power: float = 0.0  # deep-supervision weights w_n ~ n**ds_power (LossConfig; 0 = plain mean)
     train_mode: Literal["dense", "frozen"] = "dense"  # forward path of early/online in training
     # --- model size --------------------------------------------------------------------------
     d_model: int = 128
@@ -206,6 +207,7 @@ class RunConfig:
         return LossConfig(
             beta=self.beta, penalty=self.penalty, prior_lambda=self.prior_lambda, ds_weight=self.ds_weight,
             ds_warmup_steps=self.ds_warmup_steps, beta_warmup_steps=self.beta_warmup_steps,
+            ds_power=self.ds_power,
         )
 
     @classmethod
@@ -224,7 +226,7 @@ _UNHASHED = ("num_threads", "progress")
 # only when they differ from it, so the cached and committed runs made before them keep their
 # config hash (tests/test_train.py checks a committed record)
 _LEGACY_VALUES = {"curriculum_values": None, "reinject": "adapter", "step_signal": True, "ds_until_acc": None,
-                  "init": "gpt2"}
+                  "init": "gpt2", "ds_power": 0.0}
 
 
 def config_hash(cfg: RunConfig) -> str:

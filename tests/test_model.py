@@ -392,7 +392,7 @@ def test_bad_call_and_loss_values_raise():
     with pytest.raises(ValueError, match="max_len"):
         m(torch.zeros(1, 65, dtype=torch.long))
     for field, value in [("beta", -0.1), ("penalty", "l2"), ("prior_lambda", 1.0), ("ds_weight", -1.0),
-                         ("ds_warmup_steps", -1)]:
+                         ("ds_warmup_steps", -1), ("ds_power", -0.5)]:
         with pytest.raises(ValueError, match=field):
             LossConfig(**{field: value})
 
@@ -432,6 +432,11 @@ def test_ponder_loss_terms_against_direct_computation():
     assert out.beta_t == pytest.approx(0.15)
     assert torch.allclose(out.loss, exp + 0.15 * ed, atol=1e-5)
     assert "log_prior" in dict(loss.named_buffers())
+    # ds_power a: L_ds = sum_n w_n L_n with w_n = n^a / sum_m m^a (a = 2: 1, 4, 9, 16 over 30)
+    w = torch.tensor([1.0, 4.0, 9.0, 16.0]) / 30.0
+    ds2 = sum((w * L[:, b, t]).sum() for b, t in sel) / len(sel)
+    warm2 = PonderLoss(LossConfig(ds_warmup_steps=10, ds_power=2.0), S)(logits, p, tgt, mask, step=3)
+    assert torch.allclose(warm2.loss, ds2, atol=1e-5) and not torch.allclose(ds2, ds, atol=1e-3)
 
 
 def test_no_gradient_to_the_halting_head_during_warmup():
