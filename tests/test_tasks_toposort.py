@@ -35,6 +35,8 @@ def reference_records(g, out):
     recs, done, prev_frontier = [], set(), set()
     for t, v in enumerate(out):
         frontier = {w for w in g if w not in done and all(p in done for p in g.predecessors(w))}
+        smaller = {w for w in g if w not in done and RANK[w] < RANK[v]}
+        assert not smaller & frontier  # every smaller pending node is blocked
         anc = nx.ancestors(g, v) | {v}
         recs.append({
             "n_nodes": n,
@@ -42,8 +44,9 @@ def reference_records(g, out):
             "in_degree": g.in_degree(v),
             "out_degree": g.out_degree(v),
             "level": nx.dag_longest_path_length(g.subgraph(anc)),
+            "smaller_blocked": len(smaller),
             "frontier_size": len(frontier),
-            "difficulty": len(frontier),
+            "difficulty": len(smaller),
             "newly_enabled": 0 if t == 0 else len(frontier - prev_frontier),
             "dfs_depth": dfs_depth[v],
             "remaining": n - t,
@@ -142,31 +145,46 @@ def test_labels_are_relabelled_from_the_whole_pool(n_labels):
     assert not_sorted > 0.5 * len(exs)
 
 
+@pytest.mark.parametrize("rng_name", ["train", "extrap"])
+def test_difficulty_zero_exactly_where_the_smallest_pending_label_is_right(rng_name):
+    """A reader simulated on the rendered text that outputs the smallest label not yet output (no
+    frontier computed) is right exactly on the difficulty-0 outputs."""
+    task = make_task("toposort", range=rng_name)
+    seen = set()
+    for ex in task.generate(100, seed=5):
+        nodes, edges, out = ToposortTask.parse(task.render(ex))
+        for t, (rec, want) in enumerate(zip(ex.features, out)):
+            guess = min((v for v in nodes if v not in out[:t]), key=RANK.get)
+            assert (guess == want) == (rec["difficulty"] == 0)
+            seen.add(rec["difficulty"] == 0)
+    assert seen == {True, False}
+
+
 def test_ranges_lengths_and_determinism():
     train, extrap = make_task("toposort"), make_task("toposort", range="extrap")
     assert train.vocab.itos == extrap.vocab.itos
     tr, ex = train.generate(300, seed=0), extrap.generate(300, seed=0)
-    assert {e.size for e in tr} == set(range(4, 9)) and min(e.size for e in ex) > max(e.size for e in tr)
-    assert max(len(e.tokens) for e in tr) <= 90
+    assert {e.size for e in tr} == set(range(6, 11)) and min(e.size for e in ex) > max(e.size for e in tr)
+    assert max(len(e.tokens) for e in tr) <= 110
     assert [e.to_json() for e in train.generate(20, seed=7)] == [e.to_json() for e in train.generate(20, seed=7)]
     assert [e.tokens for e in train.generate(20, seed=7)] != [e.tokens for e in train.generate(20, seed=8)]
     b = collate(tr[:8], ToposortTask.feature_names())
     assert b.loss_mask.sum().item() == sum(e.size for e in tr[:8])
-    assert (b.features["frontier_size"][b.loss_mask] == b.difficulty[b.loss_mask].float()).all()
+    assert (b.features["smaller_blocked"][b.loss_mask] == b.difficulty[b.loss_mask].float()).all()
 
 
 @pytest.mark.parametrize(
     "params,match",
     [
         ({"min_nodes": 1}, r"min_nodes = 1 .*\[2, 32\]"),
-        ({"max_nodes": 33}, r"max_nodes = 33 .*\[4, 32\]"),
+        ({"max_nodes": 33}, r"max_nodes = 33 .*\[6, 32\]"),
         ({"min_nodes": 6, "max_nodes": 5}, r"max_nodes = 5 .*\[6, 32\]"),
         ({"edge_prob": 1.5}, r"edge_prob = 1.5 .*\[0.0, 1.0\]"),
         ({"hub_prob": -0.1}, r"hub_prob = -0.1 .*\[0.0, 1.0\]"),
-        ({"min_hubs": 2, "max_hubs": 1}, r"max_hubs = 1 .*\[2, 4\]"),
-        ({"max_hubs": 5}, r"max_hubs = 5 .*\[0, 4\]"),
-        ({"min_hubs": -1}, r"min_hubs = -1 .*\[0, 4\]"),
-        ({"n_labels": 7}, r"n_labels = 7 .*\[8, 32\]"),
+        ({"min_hubs": 2, "max_hubs": 1}, r"max_hubs = 1 .*\[2, 6\]"),
+        ({"max_hubs": 7}, r"max_hubs = 7 .*\[0, 6\]"),
+        ({"min_hubs": -1}, r"min_hubs = -1 .*\[0, 6\]"),
+        ({"n_labels": 7}, r"n_labels = 7 .*\[10, 32\]"),
         ({"max_nodes": 20}, r"n_labels = 16 .*\[20, 32\]"),
         ({"nodes": 3}, r"unknown key"),
         ({"edge_prob": "high"}, r"edge_prob"),
