@@ -693,11 +693,11 @@ class AniraModel(nn.Module):
                 if name.endswith("wo.weight") or name.endswith("mlp.proj.weight"):
                     nn.init.normal_(p, std=0.02 / math.sqrt(n_res))
         D = self.cfg.d_model
-        adapter = getattr(self.core, "adapter", None)
-        if adapter is not None:  # adapter starts as z = h + e (residual-like recurrence)
-            with torch.no_grad():
-                adapter.weight.copy_(torch.cat([torch.eye(D), torch.eye(D)], dim=1))
-                adapter.weight.add_(0.02 * torch.randn_like(adapter.weight))
+        for block in self.modules():  # one RecurrentBlock, or several in a variant core (make_core)
+            if isinstance(block, RecurrentBlock) and block.adapter is not None:
+                with torch.no_grad():  # the adapter starts as z = h + e (residual-like recurrence)
+                    block.adapter.weight.copy_(torch.cat([torch.eye(D), torch.eye(D)], dim=1))
+                    block.adapter.weight.add_(0.02 * torch.randn_like(block.adapter.weight))
         if self.halt is not None:
             nn.init.zeros_(self.halt.weight)
             nn.init.constant_(self.halt.bias, self.cfg.halt_bias_init)
