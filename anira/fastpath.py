@@ -15,8 +15,11 @@ masked reference path by tests/test_model.py:
 * ``RealExit``         ``exit="exit"``: the recurrent block runs only on the tokens still active,
                        with a key/value cache for the halted ones (below).
 
-The benchmark (``python -m anira.bench``, section ``early_exit``) measures what real early exit
-buys over a dense pass of the same weights.
+The benchmark measures what each buys: section ``early_exit`` real early exit against a dense pass
+of the same weights, section ``fastpaths`` every other piece against the formula it replaces
+(plain/fast time, one CPU thread, d 128, batch 32 x 100 tokens, on a loaded 2-core machine: rotary
+kernel 1.4x, split adapter 1.8x, plain steps while no token has halted 1.04x with spread depths
+and 1.2x when every token runs all 8 steps). A piece that stops paying there should go.
 """
 from __future__ import annotations
 
