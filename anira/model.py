@@ -386,7 +386,7 @@ Rows = tuple[torch.Tensor, torch.Tensor]  # (bi, ti) of the tokens a step comput
 
 
 class Decision:
-    """The depth decision of one forward pass (created per call by ``AniraModel.forward``).
+    """The depth decision of one forward pass (created per call by ``AniraModel._run_halting``).
 
     The loop asks it, before step n, which tokens still run (``running``) and tells it, after
     step n, the new states of the tokens that ran (``after_step``); ``result`` then gives p_n,
@@ -400,6 +400,7 @@ class Decision:
     def __init__(self, model: "AniraModel", M: int, explicit_M: bool):
         self.model, self.cfg, self.M, self.explicit_M = model, model.cfg, M, explicit_M
         self.router_logits: torch.Tensor | None = None
+        self.depth: torch.Tensor | None = None  # (B, T) long, once decided
 
     def start(self, e: torch.Tensor, difficulty: torch.Tensor | None, generator: torch.Generator | None,
               in_loop: bool, full: bool) -> None:
@@ -422,7 +423,7 @@ class Decision:
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """p (B, T, M), depth (B, T), lambda_n (B, T, M) or None."""
-        if not hasattr(self, "depth"):
+        if self.depth is None:
             self.p, self.depth = self.decide(*self._inputs)
         return self.p, self.depth, None
 
