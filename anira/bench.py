@@ -40,6 +40,9 @@ Sections:
               Every position is scored (``readout_rows`` = the all-true loss mask, as passed by
               ``anira.train``), so both sides read out every token: a backbone comparison.
               Target: anira/ref >= 1.0.
+  fastpaths   plain/fast time ratio of each speed-up in ``anira.fastpath`` against the formula it
+              replaces (rotary kernel, split adapter product, plain steps while no token has halted);
+              Target: >= 1.0 (a fast path that does not pay is removed).
   e2e         wall time of ``python -m anira.study --profile P`` into a temporary runs/figures
               root (nothing cached), its CPU time (all its processes), the number of runs of the
               profile. Minutes: runs only when asked (``--e2e`` or ``--only e2e``).
@@ -378,6 +381,107 @@ def bench_train(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------
+# fast paths: each one against the plain formula it replaces
+# ---------------------------------------------------------------------------------------------
+def _plain_rope(x: torch.Tensor, pos: torch.Tensor, base: float) -> torch.Tensor:
+    """The rotary embedding as written, [x1 cos - x2 sin, x1 sin + x2 cos], through autograd."""
+    from anira.fastpath import rope_angles
+
+    h = x.shape[-1] // 2
+    cos, sin = rope_angles(pos, x.shape[-1], base)
+    x1, x2 = x[..., :h], x[..., h:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
+
+
+def bench_fastpaths(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """plain/fast time ratio of every fast path in ``anira.fastpath`` (> 1: it pays), each timed on
+    what it replaces at the model size of the other sections:
+
+      rope kernel     rope_rotate (the _Rotary autograd Function) vs autograd through the formula,
+                      queries of a train batch (B, H, T, hd), forward + backward
+      split adapter   split_adapter(h, u, W) (one D x D addmm, u computed once) vs W_a [h ; e],
+                      S steps, forward + backward (reinject="adapter")
+      dense steps     AniraModel.fast_paths on vs off: exit="exit" while no token has halted runs plain
+                      block calls instead of the per-token path (spread depths with mean S/2: only
+                      step 1 has every token; every token at depth S: every step)
+    """
+    from anira.fastpath import rope_rotate, split_adapter
+    from anira.model import AniraModel, ModelConfig
+
+    S, B, T, D, H = args.train_depth, args.train_batch, args.seq_len, args.d_model, args.n_heads
+    ctx = dict(batch=B, seq_len=T, d_model=D, n_heads=H, d_ff=args.d_ff, max_depth=S)
+    clock, sec, rows = CLOCKS[args.clock], "fastpaths", []
+    g = torch.Generator().manual_seed(args.seed)
+    pos = torch.arange(T)
+
+    def grad_of(fn, *xs):
+        def run() -> None:
+            y = fn()
+            torch.autograd.grad(y.sum(), xs)
+        return run
+
+    x = torch.randn(B, T, H, D // H, generator=g).transpose(1, 2).requires_grad_(True)  # strided, as in Attention
+    h, e = (torch.randn(B, T, D, generator=g).requires_grad_(True) for _ in range(2))
+    lin = nn.Linear(2 * D, D)
+
+    def adapter_fast():
+        u = torch.nn.functional.linear(e, lin.weight[:, D:], lin.bias)
+        z = h
+        for _ in range(S):
+            z = split_adapter(z, u, lin.weight)
+        return z
+
+    def adapter_plain():
+        z = h
+        for _ in range(S):
+            z = lin(torch.cat([z, e], -1))
+        return z
+
+    ee_S = args.ee_max_depth
+    m = max(1, ee_S // 2)
+    base = dict(vocab_size=VOCAB, max_len=T, d_model=D, n_heads=H, d_ff=args.d_ff, max_depth=ee_S,
+                mechanism="random", n_prelude=1, n_coda=1)
+    ids = torch.randint(2, VOCAB, (args.ee_batch, T), generator=g)
+    gen = torch.Generator()
+
+    def exit_pair(**over):
+        """(fast, plain): exit="exit" of one set of weights with fast_paths on and off."""
+        torch.manual_seed(args.seed)
+        fast_m = AniraModel(ModelConfig(**base, **over)).eval()
+        plain_m = AniraModel(ModelConfig(**base, **over)).eval()
+        plain_m.load_state_dict(fast_m.state_dict())
+        plain_m.fast_paths = False
+
+        def run(mdl):
+            def call():
+                gen.manual_seed(args.seed)  # the same depth draws in every repeat
+                with torch.inference_mode():
+                    return mdl(ids, exit="exit", generator=gen)
+            return call
+        return run(fast_m), run(plain_m)
+
+    cases = {
+        f"rope kernel (B={B}, H={H}, T={T})": (grad_of(lambda: rope_rotate(x, pos, 10000.0), x),
+                                               grad_of(lambda: _plain_rope(x, pos, 10000.0), x)),
+        f"split adapter (S={S} steps)": (grad_of(adapter_fast, h, e, lin.weight), grad_of(adapter_plain, h, e, lin.weight)),
+        f"dense steps (exit, spread m={m} of S={ee_S})": exit_pair(random_depth_probs=spread_probs(m, ee_S)),
+        f"dense steps (exit, every token S={ee_S})": exit_pair(random_mean_depth=float(ee_S)),
+    }
+    for case, (fast, plain) in cases.items():
+        try:
+            t = _interleaved({"fast": fast, "plain": plain}, args.repeats, warmup=1, clock=clock)
+        except Exception as err:
+            rows.append(_stat(sec, case, "", "", error=_error(err, args.verbose), **ctx))
+            continue
+        rows += [
+            _stat(sec, case, "time fast", "s", t["fast"], **ctx),
+            _stat(sec, case, "time plain", "s", t["plain"], **ctx),
+            _stat(sec, case, "plain/fast", "x", [b / a for a, b in zip(t["fast"], t["plain"])], target=1.0, **ctx),
+        ]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
 # end to end
 # ---------------------------------------------------------------------------------------------
 def study_command(profile: str, root: Path) -> list[str]:
@@ -425,12 +529,14 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]]] = {
     "data": bench_data,
     "early_exit": bench_early_exit,
     "train": bench_train,
+    "fastpaths": bench_fastpaths,
     "e2e": bench_e2e,
 }
-DEFAULT_SECTIONS = ("data", "early_exit", "train")  # e2e takes minutes: only when asked
+DEFAULT_SECTIONS = ("data", "early_exit", "train", "fastpaths")  # e2e takes minutes: only when asked
 PRINTED = {  # the short table: these quantities per case, as "median [min, max]"
     "early_exit": ("mean depth", "speed-up", "ideal S/d", "realized/ideal", "ideal (Amdahl)", "realized/ideal (Amdahl)"),
     "train": ("tokens/s anira", "tokens/s ref", "anira/ref"),
+    "fastpaths": ("time fast", "time plain", "plain/fast"),
     "e2e": ("wall", "cpu", "runs", "wall per run"),
 }
 

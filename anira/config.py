@@ -145,6 +145,46 @@ def check_choice(name: str, value: Any, allowed: typing.Iterable[Any]) -> None:
         raise ValueError(f"{name} = {value!r} is not allowed; allowed values: {allowed}")
 
 
+def include_fields(*sources: type, exclude: typing.Iterable[str] = (), after: str | None = None):
+    """Class decorator, applied *under* ``@dataclass``: give the class every field of the dataclasses
+    ``sources`` (but ``exclude``) with the sources' own type and default, so a flat config that
+    composes smaller ones (``RunConfig`` = task + ``ModelConfig`` + ``LossConfig`` + the trainer's
+    own fields) defines each name once. The fields are inserted after the class's own field
+    ``after`` (at the end when None), in the sources' order. A name the class declares itself, or
+    that two sources share, is an error (it would be defined twice).
+    """
+    exclude = set(exclude)
+
+    def decorate(cls: type) -> type:
+        own = dict(cls.__dict__.get("__annotations__", {}))
+        added: dict[str, Any] = {}
+        for src in sources:
+            hints = _hints(src)
+            for f in dataclasses.fields(src):
+                if f.name in exclude or not f.init:
+                    continue
+                if f.name in own or f.name in added:
+                    raise TypeError(f"{cls.__name__}.{f.name} is defined twice (by {src.__name__} and elsewhere)")
+                added[f.name] = hints[f.name]
+                if f.default_factory is not dataclasses.MISSING:
+                    setattr(cls, f.name, dataclasses.field(default_factory=f.default_factory))
+                elif f.default is not dataclasses.MISSING:
+                    setattr(cls, f.name, f.default)
+        if after is not None and after not in own:
+            raise TypeError(f"{cls.__name__} has no field {after!r} to insert after")
+        order: dict[str, Any] = {}
+        for name, tp in own.items():
+            order[name] = tp
+            if name == after:
+                order.update(added)
+        if after is None:
+            order.update(added)
+        cls.__annotations__ = order
+        return cls
+
+    return decorate
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Plain-dict view of a dataclass config (tuples become lists, for YAML/JSON)."""
     def conv(v):

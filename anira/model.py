@@ -61,15 +61,33 @@ Execution modes of ``AniraModel.forward`` (``exit=``):
                the batch for the position-wise parts, padded per sequence for attention); keys and
                values of every token come from its current state, cached, so a halted token costs
                one key/value projection (``kv_calls``) and nothing else. ``block_calls`` counts the
-               block invocations of every token and equals ``depth``. While no token has halted
-               yet, a step is one plain block call on the (B, T) grid (no gather, scatter or
-               padding; the masked path likewise skips its ``torch.where``), see
-               ``AniraModel.fast_paths``.
+               block invocations of every token and equals ``depth``. ``anira.fastpath.RealExit``.
+* ``"frozen"`` training path that matches inference (``RunConfig.train_mode="frozen"``): every
+               token's *own* stream o_t^n runs all S steps (so every L_n exists), but what the other
+               tokens attend to is its *context* state c_j^n = o_j^{min(n, d_j)}, frozen at the
+               depth it uses (the decision is discrete, hence not differentiated)::
+
+                   step n, query t:    keys/values of j < t from c_j^{n-1}, of t itself from o_t^{n-1}
+                   readout n, query t: coda keys/values of j < t from the final c_j, of t from o_t^n
+
+               For n <= d_t the own stream *is* the state real early exit computes, so ``logits``
+               (step d_t) equal the exit path's, and step_logits[n] for n != d_t is the
+               counterfactual "t alone stops at n, everything else as decided" that the expected
+               loss sum_n p_n L_n needs.
+
+While no token has halted yet, a masked/exit/frozen step is one plain block call on the (B, T)
+grid (no gather, scatter, padding or ``torch.where``), see ``AniraModel.fast_paths``.
+
+Code map: ``RecurrentBlock`` is the step above; a ``Decision`` per mechanism (``FixedDepth``,
+``EarlyRouter``, ``OnlineHalting``, ``OracleDepth``, ``RandomDepth``) gives p_n and depth; an
+``Execution`` per mode (``Dense``, ``Masked``, ``Frozen``, ``anira.fastpath.RealExit``) runs one
+step; ``AniraModel.forward`` is the one loop around them. The kernels that only make it faster
+(rotary autograd function, split adapter product, per-sequence packing) are in ``anira.fastpath``.
 
 For ``online`` in the masked/exit modes only the executed steps are known, so ``p_n`` is the
 distribution *as executed*: p_n as above for n < depth and p_depth = the remaining mass
-prod_{j<depth}(1 - lambda_j) (lambda_n for n > depth is reported as 0). In dense mode p_n is the
-full PonderNet distribution.
+prod_{j<depth}(1 - lambda_j) (lambda_n for n > depth is reported as 0). In the dense and frozen
+modes (every own stream runs all steps) p_n is the full PonderNet distribution.
 
 Call-time ``max_depth`` M (test-time iterations): ``fixed`` runs exactly M steps, ``online``
 keeps iterating with its learned halting head and forces lambda_M = 1, ``oracle``/``random``
@@ -88,6 +106,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from anira.config import MECHANISMS, check_choice, check_fields, check_range
+from anira.fastpath import RealExit, rope_angles, rope_rotate, split_adapter, subset_attention
+
+__all__ = ["ModelConfig", "ModelOutput", "AniraModel", "RecurrentBlock", "Layer", "Attention", "MLP", "Decision",
+           "Execution", "rope_angles", "rope_rotate", "subset_attention", "step_embedding", "truncated_geometric",
+           "depth_from_p"]
 
 POS_ENCODINGS = ("learned", "rope")
 REINJECTIONS = ("adapter", "add")
@@ -187,57 +210,6 @@ class ModelOutput:
 # ---------------------------------------------------------------------------------------------
 # building blocks
 # ---------------------------------------------------------------------------------------------
-def rope_angles(pos: torch.Tensor, hd: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the rotary angles pos_l * base^(-2i/hd), i < hd/2: (..., L, hd/2) float32.
-    pos (..., L) integer positions. A table for positions 0..T-1 indexed by ``ti`` gives exactly
-    the rows computed from ``ti`` directly (same elementwise arithmetic)."""
-    inv_freq = base ** (-torch.arange(0, hd, 2, device=pos.device, dtype=torch.float32) / hd)  # (hd/2,)
-    ang = pos.to(torch.float32)[..., None] * inv_freq
-    return ang.cos(), ang.sin()
-
-
-def _rotate_halves(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """[x1 cos - x2 sin, x1 sin + x2 cos] (x = [x1, x2] on the last axis), written into one output
-    instead of four temporaries and a concatenation (same products and sums, so the same numbers)."""
-    h = x.shape[-1] // 2
-    x1, x2 = x[..., :h], x[..., h:]
-    out = torch.empty_like(x)
-    o1, o2 = out[..., :h], out[..., h:]
-    torch.mul(x1, cos, out=o1)
-    o1.sub_(x2 * sin)
-    torch.mul(x1, sin, out=o2)
-    o2.add_(x2 * cos)
-    return out
-
-
-class _Rotary(torch.autograd.Function):
-    """y = R x; the backward is the inverse rotation R^T g = rotation by -angle, i.e.
-    [g1 cos + g2 sin, g2 cos - g1 sin], the same numbers autograd of the plain formula gives."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(cos, sin)
-        return _rotate_halves(x, cos, sin)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        cos, sin = ctx.saved_tensors
-        return _Rotary.apply(g, cos, -sin), None, None  # itself differentiable (create_graph=True)
-
-
-def rope_rotate(
-    x: torch.Tensor, pos: torch.Tensor | tuple[torch.Tensor, torch.Tensor], base: float
-) -> torch.Tensor:
-    """Rotary position embedding. x (B, H, L, hd); pos (B, L) or (L,) integer positions, or their
-    ``rope_angles`` (cos, sin) when the caller has them already."""
-    hd = x.shape[-1]
-    cos, sin = rope_angles(pos, hd, base) if isinstance(pos, torch.Tensor) else pos  # (B, L, hd/2) or (L, hd/2)
-    if cos.dim() == 2:
-        cos, sin = cos[None], sin[None]
-    cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # (B|1, 1, L, hd/2)
-    return _Rotary.apply(x, cos, sin)
-
-
 def step_embedding(n: int, d: int, device: torch.device) -> torch.Tensor:
     """Sinusoidal code of the step number n (defined for any n, so test-time extra steps work)."""
     i = torch.arange(0, d, 2, device=device, dtype=torch.float32)
@@ -247,43 +219,15 @@ def step_embedding(n: int, d: int, device: torch.device) -> torch.Tensor:
     return out
 
 
-def subset_attention(
-    q: torch.Tensor, rows: torch.Tensor, K: torch.Tensor, V: torch.Tensor,
-    self_k: torch.Tensor | None = None, self_v: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Causal attention for a subset of query rows against every token's keys/values.
-
-    q (N, H, hd): queries of the rows where ``rows`` (B, T) is true, in row-major order;
-    K, V (B, H, T, hd). The queries are padded per sequence into (B, A, H, hd), A = most rows in
-    one sequence, so the work grows with N, not B * T. Query (b, t) sees keys 0..t of sequence b;
-    with ``self_k``/``self_v`` (N, H, hd) it sees keys 0..t-1 from K/V and its *own* key/value
-    from self_k/self_v instead of K[b, :, t] (the frozen-context training path).
-    Returns (N, H * hd), before the output projection.
-    """
-    B, H, T, hd = K.shape
-    bi, ti = rows.nonzero(as_tuple=True)
-    N = bi.numel()
-    slot = (rows.cumsum(1) - 1)[bi, ti]  # rank of each row within its sequence
-    A = int(rows.sum(1).max())
-    Qp = q.new_zeros(B, A, H, hd)
-    Qp[bi, slot] = q
-    qpos = torch.full((B, A), T - 1, dtype=torch.long, device=K.device)  # unused slots: see all keys
-    qpos[bi, slot] = ti
-    keys = torch.arange(T, device=K.device)[None, None, :]
-    if self_k is None:
-        mask = keys <= qpos[:, :, None]  # (B, A, T)
-    else:
-        mask = torch.cat([keys < qpos[:, :, None], torch.eye(A, dtype=torch.bool, device=K.device).expand(B, A, A)], -1)
-        Ks, Vs = q.new_zeros(B, A, H, hd), q.new_zeros(B, A, H, hd)
-        Ks[bi, slot], Vs[bi, slot] = self_k, self_v
-        K, V = torch.cat([K, Ks.transpose(1, 2)], 2), torch.cat([V, Vs.transpose(1, 2)], 2)
-    y = F.scaled_dot_product_attention(Qp.transpose(1, 2), K, V, attn_mask=mask[:, None])  # (B, H, A, hd)
-    return y.transpose(1, 2)[bi, slot].reshape(N, H * hd)
+def context_mask(T: int, device: torch.device) -> torch.Tensor:
+    """(T, 2T) mask over [context keys ; own keys]: query t sees context keys j < t and its own key t."""
+    ar = torch.arange(T, device=device)
+    return torch.cat([ar[None, :] < ar[:, None], torch.eye(T, dtype=torch.bool, device=device)], dim=1)
 
 
 class Attention(nn.Module):
-    """Multi-head attention with separate projection helpers, so queries and keys/values can be
-    computed for different token subsets (real early exit)."""
+    """Multi-head causal self-attention, with the projections as separate methods so queries and
+    keys/values can be computed for different token subsets (real early exit)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -315,11 +259,23 @@ class Attention(nn.Module):
         B, H, L, hd = y.shape
         return self.wo(y.transpose(1, 2).reshape(B, L, H * hd))
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Causal self-attention over x (B, T, D)."""
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               k_c: torch.Tensor | None = None, v_c: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal attention (B, H, T, hd) -> (B, T, D), output projection included. With the context's
+        keys/values k_c, v_c: query t attends to k_c, v_c at j < t and to its own k, v at t."""
+        if k_c is None:
+            return self.merge(F.scaled_dot_product_attention(q, k, v, is_causal=True))
+        if k_c.shape[0] != k.shape[0]:  # k streams of the same sequences share one context
+            k_c, v_c = (t.repeat(k.shape[0] // t.shape[0], 1, 1, 1) for t in (k_c, v_c))
+        mask = context_mask(q.shape[2], q.device)
+        return self.merge(F.scaled_dot_product_attention(q, torch.cat([k_c, k], 2), torch.cat([v_c, v], 2), attn_mask=mask))
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal self-attention over x (B, T, D). With ``context`` (B', T, D), B = k B' (k streams of
+        the same B' sequences, stacked), query t attends to the context's tokens j < t and to itself."""
         q = self.project_q(x, pos)
         k, v = self.project_kv(x, pos)
-        return self.merge(F.scaled_dot_product_attention(q, k, v, is_causal=True))
+        return self.attend(q, k, v, *(() if context is None else self.project_kv(context, pos)))
 
 
 class MLP(nn.Module):
@@ -340,13 +296,24 @@ class Layer(nn.Module):
         self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
         self.attn, self.mlp = Attention(cfg), MLP(cfg)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), pos)
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, D); ``context``: the other tokens' states, see ``Attention.forward``."""
+        x = x + self.attn(self.ln1(x), pos, None if context is None else self.ln1(context))
         return x + self.mlp(self.ln2(x))
 
 
 class RecurrentBlock(nn.Module):
-    """The shared block, split into the pieces that real early exit calls separately."""
+    """The shared block of the module docstring, h^{n-1} -> h^n::
+
+        z = W_a [h ; e] (reinject="adapter") or h + e ("add")   ``inputs``
+        a = z + Attn(LN_1 z)                                     ``forward`` (``attn``, ``ln1``)
+        b = a + sigma_n,  sigma_n = W_s sin_emb(n)               ``finish`` (step_signal)
+        h = LN_s(b + MLP(LN_2 b))                                ``finish``
+
+    ``inputs`` and ``finish`` are position-wise, so real early exit calls them on the active rows
+    only (``anira.fastpath.RealExit``); a variant of the block overrides them (see
+    scripts/hops_probe.py).
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -368,15 +335,12 @@ class RecurrentBlock(nn.Module):
 
     def inputs(self, h: torch.Tensor, e: torch.Tensor | None, u: torch.Tensor | None = None) -> torch.Tensor:
         """z = W_a [h ; e] + b_a = W_h h + u, u = ``inject(e)`` (pass it when known: it does not
-        change over steps, so each step costs one D x D product instead of one 2D x D product).
-        Keys, values and queries are all read from LN_1(z). h, e, u (..., D)."""
+        change over steps). Keys, values and queries are all read from LN_1(z). h, e, u (..., D)."""
         if u is None:
             u = self.inject(e)
         if self.adapter is None:
             return h + u
-        D = h.shape[-1]
-        z = torch.addmm(u.reshape(-1, D), h.reshape(-1, D), self.adapter.weight[:, :D].t())  # u + h W_h^T
-        return z.view(h.shape)
+        return split_adapter(h, u, self.adapter.weight)
 
     def finish(self, z: torch.Tensor, attn_out: torch.Tensor, n: int) -> torch.Tensor:
         """h^n = LN_s(b + MLP(LN_2 b)), b = z + attn_out + sigma_n (position-wise)."""
@@ -386,10 +350,17 @@ class RecurrentBlock(nn.Module):
         return self.ln_state(b + self.mlp(self.ln2(b)))
 
     def forward(self, h: torch.Tensor, e: torch.Tensor, n: int, pos: torch.Tensor,
-                u: torch.Tensor | None = None) -> torch.Tensor:
-        """One full step for every token (dense and masked modes). h, e (B, T, D); u = inject(e)."""
+                u: torch.Tensor | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
+        """One step for every token. h, e (B, T, D); u = inject(e). ``context`` (B, T, D): the
+        states the other tokens attend to, when they are not h (frozen path; ``context is h``: the
+        same states, attended to through the context/own split)."""
         z = self.inputs(h, e, u)
-        return self.finish(z, self.attn(self.ln1(z), pos), n)
+        x = self.ln1(z)
+        if context is None:
+            return self.finish(z, self.attn(x, pos), n)
+        q, (k, v) = self.attn.project_q(x, pos), self.attn.project_kv(x, pos)
+        k_c, v_c = (k, v) if context is h else self.attn.project_kv(self.ln1(self.inputs(context, e, u)), pos)
+        return self.finish(z, self.attn.attend(q, k, v, k_c, v_c), n)
 
 
 def truncated_geometric(lam: float, S: int) -> torch.Tensor:
@@ -406,6 +377,271 @@ def depth_from_p(p: torch.Tensor, threshold: float) -> torch.Tensor:
     reached = cum >= threshold
     reached[..., -1] = True
     return reached.to(torch.int8).argmax(-1) + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the depth decision: one small class per mechanism
+# ---------------------------------------------------------------------------------------------
+Rows = tuple[torch.Tensor, torch.Tensor]  # (bi, ti) of the tokens a step computed, row-major
+
+
+class Decision:
+    """The depth decision of one forward pass (created per call by ``AniraModel._run_halting``).
+
+    The loop asks it, before step n, which tokens still run (``running``) and tells it, after
+    step n, the new states of the tokens that ran (``after_step``); ``result`` then gives p_n,
+    depth and the internals. Mechanisms that decide up front (fixed, early, oracle, random) do
+    everything in ``start``; ``online`` decides after each step. ``in_loop`` (masked, exit, frozen:
+    the other tokens see a halted token's frozen state) asks for the depth during the loop; in
+    dense mode it is only needed after it. ``full``: every token's own stream runs all M steps
+    (dense, frozen), so the whole distribution is known.
+    """
+
+    def __init__(self, model: "AniraModel", M: int, explicit_M: bool):
+        self.model, self.cfg, self.M, self.explicit_M = model, model.cfg, M, explicit_M
+        self.router_logits: torch.Tensor | None = None
+        self.depth: torch.Tensor | None = None  # (B, T) long, once decided
+
+    def start(self, e: torch.Tensor, difficulty: torch.Tensor | None, generator: torch.Generator | None,
+              in_loop: bool, full: bool) -> None:
+        """Decide up front: ``self.p`` (B, T, M) and ``self.depth`` (B, T) long. Dense mode needs
+        them only after the loop and computes them there (the order of the ops, and so the order
+        in which autograd sums gradients, is then the one the plain dense loop has)."""
+        self._inputs = (e, difficulty, generator)
+        if in_loop:
+            self.p, self.depth = self.decide(e, difficulty, generator)
+
+    def decide(self, e, difficulty, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def running(self, n: int) -> torch.Tensor:
+        """(B, T) bool: the tokens that run step n when halted tokens stop."""
+        return self.depth >= n
+
+    def after_step(self, n: int, h: torch.Tensor, rows: Rows | None) -> None:
+        """h: the new states of the tokens that ran step n, (B, T, D) when ``rows`` is None, else (N, D)."""
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """p (B, T, M), depth (B, T), lambda_n (B, T, M) or None."""
+        if self.depth is None:
+            self.p, self.depth = self.decide(*self._inputs)
+        return self.p, self.depth, None
+
+    def one_hot(self, depth: torch.Tensor, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.one_hot(depth - 1, self.M).to(e.dtype), depth
+
+
+class FixedDepth(Decision):
+    """depth = fixed_depth (or the call's max_depth M when given) for every token."""
+
+    def decide(self, e, difficulty, generator):
+        B, T, _ = e.shape
+        d = self.M if self.explicit_M else self.cfg.depth_fixed
+        return self.one_hot(torch.full((B, T), d, dtype=torch.long, device=e.device), e)
+
+
+class EarlyRouter(Decision):
+    """p = softmax(Router(e)) from the prelude output, depth = first n with cumulative p >= threshold.
+    M > S: zero mass on the extra depths; M < S: the mass beyond M folded onto M."""
+
+    def decide(self, e, difficulty, generator):
+        self.router_logits = self.model.router(e)  # (B, T, S)
+        p = torch.softmax(self.router_logits, dim=-1)
+        M, S = self.M, self.cfg.max_depth
+        if M > S:
+            p = F.pad(p, (0, M - S))
+        elif M < S:
+            p = torch.cat([p[..., : M - 1], p[..., M - 1 :].sum(-1, keepdim=True)], dim=-1)
+        return p, depth_from_p(p, self.cfg.halt_threshold)
+
+
+class OracleDepth(Decision):
+    """depth = clamp(round(oracle_offset + oracle_scale * difficulty), 1, M)."""
+
+    def decide(self, e, difficulty, generator):
+        B, T, _ = e.shape
+        if difficulty is None:
+            raise ValueError("difficulty = None: mechanism 'oracle' needs the per-token difficulty (B, T)")
+        if difficulty.shape != (B, T):
+            raise ValueError(f"difficulty has shape {tuple(difficulty.shape)}; expected {(B, T)}")
+        depth = torch.round(self.cfg.oracle_offset + self.cfg.oracle_scale * difficulty.to(torch.float32))
+        return self.one_hot(depth.clamp(1, self.M).to(torch.long), e)
+
+
+class RandomDepth(Decision):
+    """depth drawn i.i.d. per token (``generator``) from random_depth_probs, or from the two-point
+    distribution on floor(m), ceil(m) with mean m = random_mean_depth; clamped to M."""
+
+    def decide(self, e, difficulty, generator):
+        B, T, _ = e.shape
+        cfg = self.cfg
+        if cfg.random_depth_probs is not None:
+            probs = torch.tensor(cfg.random_depth_probs, dtype=torch.float32)
+        else:
+            m = cfg.random_mean_depth
+            lo = math.floor(m)
+            probs = torch.zeros(cfg.max_depth)
+            probs[lo - 1] = 1.0 - (m - lo)
+            if m > lo:
+                probs[lo] = m - lo
+        depth = torch.multinomial(probs, B * T, replacement=True, generator=generator) + 1
+        return self.one_hot(depth.view(B, T).clamp(max=self.M).to(e.device), e)
+
+
+class OnlineHalting(Decision):
+    """PonderNet, decided after every step from the token's current state::
+
+        lambda_n = sigmoid(w . h^n + b)  (n < M),  lambda_M = 1
+        p_n      = lambda_n prod_{j<n} (1 - lambda_j)
+        depth    = first n with sum_{j<=n} p_j = 1 - prod_{j<=n} (1 - lambda_j) >= halt_threshold
+
+    ``full`` (dense, frozen): p is the whole distribution, from all M lambdas. Otherwise (masked,
+    exit) only the executed steps are known and p is the distribution as executed: p_depth takes
+    the remaining mass prod_{j<depth} (1 - lambda_j), later lambda_n and p_n are 0.
+    """
+
+    def start(self, e, difficulty, generator, in_loop, full):
+        B, T, _ = e.shape
+        dev, dt = e.device, e.dtype
+        self.in_loop, self.full = in_loop, full
+        self.lams: list[torch.Tensor] = []  # lambda_n (B, T) of every token, per step (full)
+        self.depth = torch.full((B, T), self.M, dtype=torch.long, device=dev)
+        self.halted = torch.zeros(B, T, dtype=torch.bool, device=dev)
+        self.remain = torch.ones(B, T, device=dev, dtype=dt)  # prod_{j<n} (1 - lambda_j), 0 once halted
+        if not full:
+            self.p = torch.zeros(B, T, self.M, device=dev, dtype=dt)
+            self.lambda_n = torch.zeros(B, T, self.M, device=dev, dtype=dt)
+        self._all: Rows | None = None
+
+    def running(self, n):
+        return ~self.halted
+
+    def after_step(self, n, h, rows):
+        lam = self.model.lambda_of(h) if n < self.M else h.new_ones(h.shape[:-1])  # (B, T) or (N,)
+        if self.full:
+            self.lams.append(lam)
+            lam = lam.detach()  # the depth is discrete: no gradient through the halting rule
+        if not self.in_loop:
+            return
+        if rows is None:  # every token ran: all rows, row-major like h.reshape(B * T, D)
+            if self._all is None:
+                self._all = torch.ones_like(self.halted).nonzero(as_tuple=True)
+            rows, lam = self._all, lam.reshape(-1)
+        bi, ti = rows
+        r = self.remain[bi, ti]
+        r_new = r * (1 - lam)
+        stop = ((1 - r_new >= self.cfg.halt_threshold) | (n == self.M)) & ~self.halted[bi, ti]
+        if not self.full:
+            self.p[bi, ti, n - 1] = torch.where(stop, r, lam * r)  # as executed: the halting step takes the rest
+            self.lambda_n[bi, ti, n - 1] = lam
+        self.remain[bi, ti] = torch.where(stop, torch.zeros_like(r_new), r_new)
+        self.depth[bi[stop], ti[stop]] = n
+        self.halted[bi[stop], ti[stop]] = True
+
+    def result(self):
+        if not self.full:
+            return self.p, self.depth, self.lambda_n
+        lambda_n = torch.stack(self.lams, dim=-1)  # (B, T, M)
+        remain = torch.cumprod(1 - lambda_n, dim=-1)  # prod_{j<=n} (1 - lambda_j)
+        p = lambda_n * torch.cat([torch.ones_like(remain[..., :1]), remain[..., :-1]], dim=-1)
+        if not self.in_loop:  # dense: the same rule (and arithmetic) as the masked/exit paths
+            reached = (1 - remain) >= self.cfg.halt_threshold
+            reached[..., -1] = True
+            self.depth = reached.to(torch.int8).argmax(-1) + 1
+        return p, self.depth, lambda_n
+
+
+DECISIONS: dict[str, type[Decision]] = {
+    "fixed": FixedDepth, "early": EarlyRouter, "online": OnlineHalting, "oracle": OracleDepth, "random": RandomDepth,
+}  # a new mechanism: one Decision subclass here and its name in anira.config.MECHANISMS
+
+
+# ---------------------------------------------------------------------------------------------
+# execution modes: what one step computes, and for which tokens
+# ---------------------------------------------------------------------------------------------
+class Execution:
+    """How the loop runs step n (``exit=`` of ``AniraModel.forward``). ``step(n, h, run)`` takes the
+    states h (B, T, D) and the tokens that run step n (``Decision.running``) and returns the new
+    states, the new states of the tokens the decision reads and their rows (None: all, (B, T, D)).
+
+    ``keeps_running``: every token's own stream runs all M steps (dense, frozen), so step_logits
+    read every step out; else a halted token stops (block_calls = depth) and the coda reads the
+    final states. ``frozen_context``: the other tokens attend to a halted token's frozen state, so
+    the decision is needed inside the loop.
+    """
+
+    keeps_running = True
+    frozen_context = False
+    context: torch.Tensor | None = None  # the final states the other tokens see in the coda (frozen)
+
+    def __init__(self, model: "AniraModel", e: torch.Tensor, pos: torch.Tensor, u: torch.Tensor):
+        self.core, self.e, self.pos, self.u, self.fast = model.core, e, pos, u, model.fast_paths
+        B, T, _ = e.shape
+        self.block_calls = torch.zeros(B, T, dtype=torch.long, device=e.device)
+        self.kv_calls = torch.zeros(B, T, dtype=torch.long, device=e.device)
+        self.rows_computed = 0  # block token-rows computed (AniraModel.block_calls_total)
+
+    def step(self, n: int, h: torch.Tensor, run: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Rows | None]:
+        raise NotImplementedError
+
+
+class Dense(Execution):
+    """Every token runs every step and attends to the others' states at the same step."""
+
+    def step(self, n, h, run):
+        h = self.core(h, self.e, n, self.pos, self.u)
+        self.block_calls += 1
+        self.rows_computed += h.shape[0] * h.shape[1]
+        return h, h, None
+
+
+class Masked(Execution):
+    """Reference inference path: every token is computed, a halted token's state is frozen with
+    ``torch.where`` (skipped while every token runs)."""
+
+    keeps_running, frozen_context = False, True
+
+    def step(self, n, h, run):
+        h_new = self.core(h, self.e, n, self.pos, self.u)  # every token computed ...
+        self.block_calls += run.long()
+        self.rows_computed += run.numel()
+        if self.fast and bool(run.all()):
+            return h_new, h_new, None
+        rows = run.nonzero(as_tuple=True)
+        return torch.where(run[..., None], h_new, h), h_new[rows], rows  # ... a halted token's state frozen
+
+
+class Frozen(Execution):
+    """Own streams o^n for every token and step, context c^n = o^{min(n, d)} (module docstring)."""
+
+    frozen_context = True
+
+    def __init__(self, model, e, pos, u):
+        super().__init__(model, e, pos, u)
+        self._ctx, self._last = e, None  # c^{n-1}; (o^n, tokens that ran step n) not yet applied to it
+
+    def _advance(self) -> torch.Tensor:
+        """c^n = o^n for the tokens that ran step n, c^{n-1} for the others. Applied at the next
+        step (or the readout), after the decision has read o^n: the order of the plain loop's ops."""
+        if self._last is not None:
+            own, run = self._last
+            self._ctx = own if self.fast and bool(run.all()) else torch.where(run[..., None], own, self._ctx)
+            self._last = None
+        return self._ctx
+
+    def step(self, n, h, run):
+        h = self.core(h, self.e, n, self.pos, self.u, context=self._advance())  # own stream, against the context
+        self._last = (h, run)
+        self.block_calls += 1
+        self.rows_computed += h.shape[0] * h.shape[1]
+        return h, h, None
+
+    @property
+    def context(self) -> torch.Tensor:
+        return self._advance()
+
+
+EXECUTIONS: dict[str, type] = {"dense": Dense, "masked": Masked, "exit": RealExit, "frozen": Frozen}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,7 +664,7 @@ class AniraModel(nn.Module):
         self.conv = nn.Conv1d(D, D, cfg.conv_width, padding=cfg.conv_width - 1) if cfg.conv_width else None
         self.prelude = nn.ModuleList(Layer(cfg) for _ in range(cfg.n_prelude))
         self.ln_e = nn.LayerNorm(D) if cfg.state_norm else nn.Identity()
-        self.core = RecurrentBlock(cfg)
+        self.core = self.make_core(cfg)
         self.coda = nn.ModuleList(Layer(cfg) for _ in range(cfg.n_coda))
         self.ln_f = nn.LayerNorm(D)
         self.head = nn.Linear(D, cfg.vocab_size, bias=False)
@@ -437,6 +673,12 @@ class AniraModel(nn.Module):
         self.router = nn.Linear(D, cfg.max_depth) if cfg.mechanism == "early" else None  # p = softmax(R e)
         self.block_calls_total = 0  # running count of recurrent-block token invocations (all forwards)
         self._init_weights()
+
+    def make_core(self, cfg: ModelConfig) -> nn.Module:
+        """The shared block (hook for variants, e.g. scripts/hops_probe.py). Any module with
+        ``inject(e)`` and ``forward(h, e, n, pos, u)`` runs in dense mode; masked mode needs
+        nothing more; exit and frozen also call ``RecurrentBlock``'s pieces."""
+        return RecurrentBlock(cfg)
 
     def _init_weights(self) -> None:
         if self.cfg.init == "gpt2":  # else the modules keep PyTorch's default init
@@ -452,10 +694,11 @@ class AniraModel(nn.Module):
                 if name.endswith("wo.weight") or name.endswith("mlp.proj.weight"):
                     nn.init.normal_(p, std=0.02 / math.sqrt(n_res))
         D = self.cfg.d_model
-        if self.core.adapter is not None:  # adapter starts as z = h + e (residual-like recurrence)
-            with torch.no_grad():
-                self.core.adapter.weight.copy_(torch.cat([torch.eye(D), torch.eye(D)], dim=1))
-                self.core.adapter.weight.add_(0.02 * torch.randn_like(self.core.adapter.weight))
+        for block in self.modules():  # one RecurrentBlock, or several in a variant core (make_core)
+            if isinstance(block, RecurrentBlock) and block.adapter is not None:
+                with torch.no_grad():  # the adapter starts as z = h + e (residual-like recurrence)
+                    block.adapter.weight.copy_(torch.cat([torch.eye(D), torch.eye(D)], dim=1))
+                    block.adapter.weight.add_(0.02 * torch.randn_like(block.adapter.weight))
         if self.halt is not None:
             nn.init.zeros_(self.halt.weight)
             nn.init.constant_(self.halt.bias, self.cfg.halt_bias_init)
@@ -481,26 +724,54 @@ class AniraModel(nn.Module):
             x = layer(x, pos)
         return self.ln_e(x), pos
 
-    def readout(self, h: torch.Tensor, pos: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def readout(self, h: torch.Tensor, pos: torch.Tensor, rows: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
         """Coda + head: (B, T, D) -> (B, T, V). With ``rows`` (B, T) bool only those positions are
         read out, (N, V): every token still provides keys/values to the last coda layer, but its
-        queries, MLP and head run on the N rows only (training needs the scored tokens only)."""
+        queries, MLP and head run on the N rows only (training needs the scored tokens only).
+        With ``context`` (B, T, D) (frozen path): h is k streams (k B, T, D) whose tokens attend to
+        the context's tokens before them and to themselves; the context runs through the coda too;
+        with rows the result is (k N, V), stream by stream."""
+        layers = list(self.coda)
+        last = layers.pop() if rows is not None and layers else None  # on the selected rows only
+        for layer in layers:
+            h, context = (layer(h, pos), None) if context is None else (layer(h, pos, context), layer(context, pos))
         if rows is None:
-            for layer in self.coda:
-                h = layer(h, pos)
             return self.head(self.ln_f(h))
+        if context is not None:
+            rows = rows.repeat(h.shape[0] // rows.shape[0], 1)  # (k B, T)
         bi, ti = rows.nonzero(as_tuple=True)
-        if not len(self.coda):
-            return self.head(self.ln_f(h[bi, ti]))
-        for layer in self.coda[:-1]:
-            h = layer(h, pos)
-        last = self.coda[-1]
-        a = last.ln1(h)
-        k, v = last.attn.project_kv(a, pos)  # (B, H, T, hd)
-        q = last.attn.project_q(a[bi, ti][None], ti[None])[0].transpose(0, 1)  # (N, H, hd)
-        x = h[bi, ti] + last.attn.wo(subset_attention(q, rows, k, v))
-        x = x + last.mlp(last.ln2(x))
+        x = h[bi, ti]  # (N, D)
+        if last is not None:
+            if context is None:
+                a = last.ln1(h)
+                k, v = last.attn.project_kv(a, pos)  # (B, H, T, hd)
+                q = last.attn.project_q(a[bi, ti][None], ti[None])[0].transpose(0, 1)  # (N, H, hd)
+                y = subset_attention(q, rows, k, v)
+            else:  # own key/value of each row, the context's for the tokens before it
+                a = last.ln1(x)[None]
+                q = last.attn.project_q(a, ti[None])[0].transpose(0, 1)  # (N, H, hd)
+                k_s, v_s = (t[0].transpose(0, 1) for t in last.attn.project_kv(a, ti[None]))
+                k_c, v_c = (t.repeat(rows.shape[0] // context.shape[0], 1, 1, 1)
+                            for t in last.attn.project_kv(last.ln1(context), pos))
+                y = subset_attention(q, rows, k_c, v_c, k_s, v_s)
+            x = x + last.attn.wo(y)
+            x = x + last.mlp(last.ln2(x))
         return self.head(self.ln_f(x))
+
+    def _step_logits(self, states: list[torch.Tensor], pos: torch.Tensor, rows: torch.Tensor | None,
+                     context: torch.Tensor | None) -> torch.Tensor:
+        """The readout of every step's states h^1..h^M (each (B, T, D)): (M, B, T, V). With the
+        frozen path's ``context`` the M own streams are read out together against it."""
+        M, (B, T, _) = len(states), states[0].shape
+        if context is None:
+            out = torch.stack([self.readout(s, pos, rows) for s in states])  # (M, B, T, V) or (M, N, V)
+        else:  # stream n occupies rows n*B .. n*B + B - 1
+            out = self.readout(torch.stack(states).flatten(0, 1), pos, rows, context)  # (M * B, T, V) or (M * N, V)
+            out = out.view(M, -1, out.shape[-1])
+        if rows is not None:
+            out = self._scatter(rows, out)
+        return out.view(M, B, T, -1)
 
     def _scatter(self, rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """(..., N, V) read-out rows -> (..., B, T, V), zeros (uniform logits) elsewhere."""
@@ -512,321 +783,68 @@ class AniraModel(nn.Module):
         """Online halting probability lambda = sigmoid(w . h + b). (..., D) -> (...)."""
         return torch.sigmoid(self.halt(h).squeeze(-1))
 
-    def decide(
-        self, e: torch.Tensor, M: int, explicit_M: bool, difficulty: torch.Tensor | None, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Up-front decision (all mechanisms but online): p (B, T, M), depth (B, T), router logits."""
-        cfg, (B, T, _) = self.cfg, e.shape
-        router_logits = None
-        if cfg.mechanism == "early":
-            router_logits = self.router(e)  # (B, T, S)
-            p = torch.softmax(router_logits, dim=-1)
-            S = cfg.max_depth
-            if M > S:
-                p = F.pad(p, (0, M - S))
-            elif M < S:
-                p = torch.cat([p[..., : M - 1], p[..., M - 1 :].sum(-1, keepdim=True)], dim=-1)
-            return p, depth_from_p(p, cfg.halt_threshold), router_logits
-        if cfg.mechanism == "fixed":
-            d = M if explicit_M else cfg.depth_fixed
-            depth = torch.full((B, T), d, dtype=torch.long, device=e.device)
-        elif cfg.mechanism == "oracle":
-            if difficulty is None:
-                raise ValueError("difficulty = None: mechanism 'oracle' needs the per-token difficulty (B, T)")
-            if difficulty.shape != (B, T):
-                raise ValueError(f"difficulty has shape {tuple(difficulty.shape)}; expected {(B, T)}")
-            depth = torch.round(cfg.oracle_offset + cfg.oracle_scale * difficulty.to(torch.float32))
-            depth = depth.clamp(1, M).to(torch.long)
-        else:  # random
-            if cfg.random_depth_probs is not None:
-                probs = torch.tensor(cfg.random_depth_probs, dtype=torch.float32)
-            else:
-                m = cfg.random_mean_depth
-                lo = math.floor(m)
-                probs = torch.zeros(cfg.max_depth)
-                probs[lo - 1] = 1.0 - (m - lo)
-                if m > lo:
-                    probs[lo] = m - lo
-            depth = torch.multinomial(probs, B * T, replacement=True, generator=generator) + 1
-            depth = depth.view(B, T).clamp(max=M).to(e.device)
-        p = F.one_hot(depth - 1, M).to(e.dtype)
-        return p, depth, router_logits
-
     # --- forward ------------------------------------------------------------------------------
     def forward(
         self,
         input_ids: torch.Tensor,
         difficulty: torch.Tensor | None = None,
-        exit: Literal["dense", "masked", "exit"] = "dense",
+        exit: Literal["dense", "masked", "exit", "frozen"] = "dense",
         max_depth: int | None = None,
         generator: torch.Generator | None = None,
         return_states: bool = False,
         readout_rows: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Run the model. input_ids (B, T) long; difficulty (B, T) only for ``oracle``;
-        ``generator`` seeds the ``random`` mechanism's draws (global RNG when None);
-        ``return_states`` also returns every step's states (for tests and analyses);
-        ``readout_rows`` (B, T) bool reads out only those positions (the others get zero logits):
-        training passes the loss mask, which skips most of the coda's and head's work."""
+        ``exit`` the execution mode (module docstring); ``generator`` seeds the ``random``
+        mechanism's draws (global RNG when None); ``return_states`` also returns every step's
+        states (for tests and analyses); ``readout_rows`` (B, T) bool reads out only those
+        positions (the others get zero logits): training passes the loss mask, which skips most of
+        the coda's and head's work."""
         check_choice("exit", exit, EXIT_MODES)
         if max_depth is not None:
             check_range("max_depth", max_depth, 1)
         M = self.cfg.max_depth if max_depth is None else max_depth
-        e, pos = self.embed(input_ids)
-        states: list[torch.Tensor] | None = [e] if return_states else None
-        if exit == "dense":
-            out = self._dense(e, pos, M, max_depth is not None, difficulty, generator, states, readout_rows)
-        elif exit == "frozen":
-            out = self._frozen(e, pos, M, max_depth is not None, difficulty, generator, states, readout_rows)
-        else:
-            out = self._run_halting(
-                e, pos, M, max_depth is not None, difficulty, generator, exit == "exit", states, readout_rows
-            )
-        if states is not None:
-            states += [states[-1]] * (M + 1 - len(states))  # steps skipped because every token had halted
-            out.states = torch.stack(states)
-        return out
+        e, pos = self.embed(input_ids)  # (B, T, D)
+        decision, run_mode, h, states = self._run_halting(
+            e, pos, M, max_depth is not None, difficulty, generator, exit, return_states
+        )
+        p, depth, lambda_n = decision.result()
 
-    def _dense(self, e, pos, M, explicit_M, difficulty, generator, rec, rows) -> ModelOutput:
-        cfg, (B, T, _) = self.cfg, e.shape
-        online = cfg.mechanism == "online"
-        h, states, lams = e, [], []
-        u = self.core.inject(e)  # (B, T, D) the adapter's e half, once for all steps
-        for n in range(1, M + 1):
-            h = self.core(h, e, n, pos, u)  # (B, T, D)
-            states.append(h)
-            if rec is not None:
-                rec.append(h)
-            if online:
-                lams.append(self.lambda_of(h) if n < M else torch.ones(B, T, device=h.device, dtype=h.dtype))
-        self.block_calls_total += B * T * M
-        step_logits = torch.stack([self.readout(s, pos, rows) for s in states])  # (M, B, T, V) or (M, N, V)
-        if rows is not None:
-            step_logits = self._scatter(rows, step_logits)
-        lambda_n = router_logits = None
-        if online:
-            lambda_n = torch.stack(lams, dim=-1)  # (B, T, M)
-            remain = torch.cumprod(1 - lambda_n, dim=-1)  # prod_{j<=n} (1 - lambda_j)
-            remain_prev = torch.cat([torch.ones_like(remain[..., :1]), remain[..., :-1]], dim=-1)
-            p = lambda_n * remain_prev  # p_n = lambda_n prod_{j<n}(1 - lambda_j)
-            reached = (1 - remain) >= cfg.halt_threshold  # same rule (and arithmetic) as the masked/exit paths
-            reached[..., -1] = True
-            depth = reached.to(torch.int8).argmax(-1) + 1
+        step_logits = None
+        if run_mode.keeps_running:  # every step read out, each token's logits at its own depth
+            step_logits = self._step_logits(states[1:], pos, readout_rows, run_mode.context)  # (M, B, T, V)
+            index = (depth - 1)[None, :, :, None].expand(1, *depth.shape, step_logits.shape[-1])
+            logits = step_logits.gather(0, index)[0]
         else:
-            p, depth, router_logits = self.decide(e, M, explicit_M, difficulty, generator)
-        logits = step_logits.gather(0, (depth - 1)[None, :, :, None].expand(1, B, T, step_logits.shape[-1]))[0]
+            logits = self.readout(h, pos, readout_rows)
+            if readout_rows is not None:
+                logits = self._scatter(readout_rows, logits)
         steps = torch.arange(1, M + 1, device=e.device, dtype=p.dtype)
-        full = torch.full((B, T), M, dtype=torch.long, device=e.device)
         return ModelOutput(
-            logits=logits, p_n=p, depth=depth, expected_depth=(p * steps).sum(-1), block_calls=full,
-            kv_calls=torch.zeros_like(full), step_logits=step_logits, lambda_n=lambda_n, router_logits=router_logits,
+            logits=logits, p_n=p, depth=depth, expected_depth=(p * steps).sum(-1), block_calls=run_mode.block_calls,
+            kv_calls=run_mode.kv_calls, step_logits=step_logits, lambda_n=lambda_n,
+            router_logits=decision.router_logits,
+            states=torch.stack(states + [h] * (M + 1 - len(states))) if return_states else None,
         )
 
-    def _frozen(self, e, pos, M, explicit_M, difficulty, generator, rec, rows) -> ModelOutput:
-        """Training path that matches inference: every token's *own* stream runs all M steps (so
-        L_n exists for every n), but what the other tokens attend to is its *context* state,
-        frozen at the depth it actually uses (the decision is discrete, hence not differentiated):
-
-            c_j^n = o_j^{min(n, d_j)}        context state of token j after step n
-            step n, query t:  keys/values of j < t from c_j^{n-1}, of t itself from o_t^{n-1}
-            readout n, query t: coda keys/values of j < t from the final c_j, of t from o_t^n
-
-        So for n <= d_t the own stream *is* the state real early exit computes, ``logits`` (step
-        d_t) equal the exit path's, and step_logits[n] for n != d_t is the counterfactual "t alone
-        stops at n, everything else as decided" that the expected loss sum_n p_n L_n needs."""
-        cfg, (B, T, D) = self.cfg, e.shape
-        dev, online = e.device, cfg.mechanism == "online"
-        router_logits = lambda_n = None
-        if online:
-            depth = torch.full((B, T), M, dtype=torch.long, device=dev)
-            decided = torch.zeros(B, T, dtype=torch.bool, device=dev)
-            remain = torch.ones(B, T, device=dev, dtype=e.dtype)
-            lams = []
-        else:
-            p, depth, router_logits = self.decide(e, M, explicit_M, difficulty, generator)
-        ar = torch.arange(T, device=dev)
-        split_mask = torch.cat([ar[None, :] < ar[:, None], torch.eye(T, dtype=torch.bool, device=dev)], dim=1)  # (T, 2T)
-        attn = self.core.attn
-        own, ctx, owns = e, e, []
-        u = self.core.inject(e)  # (B, T, D) the adapter's e half, once for all steps
+    def _run_halting(self, e, pos, M: int, explicit_M: bool, difficulty, generator, exit: str, return_states: bool):
+        """The recurrence loop, one for every mechanism and execution mode: h^0 = e, then for
+        n = 1..M the block runs the tokens the decision keeps running, and the decision reads
+        their new states. Returns the decision, the execution mode, h (the last states) and
+        h^0..h^n (kept when the mode reads every step out, or for ``return_states``)."""
+        Run = EXECUTIONS[exit]
+        decision = DECISIONS[self.cfg.mechanism](self, M, explicit_M)
+        decision.start(e, difficulty, generator, in_loop=Run.frozen_context, full=Run.keeps_running)
+        run_mode = Run(self, e, pos, self.core.inject(e))  # u = inject(e): the adapter's e half, once
+        keep = return_states or run_mode.keeps_running
+        h, states = e, [e]  # h^0 .. h^M as executed (own streams in frozen mode), when kept
         for n in range(1, M + 1):
-            z_own = self.core.inputs(own, e, u)
-            x_own = self.core.ln1(z_own)
-            q = attn.project_q(x_own, pos)
-            k_s, v_s = attn.project_kv(x_own, pos)
-            if ctx is own:  # no token has halted yet: the context is the own stream (same numbers)
-                k_c, v_c = k_s, v_s
-            else:
-                k_c, v_c = attn.project_kv(self.core.ln1(self.core.inputs(ctx, e, u)), pos)
-            y = F.scaled_dot_product_attention(q, torch.cat([k_c, k_s], 2), torch.cat([v_c, v_s], 2), attn_mask=split_mask)
-            own = self.core.finish(z_own, attn.merge(y), n)  # (B, T, D)
-            owns.append(own)
-            if rec is not None:
-                rec.append(own)
-            if online:
-                lam = self.lambda_of(own) if n < M else torch.ones(B, T, device=dev, dtype=e.dtype)
-                lams.append(lam)
-                running = ~decided  # still running at step n (the context takes the new state)
-                remain = remain * (1 - lam)
-                newly = running & ((1 - remain.detach() >= cfg.halt_threshold) | (n == M))
-                depth = torch.where(newly, torch.full_like(depth, n), depth)
-                decided = decided | newly
-            else:
-                running = depth >= n
-            ctx = own if self.fast_paths and bool(running.all()) else torch.where(running[..., None], own, ctx)
-        self.block_calls_total += B * T * M
-        if online:
-            lambda_n = torch.stack(lams, dim=-1)  # (B, T, M)
-            rem = torch.cumprod(1 - lambda_n, dim=-1)
-            p = lambda_n * torch.cat([torch.ones_like(rem[..., :1]), rem[..., :-1]], dim=-1)
-        # readouts: the S own streams against the context's final states, layer by layer
-        x = torch.stack(owns).reshape(M * B, T, D)  # stream n occupies rows n*B .. n*B + B - 1
-        c = ctx
-        layers = list(self.coda)
-        full_layers = layers if rows is None else layers[:-1]
-        for layer in full_layers:
-            a, ca = layer.ln1(x), layer.ln1(c)
-            q = layer.attn.project_q(a, pos)
-            k_s, v_s = layer.attn.project_kv(a, pos)
-            k_c, v_c = (t.repeat(M, 1, 1, 1) for t in layer.attn.project_kv(ca, pos))
-            y = F.scaled_dot_product_attention(q, torch.cat([k_c, k_s], 2), torch.cat([v_c, v_s], 2), attn_mask=split_mask)
-            x = x + layer.attn.merge(y)
-            x = x + layer.mlp(layer.ln2(x))
-            c = layer(c, pos)
-        if rows is None:
-            step_logits = self.head(self.ln_f(x)).view(M, B, T, -1)
-        else:  # last coda layer and head on the selected rows of every stream only
-            rows_m = rows.repeat(M, 1)  # (M * B, T)
-            bi, ti = rows_m.nonzero(as_tuple=True)
-            xr = x[bi, ti]  # (M * N, D)
-            if layers:
-                last = layers[-1]
-                a = last.ln1(xr)[None]
-                q = last.attn.project_q(a, ti[None])[0].transpose(0, 1)  # (M * N, H, hd)
-                k_s, v_s = (t[0].transpose(0, 1) for t in last.attn.project_kv(a, ti[None]))
-                k_c, v_c = (t.repeat(M, 1, 1, 1) for t in last.attn.project_kv(last.ln1(c), pos))
-                xr = xr + last.attn.wo(subset_attention(q, rows_m, k_c, v_c, k_s, v_s))
-                xr = xr + last.mlp(last.ln2(xr))
-            step_logits = self._scatter(rows, self.head(self.ln_f(xr)).view(M, -1, self.cfg.vocab_size))
-        V = step_logits.shape[-1]
-        logits = step_logits.gather(0, (depth - 1)[None, :, :, None].expand(1, B, T, V))[0]
-        steps = torch.arange(1, M + 1, device=dev, dtype=p.dtype)
-        full = torch.full((B, T), M, dtype=torch.long, device=dev)
-        return ModelOutput(
-            logits=logits, p_n=p, depth=depth, expected_depth=(p * steps).sum(-1), block_calls=full,
-            kv_calls=torch.zeros_like(full), step_logits=step_logits, lambda_n=lambda_n, router_logits=router_logits,
-        )
-
-    def _run_halting(self, e, pos, M, explicit_M, difficulty, generator, real_exit: bool, rec, rows) -> ModelOutput:
-        """Masked reference (real_exit=False) and real early exit (real_exit=True)."""
-        cfg, (B, T, D) = self.cfg, e.shape
-        dev = e.device
-        online = cfg.mechanism == "online"
-        router_logits = None
-        if online:
-            p = torch.zeros(B, T, M, device=dev, dtype=e.dtype)
-            lambda_n = torch.zeros(B, T, M, device=dev, dtype=e.dtype)
-            remain = torch.ones(B, T, device=dev, dtype=e.dtype)  # prod_{j<n}(1 - lambda_j)
-            depth = torch.full((B, T), M, dtype=torch.long, device=dev)
-        else:
-            lambda_n = None
-            p, depth, router_logits = self.decide(e, M, explicit_M, difficulty, generator)
-        active = torch.ones(B, T, dtype=torch.bool, device=dev)
-        block_calls = torch.zeros(B, T, dtype=torch.long, device=dev)
-        kv_calls = torch.zeros(B, T, dtype=torch.long, device=dev)
-        h = e
-        u = self.core.inject(e)  # (B, T, D) the adapter's e half, once for all steps
-        if real_exit:
-            H, hd = cfg.n_heads, D // cfg.n_heads
-            K = torch.zeros(B, T, H, hd, device=dev, dtype=e.dtype)  # cached keys of every token's state
-            V = torch.zeros(B, T, H, hd, device=dev, dtype=e.dtype)
-            stale = torch.ones(B, T, dtype=torch.bool, device=dev)  # state changed since K/V were computed
-            if cfg.pos_encoding == "rope":  # the rotary angles of positions 0..T-1, indexed by each step's rows
-                cos_t, sin_t = rope_angles(pos, hd, cfg.rope_base)  # (T, hd/2)
-
-                def at(ti: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                    return cos_t[ti][None], sin_t[ti][None]  # (1, N, hd/2)
-            else:
-
-                def at(ti: torch.Tensor) -> torch.Tensor:
-                    return ti[None]  # (1, N)
-        for n in range(1, M + 1):
-            if not online:
-                active = depth >= n
-            if not bool(active.any()):
-                break
-            everyone = self.fast_paths and bool(active.all())  # no token has halted yet
-            if real_exit and everyone:  # one plain step on the (B, T) grid: no gather, scatter or padding
-                h = self.core(h, e, n, pos, u)
-                block_calls += 1
-                stale.fill_(True)  # every state changed; K/V are projected later only for the halted ones
-                self.block_calls_total += B * T
-                if online:
-                    bi, ti = active.nonzero(as_tuple=True)  # row-major, like h.reshape(B * T, D)
-                    lam = self.lambda_of(h).reshape(-1) if n < M else torch.ones(B * T, device=dev, dtype=e.dtype)
-                    self._online_update(lam, bi, ti, n, M, p, lambda_n, remain, depth, active)
-            elif real_exit:
-                attn = self.core.attn
-                # halted tokens whose state changed: one key/value projection of the frozen state
-                bi, ti = (stale & ~active).nonzero(as_tuple=True)
-                if bi.numel():
-                    x = self.core.ln1(self.core.inputs(h[bi, ti], None, u[bi, ti]))[None]  # (1, N, D)
-                    k, v = attn.project_kv(x, at(ti))
-                    K[bi, ti], V[bi, ti] = k[0].transpose(0, 1), v[0].transpose(0, 1)
-                    kv_calls[bi, ti] += 1
-                    stale[bi, ti] = False
-                bi, ti = active.nonzero(as_tuple=True)  # row-major: grouped by sequence
-                N = bi.numel()
-                z = self.core.inputs(h[bi, ti], None, u[bi, ti])  # (N, D), only the active tokens
-                x = self.core.ln1(z)[None]  # (1, N, D)
-                rot = at(ti)
-                q = attn.project_q(x, rot)[0].transpose(0, 1)  # (N, H, hd)
-                k, v = attn.project_kv(x, rot)
-                K[bi, ti], V[bi, ti] = k[0].transpose(0, 1), v[0].transpose(0, 1)
-                y = subset_attention(q, active, K.transpose(1, 2), V.transpose(1, 2))  # (N, D)
-                h_act = self.core.finish(z, attn.wo(y), n)  # (N, D)
-                h = h.index_put((bi, ti), h_act)
-                block_calls[bi, ti] += 1
-                stale[bi, ti] = True
-                self.block_calls_total += N
-                if online:
-                    lam = self.lambda_of(h_act) if n < M else torch.ones(N, device=dev, dtype=e.dtype)
-                    self._online_update(lam, bi, ti, n, M, p, lambda_n, remain, depth, active)
-            else:
-                h_new = self.core(h, e, n, pos, u)  # every token computed ...
-                h = h_new if everyone else torch.where(active[..., None], h_new, h)  # ... a halted token's state frozen
-                block_calls += active.long()
-                self.block_calls_total += B * T
-                if online:
-                    bi, ti = active.nonzero(as_tuple=True)
-                    if n == M:
-                        lam = torch.ones(bi.numel(), device=dev, dtype=e.dtype)
-                    else:
-                        lam = self.lambda_of(h_new.reshape(B * T, D) if everyone else h_new[bi, ti])
-                    self._online_update(lam, bi, ti, n, M, p, lambda_n, remain, depth, active)
-            if rec is not None:
-                rec.append(h)
-        logits = self.readout(h, pos, rows)
-        if rows is not None:
-            logits = self._scatter(rows, logits)
-        steps = torch.arange(1, M + 1, device=dev, dtype=p.dtype)
-        return ModelOutput(
-            logits=logits, p_n=p, depth=depth, expected_depth=(p * steps).sum(-1), block_calls=block_calls,
-            kv_calls=kv_calls, step_logits=None, lambda_n=lambda_n, router_logits=router_logits,
-        )
-
-    def _online_update(self, lam, bi, ti, n, M, p, lambda_n, remain, depth, active) -> None:
-        """Online halting after step n for the active tokens (bi, ti), in place.
-
-        p_n = lambda_n * remain; remain <- remain * (1 - lambda_n); halt when 1 - remain >= threshold
-        (or n == M), in which case p_n takes all the remaining mass (the distribution as executed)."""
-        r = remain[bi, ti]
-        pn = lam * r
-        r_new = r * (1 - lam)
-        stop = (1 - r_new >= self.cfg.halt_threshold) | (n == M)
-        pn = torch.where(stop, r, pn)
-        p[bi, ti, n - 1] = pn
-        lambda_n[bi, ti, n - 1] = lam
-        remain[bi, ti] = torch.where(stop, torch.zeros_like(r_new), r_new)
-        depth[bi[stop], ti[stop]] = n
-        active[bi[stop], ti[stop]] = False
+            run = decision.running(n) if run_mode.frozen_context else None  # (B, T) bool
+            if not run_mode.keeps_running and not bool(run.any()):
+                break  # every token has halted
+            h, h_run, rows = run_mode.step(n, h, run)
+            decision.after_step(n, h_run, rows)
+            if keep:
+                states.append(h)
+        self.block_calls_total += run_mode.rows_computed
+        return decision, run_mode, h, states

@@ -41,17 +41,38 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from anira.config import ADAPTIVE, MECHANISMS, check_choice, check_fields, check_range, from_dict, to_dict
+from anira.config import (ADAPTIVE, MECHANISMS, check_choice, check_fields, check_range, from_dict, include_fields,
+                          to_dict)
 from anira.losses import LossConfig, PonderLoss, task_loss, token_ce
-from anira.model import POS_ENCODINGS, AniraModel, ModelConfig
+from anira.model import AniraModel, ModelConfig
 from anira.tasks import PAD_ID, TASK_NAMES, Example, Task, collate, make_task
 
 TRAIN_MODES = ("dense", "frozen")
 SUMMARY_VERSION = 1
 
 
+# the ModelConfig fields a run does not set: the vocabulary comes from the task, and RoPE's base
+# was never varied (a new RunConfig field would change every recorded config hash)
+_MODEL_FIELDS_NOT_IN_RUN = ("vocab_size", "rope_base")
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in _MODEL_FIELDS_NOT_IN_RUN)
+LOSS_FIELDS = tuple(f.name for f in dataclasses.fields(LossConfig))
+
+
 @dataclass
+@include_fields(ModelConfig, LossConfig, exclude=_MODEL_FIELDS_NOT_IN_RUN, after="seed")
 class RunConfig:
+    """One training run: the task, the model (every ``ModelConfig`` field but ``vocab_size`` and
+    ``rope_base``), the objective (every ``LossConfig`` field), optimisation and evaluation.
+
+    The model and loss fields are *generated* from ``ModelConfig``/``LossConfig``
+    (``include_fields``): each name, type, default and its "why" comment lives once, in the config
+    of the object it configures; ``model_config()``/``loss_config()`` build those configs from them.
+    The fields stay flat (``cfg.max_depth``, ``max_depth=8`` on the command line, ``max_depth:`` in
+    a profile) rather than nested (``cfg.model.max_depth``) because the flat form is the public
+    interface: profiles, notebooks' run_config dicts, the committed ``config.json`` files and
+    ``config_hash`` (a sha256 of the flat dict, which must not change for recorded runs) all use it.
+    """
+
     # --- what is trained ---------------------------------------------------------------------
     task: str = "hops"  # registry name
     task_params: dict = field(default_factory=dict)  # overrides of the task's training-range config
@@ -64,44 +85,17 @@ class RunConfig:
     # explicit stage values instead of start..final (equal stages over curriculum_steps, then the
     # training-range value); any numeric parameter, e.g. hops' hop_tilt (-3, 0): 1-hop queries first
     curriculum_values: tuple[float, ...] | None = None
-    mechanism: Literal["fixed", "early", "online", "oracle", "random"] = "online"  # the decision mechanism
     seed: int = 0  # model init, data stream and random-depth draws
-    # --- depth decision ----------------------------------------------------------------------
-    max_depth: int = 6  # S, most iterations in training
-    fixed_depth: int | None = None  # `fixed` depth (None = max_depth)
-    halt_bias_init: float = -3.0  # anti-collapse: initial halting mass on the last step
-    halt_threshold: float = 0.5  # halt at the first n with cumulative p_n >= threshold
-    oracle_offset: float = 1.0  # oracle depth = clamp(round(offset + scale * difficulty), 1, S)
-    oracle_scale: float = 1.0
-    random_mean_depth: float | None = None  # `random` control: mean depth of the matched adaptive run
-    random_depth_probs: tuple[float, ...] | None = None  # `random`: full depth histogram instead
-    # --- objective (early/online) ------------------------------------------------------------
-    beta: float = 0.01  # compute-penalty weight
-    penalty: Literal["kl", "depth"] = "kl"  # PonderNet KL to a geometric prior, or expected depth
-    prior_lambda: float = 0.2  # geometric prior's halting rate
-    ds_weight: float = 0.1  # deep-supervision weight after the warm-up
-    ds_warmup_steps: int = 300  # pure deep supervision first (prevents halting collapse); at least this long
+    # --- here: the ModelConfig fields (mechanism, depth decision, size), then the LossConfig ones ---
+    # --- objective (early/online), beyond LossConfig -------------------------------------------
     # halting waits for learning: after ds_warmup_steps the warm-up goes on until the training accuracy
     # of the full-depth read-out (scored tokens, mean over the last log_every steps, checked every
     # log_every steps) reaches this; None = switch at ds_warmup_steps. Deterministic given the seed.
     ds_until_acc: float | None = 0.95
-    beta_warmup_steps: int = 0  # linear ramp of beta after the warm-up
-    ds_power: float = 0.0  # deep-supervision weights w_n ~ n**ds_power (LossConfig; 0 = plain mean)
-    train_mode: Literal["dense", "frozen"] = "dense"  # forward path of early/online in training
-    # --- model size --------------------------------------------------------------------------
-    d_model: int = 128
-    n_heads: int = 4
-    d_ff: int = 512
-    n_prelude: int = 0  # no layer outside the loop: every lookup of `hops` is a loop step (README)
-    n_coda: int = 0
-    pos_encoding: Literal["learned", "rope"] = "rope"
-    state_norm: bool = True  # LayerNorm on e and on every recurrent state
-    conv_width: int = 4  # short causal conv on the embeddings (0 = off)
-    # the learning recipe (README, "learning recipe": each measured one change at a time on `hops`)
-    reinject: Literal["adapter", "add"] = "add"  # input re-injection h + e, or W_a [h ; e]
-    step_signal: bool = False  # step signal sigma_n added in the shared block
-    init: Literal["gpt2", "torch"] = "torch"  # weight init (ModelConfig.init)
-    max_len: int = 512  # longest input the model accepts (covers the extrapolation sets)
+    # forward path of early/online in training: "dense" (every token's state runs all S steps and
+    # attends to the others' full-depth states) or "frozen" (AniraModel exit="frozen": what the other
+    # tokens attend to is frozen at the depth they use, as at inference)
+    train_mode: Literal["dense", "frozen"] = "dense"
     # --- optimisation ------------------------------------------------------------------------
     steps: int = 2000  # optimizer steps
     batch_size: int = 64
@@ -161,16 +155,11 @@ class RunConfig:
                 stage_values = list(values)
             for v in stage_values:  # every stage is a valid task (the task names the bad value)
                 make_task(self.task, range="train", **{**self.task_params, self.curriculum_param: v})
-        check_range("max_depth", self.max_depth, 1)
-        if self.fixed_depth is not None:
-            check_range("fixed_depth", self.fixed_depth, 1, self.max_depth)
-        if self.random_depth_probs is not None:
+        if self.random_depth_probs is not None:  # ints -> floats: the recorded form (and config hash)
             self.random_depth_probs = tuple(float(p) for p in self.random_depth_probs)
-        check_range("beta", self.beta, 0.0)
         if self.ds_until_acc is not None and not (isinstance(self.ds_until_acc, (int, float)) and 0.0 < self.ds_until_acc <= 1.0):
             raise ValueError(f"ds_until_acc = {self.ds_until_acc!r} is out of range; allowed: (0, 1] or None")
         check_choice("train_mode", self.train_mode, TRAIN_MODES)
-        check_choice("pos_encoding", self.pos_encoding, POS_ENCODINGS)
         check_range("steps", self.steps, 1)
         check_range("batch_size", self.batch_size, 1)
         if not self.lr > 0:
@@ -194,21 +183,10 @@ class RunConfig:
         self.loss_config()
 
     def model_config(self, vocab_size: int) -> ModelConfig:
-        return ModelConfig(
-            vocab_size=vocab_size, max_len=self.max_len, d_model=self.d_model, n_heads=self.n_heads, d_ff=self.d_ff,
-            n_prelude=self.n_prelude, n_coda=self.n_coda, max_depth=self.max_depth, pos_encoding=self.pos_encoding,
-            state_norm=self.state_norm, conv_width=self.conv_width, reinject=self.reinject,
-            step_signal=self.step_signal, init=self.init, mechanism=self.mechanism, fixed_depth=self.fixed_depth, halt_bias_init=self.halt_bias_init,
-            halt_threshold=self.halt_threshold, oracle_offset=self.oracle_offset, oracle_scale=self.oracle_scale,
-            random_mean_depth=self.random_mean_depth, random_depth_probs=self.random_depth_probs,
-        )
+        return ModelConfig(vocab_size=vocab_size, **{k: getattr(self, k) for k in MODEL_FIELDS})
 
     def loss_config(self) -> LossConfig:
-        return LossConfig(
-            beta=self.beta, penalty=self.penalty, prior_lambda=self.prior_lambda, ds_weight=self.ds_weight,
-            ds_warmup_steps=self.ds_warmup_steps, beta_warmup_steps=self.beta_warmup_steps,
-            ds_power=self.ds_power,
-        )
+        return LossConfig(**{k: getattr(self, k) for k in LOSS_FIELDS})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "") -> "RunConfig":

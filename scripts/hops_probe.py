@@ -28,6 +28,10 @@ the one its patches and the issue notes were written for; the current recipe's r
     --pos learned     learned absolute positions instead of RoPE
     --n-prelude/--n-coda, --lr, --batch-size, --depth, --d-model, --d-ff
 
+The block variants are ``ProbeBlock`` (a ``RecurrentBlock`` overriding its documented pieces) and
+the small cores below it, installed by ``ProbeModel`` through ``AniraModel.make_core``; every
+block starts from the library's init (``init="gpt2"``, the adapter's z = h + e start).
+
 ``--diagnose`` instead loads the weights saved by a finished probe and prints, for 1-3-hop
 queries, the largest per-head attention weight of the answer token at each loop step on the
 right-hand side of each assignment along its chain (hop 1 = the queried variable's own assignment).
@@ -53,7 +57,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from anira.data import load_eval_set  # noqa: E402
-from anira.model import AniraModel, ModelConfig, step_embedding  # noqa: E402
+from anira.model import AniraModel, Layer, ModelConfig, RecurrentBlock, step_embedding  # noqa: E402
 from anira.tasks import make_task  # noqa: E402
 from anira.tasks.base import collate  # noqa: E402
 
@@ -118,10 +122,124 @@ def parse() -> argparse.Namespace:
                  "it cannot be combined with --untied, --core-layers, --gate or --kv-memory")
     if a.core_layers > 1 and (a.untied or a.gate is not None or a.kv_memory):
         ap.error("--core-layers cannot be combined with --untied, --gate or --kv-memory")
+    if a.ov_init > 0 and replaced:
+        ap.error("--ov-init sets the recurrent block's value/output projections: "
+                 "not with --untied, --plain-core or --core-layers")
     if a.diagnose and replaced:
         ap.error("--diagnose reads the attention of the library's recurrent block: "
                  "not with --untied, --plain-core or --core-layers")
     return a
+
+
+class ProbeBlock(RecurrentBlock):
+    """The library's recurrent block with the probe's switches, as overrides of its documented
+    pieces (``inputs``, ``finish``, ``forward``):
+
+    * ``reinject=False`` (``--arch plain``): z = h, no input re-injection (the adapter is unused);
+    * ``gate=B`` (``--gate``): h = LN_s((1 - g) z + sigma + attn + MLP(LN_2 b)), g = sigmoid(W_g LN_2 b),
+      W_g = 0 and bias B at init (``init_gate``);
+    * ``kv_memory=True`` (``--kv-memory``): queries from the state, keys/values from LN_1(e) at every
+      step (dense mode only: real early exit reads keys/values from the state).
+    """
+
+    def __init__(self, cfg: ModelConfig, reinject: bool = True, gate: float | None = None, kv_memory: bool = False):
+        super().__init__(cfg)
+        self.reinject, self.kv_memory, self.gate_bias = reinject, kv_memory, gate
+        self.gate = torch.nn.Linear(cfg.d_model, cfg.d_model) if gate is not None else None
+
+    def init_gate(self) -> None:
+        """W_g = 0, bias = B: the gate starts at g = sigmoid(B) everywhere (after the model's init)."""
+        if self.gate is not None:
+            torch.nn.init.zeros_(self.gate.weight)
+            torch.nn.init.constant_(self.gate.bias, self.gate_bias)
+
+    def inputs(self, h, e, u=None):
+        return super().inputs(h, e, u) if self.reinject else h
+
+    def finish(self, z, attn_out, n):
+        if self.gate is None:
+            return super().finish(z, attn_out, n)
+        sig = self.step_proj(step_embedding(n, z.shape[-1], z.device))
+        b = z + attn_out + sig
+        x = self.ln2(b)
+        g = torch.sigmoid(self.gate(x))
+        return self.ln_state((1 - g) * z + sig + attn_out + self.mlp(x))
+
+    def forward(self, h, e, n, pos, u=None, context=None):
+        if not self.kv_memory:
+            return super().forward(h, e, n, pos, u, context)
+        z = self.inputs(h, e, u)
+        q = self.attn.project_q(self.ln1(z), pos)
+        k, v = self.attn.project_kv(self.ln1(e), pos)
+        return self.finish(z, self.attn.attend(q, k, v), n)
+
+
+class PlainCore(torch.nn.Module):
+    """--plain-core: h^n = Layer(h^{n-1}), a weight-tied plain Transformer layer (dense mode)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.layer = Layer(cfg)
+
+    def inject(self, e):
+        return None
+
+    def forward(self, h, e, n, pos, u=None):
+        return self.layer(h, pos)
+
+
+class DeepCore(torch.nn.Module):
+    """--core-layers K: h^n = Layer(...Layer(Block(h^{n-1}, e))), one shared K-layer block as in
+    Huginn (dense mode)."""
+
+    def __init__(self, cfg: ModelConfig, k: int):
+        super().__init__()
+        self.block, self.layers = RecurrentBlock(cfg), torch.nn.ModuleList(Layer(cfg) for _ in range(k - 1))
+
+    def inject(self, e):
+        return self.block.inject(e)
+
+    def forward(self, h, e, n, pos, u=None):
+        h = self.block(h, e, n, pos, u)
+        for layer in self.layers:
+            h = layer(h, pos)
+        return h
+
+
+class Untied(torch.nn.Module):
+    """--untied: step n runs its own block, an ordinary deep Transformer (dense mode); u is
+    recomputed per block."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(RecurrentBlock(cfg) for _ in range(cfg.max_depth))
+
+    def inject(self, e):
+        return None
+
+    def forward(self, h, e, n, pos, u=None):
+        return self.blocks[n - 1](h, e, n, pos)
+
+
+class ProbeModel(AniraModel):
+    """AniraModel with the shared block chosen by the probe's options (``AniraModel.make_core``).
+    Every block is initialised like the library's (``init``, the adapter's z = h + e start)."""
+
+    def __init__(self, cfg: ModelConfig, a: argparse.Namespace):
+        self.options = a  # read by make_core, which AniraModel.__init__ calls
+        super().__init__(cfg)
+        if isinstance(self.core, ProbeBlock):
+            self.core.init_gate()
+
+    def make_core(self, cfg: ModelConfig) -> torch.nn.Module:
+        a = self.options
+        if a.plain_core:
+            return PlainCore(cfg)
+        if a.core_layers > 1:
+            return DeepCore(cfg, a.core_layers)
+        if a.untied:
+            return Untied(cfg)
+        return ProbeBlock(cfg, reinject=a.arch != "plain", gate=a.gate, kv_memory=a.kv_memory)
 
 
 def build(a: argparse.Namespace, vocab_size: int) -> AniraModel:
@@ -129,90 +247,22 @@ def build(a: argparse.Namespace, vocab_size: int) -> AniraModel:
     cfg = ModelConfig(vocab_size=vocab_size, n_prelude=a.n_prelude, n_coda=a.n_coda, max_depth=a.depth,
                       d_model=a.d_model, d_ff=a.d_ff, pos_encoding=a.pos, mechanism="fixed",
                       state_norm=not a.no_state_norm, init="gpt2", reinject="adapter", step_signal=True)
-    model = AniraModel(cfg)
+    model = ProbeModel(cfg, a)
     D = cfg.d_model
     with torch.no_grad():
         if a.ov_init > 0:
-            model.core.attn.wv.weight.copy_(a.ov_init * torch.eye(D) + 0.02 * torch.randn(D, D))
-            model.core.attn.wo.weight.copy_(torch.eye(D) + 0.02 * torch.randn(D, D))
+            attn = model.core.attn
+            attn.wv.weight.copy_(a.ov_init * torch.eye(D) + 0.02 * torch.randn(D, D))
+            attn.wo.weight.copy_(torch.eye(D) + 0.02 * torch.randn(D, D))
         if a.conv_init > 0 and model.conv is not None:
             w = model.conv.weight  # (D_out, D_in, taps); the last tap is the current token
             for k in range(w.shape[2] - 1):
                 w[:, :, k] = a.conv_init * torch.linalg.qr(torch.randn(D, D))[0]
             w[:, :, -1] = 0
-    if a.arch == "plain":
-        model.core.inputs = lambda h, e, u=None: h  # no re-injection
-    if a.kv_memory:
-        core = model.core
-
-        def forward(h, e, n, pos, u=None):  # queries from the state, keys/values from LN_1(e) at every step
-            z = core.inputs(h, e, u)
-            q = core.attn.project_q(core.ln1(z), pos)
-            k, v = core.attn.project_kv(core.ln1(e), pos)
-            return core.finish(z, core.attn.merge(F.scaled_dot_product_attention(q, k, v, is_causal=True)), n)
-        core.forward = forward
     if a.coda_mlp_only:
         for layer in model.coda:
             layer.attn.wo.weight.data.zero_()
             layer.attn.wo.weight.requires_grad_(False)
-    if a.plain_core:
-        from anira.model import Layer
-
-        class PlainCore(torch.nn.Module):  # h^n = Layer(h^{n-1}): a weight-tied plain Transformer layer
-            def __init__(self):
-                super().__init__()
-                self.layer = Layer(cfg)
-
-            def inject(self, e):
-                return None
-
-            def forward(self, h, e, n, pos, u=None):
-                return self.layer(h, pos)
-        model.core = PlainCore()
-    if a.core_layers > 1:
-        from anira.model import Layer
-
-        class DeepCore(torch.nn.Module):  # h^n = Layer(...Layer(Block(h^{n-1}, e))): one shared multi-layer block
-            def __init__(self, block):
-                super().__init__()
-                self.block, self.layers = block, torch.nn.ModuleList(Layer(cfg) for _ in range(a.core_layers - 1))
-
-            def inject(self, e):
-                return self.block.inject(e)
-
-            def forward(self, h, e, n, pos, u=None):
-                h = self.block(h, e, n, pos, u)
-                for layer in self.layers:
-                    h = layer(h, pos)
-                return h
-        model.core = DeepCore(model.core)
-    if a.untied:
-        blocks = torch.nn.ModuleList([model.core] + [AniraModel(cfg).core for _ in range(a.depth - 1)])
-
-        class Untied(torch.nn.Module):  # dispatches step n to its own block; u is recomputed per block
-            def __init__(self):
-                super().__init__()
-                self.blocks = blocks
-
-            def inject(self, e):
-                return None
-
-            def forward(self, h, e, n, pos, u=None):
-                return self.blocks[n - 1](h, e, n, pos)
-        model.core = Untied()
-    if a.gate is not None:
-        core = model.core
-        core.gate = torch.nn.Linear(D, D)
-        torch.nn.init.zeros_(core.gate.weight)
-        torch.nn.init.constant_(core.gate.bias, a.gate)
-
-        def finish(z, attn_out, n):  # h = LN_s((1 - g) z + sigma + attn + MLP(LN_2 b)), g = sigmoid(W_g LN_2 b)
-            sig = core.step_proj(step_embedding(n, z.shape[-1], z.device))
-            b = z + attn_out + sig
-            x = core.ln2(b)
-            g = torch.sigmoid(core.gate(x))
-            return core.ln_state((1 - g) * z + sig + attn_out + core.mlp(x))
-        core.finish = finish
     return model
 
 

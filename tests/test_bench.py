@@ -142,3 +142,15 @@ def test_e2e_runs_only_when_asked_and_bad_sections_fail(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--clock", "cpu", "--threads", "2", "--only", "train"])
     assert "--threads 1" in capsys.readouterr().err
+
+
+def test_fastpaths_section_times_each_fast_path_against_its_plain_formula(tmp_path):
+    out = tmp_path / "fp.csv"
+    assert bench.main(["--only", "fastpaths", "--csv", str(out), *TINY]) == 0
+    rows = _rows(out)
+    assert not any(r["error"] for r in rows)
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    assert [c.split(" (")[0] for c in cases] == ["rope kernel", "split adapter", "dense steps", "dense steps"]
+    for case in cases:
+        r = _stats(rows, case, "plain/fast")
+        assert r["target"] == "1.0" and float(r["median"]) > 0

@@ -1,3 +1,4 @@
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,3 +35,31 @@ def test_wrong_type_names_field(key, value):
 def test_check_range_message():
     with pytest.raises(ValueError, match=r"depth = 0 is out of range; allowed: \[1, 8\]"):
         check_range("depth", 0, 1, 8)
+
+
+def test_run_config_takes_model_and_loss_fields_from_their_configs():
+    """RunConfig's model and loss fields are ModelConfig's and LossConfig's (same types and defaults),
+    and a name defined twice is an error."""
+    import typing
+
+    from anira.config import include_fields
+    from anira.losses import LossConfig
+    from anira.model import ModelConfig
+    from anira.train import LOSS_FIELDS, MODEL_FIELDS, RunConfig
+
+    run = {f.name: f for f in dataclasses.fields(RunConfig)}
+    hints = typing.get_type_hints(RunConfig)
+    for src, names in ((ModelConfig, MODEL_FIELDS), (LossConfig, LOSS_FIELDS)):
+        src_hints = typing.get_type_hints(src)
+        for f in dataclasses.fields(src):
+            if f.name in names:
+                assert run[f.name].default == f.default and hints[f.name] == src_hints[f.name]
+    assert set(MODEL_FIELDS) == {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size", "rope_base"}
+    rc = RunConfig(max_depth=4, beta=0.5)
+    assert rc.model_config(vocab_size=10).max_depth == 4 and rc.loss_config().beta == 0.5
+
+    with pytest.raises(TypeError, match="defined twice"):
+        @dataclasses.dataclass
+        @include_fields(LossConfig)
+        class Twice:
+            beta: float = 1.0
