@@ -1,9 +1,10 @@
 """Has the model learned its task, and does it use its depth? Trains (or reads) the four runs that
 answer it and prints their in-range accuracy per difficulty beside the task's trivial floor.
 
-The four runs share one recipe (the ``RunConfig`` defaults, plus ``key=value`` overrides; ``task=``
-picks the task, ``hops`` by default): ``fixed`` at depth 1, ``fixed`` at max depth, ``early`` and
-``online``. Each trains on one thread; two run side by side (``--workers``). Finished runs are
+The four runs share one recipe: the ``RunConfig`` defaults, then the task's measured recipe
+(``Task.recipe`` for every run, ``Task.adaptive_recipe`` for early and online, e.g. `addition`:
+5,000 steps), then ``key=value`` overrides (``task=`` picks the task, ``hops`` by default). The runs:
+``fixed`` at depth 1, ``fixed`` at max depth, ``early`` and ``online``. Each trains on one thread; two run side by side (``--workers``). Finished runs are
 cached by config hash under ``--runs``, so a second call only reads them; an interrupted one resumes.
 
 The floor is ``Task.floor``: the expected accuracy, per token, of a reader without multi-step
@@ -23,7 +24,7 @@ It also prints each run's learning curve (periodic evaluation: accuracy per diff
 Spearman rho(depth, difficulty)), so one sees when during training alignment appears.
 
     python scripts/learning_diagnostic.py --runs runs/diagnostic                 # train or read
-    python scripts/learning_diagnostic.py --runs runs/diag_addition task=addition
+    python scripts/learning_diagnostic.py --runs runs/diag_addition task=addition eval_max_depth=9
     python scripts/learning_diagnostic.py --runs runs/diagnostic steps=3000      # another recipe
     python scripts/learning_diagnostic.py --runs runs/diagnostic --only fixed6,online
 
@@ -52,12 +53,15 @@ HOPS_BARS = {"max_in": 0.95, "max_per_hop": 0.90}  # hops: learned outright (iss
 def run_configs(overrides: dict, only: list[str] | None) -> dict[str, RunConfig]:
     """name -> RunConfig of the four diagnostic runs (validated before anything is trained)."""
     base = {"task": "hops", "num_threads": 1, "progress": False, **overrides}
+    task = task_class(RunConfig.from_dict(base, where="diagnostic").task)  # validated first: names a bad key
+    base = {"task": "hops", "num_threads": 1, "progress": False, **task.recipe, **overrides}
     S = RunConfig.from_dict(base, where="diagnostic").max_depth
+    tuned = {k: v for k, v in task.adaptive_recipe.items() if k not in overrides}  # key=value wins over the recipe
     variants = {
         "fixed1": {"mechanism": "fixed", "fixed_depth": 1},
         f"fixed{S}": {"mechanism": "fixed", "fixed_depth": S},
-        "early": {"mechanism": "early"},
-        "online": {"mechanism": "online"},
+        "early": {"mechanism": "early", **tuned},
+        "online": {"mechanism": "online", **tuned},
     }
     if only:
         unknown = sorted(set(only) - set(variants))

@@ -89,6 +89,12 @@ class Task(ABC):
     static_features: ClassVar[tuple[str, ...]]  # task-specific; COMMON_FEATURES come on top
     dynamic_features: ClassVar[tuple[str, ...]]
     size_name: ClassVar[str]  # what "size" means for this task, in words (for figures/docs)
+    # The training recipe measured for this task, as RunConfig overrides of the library defaults:
+    # ``recipe`` for every run, ``adaptive_recipe`` on top for early and online (objective fields that
+    # the imposed-depth mechanisms do not use). The learning diagnostic trains with them; a profile
+    # states its values explicitly in its sweep. Each subclass says why.
+    recipe: ClassVar[dict[str, Any]] = {}
+    adaptive_recipe: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Any | None = None, **overrides: Any):
         if config is None:
