@@ -3,9 +3,10 @@ answer it and prints their in-range accuracy per difficulty beside the task's tr
 
 The four runs share one recipe: the ``RunConfig`` defaults, then the task's measured recipe
 (``Task.recipe`` for every run, ``Task.adaptive_recipe`` for early and online, e.g. `addition`:
-5,000 steps), then ``key=value`` overrides (``task=`` picks the task, ``hops`` by default). The runs:
-``fixed`` at depth 1, ``fixed`` at max depth, ``early`` and ``online``. Each trains on one thread; two run side by side (``--workers``). Finished runs are
-cached by config hash under ``--runs``, so a second call only reads them; an interrupted one resumes.
+5,000 steps), then ``key=value`` overrides (``task=`` picks the task, ``hops`` by default). The
+runs: ``fixed`` at depth 1, ``fixed`` at max depth, ``early`` and ``online``. Each trains on one
+thread; two run side by side (``--workers``). Finished runs are cached by config hash under
+``--runs``, so a second call only reads them; an interrupted one resumes.
 
 The floor is ``Task.floor``: the expected accuracy, per token, of a reader without multi-step
 computation (e.g. ``hops``: a 1-hop lookup, else a guess). The multi-step tokens
