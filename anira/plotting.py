@@ -305,6 +305,46 @@ def plot_alignment(table: pd.DataFrame, tasks: Sequence[str] | None = None, mech
     return fig
 
 
+def plot_alignment_over_training(curves: pd.DataFrame, tasks: Sequence[str] | None = None,
+                                 mechanisms: Sequence[str] | None = None) -> plt.Figure:
+    """Accuracy, mean depth and Spearman rho(depth, difficulty) against the training step, one
+    column per task, one line per run (seeds share their mechanism's style); a dotted vertical line
+    marks the step each run's halting objective began. rho is missing where depth is constant.
+
+    curves: ``anira.analysis.training_curves`` output.
+    """
+    _require(curves, ["task", "mechanism", "seed", "run_id", "step", "accuracy", "mean_depth", "rho", "halt_start"],
+             "plot_alignment_over_training")
+    tasks = list(tasks) if tasks is not None else list(dict.fromkeys(curves["task"]))
+    mechs = _ordered(mechanisms if mechanisms is not None else curves["mechanism"])
+    rows = (("accuracy", "accuracy\n(fraction of answer tokens)"), ("mean_depth", "mean depth\n(iterations / token)"),
+            ("rho", "Spearman $\\rho$\n(depth, difficulty)"))
+    fig, axes = plt.subplots(len(rows), len(tasks), figsize=(3.0 * len(tasks) + 0.4, 1.9 * len(rows)),
+                             squeeze=False, sharex="col")
+    for j, task in enumerate(tasks):
+        sub = curves[curves["task"] == task]
+        for i, (col, ylabel) in enumerate(rows):
+            ax = axes[i, j]
+            for m in mechs:
+                st = mech_style(m)
+                for k, (_, run) in enumerate(sub[sub["mechanism"] == m].groupby(["seed", "run_id"], sort=True)):
+                    ax.plot(run["step"], run[col], color=st["color"], linestyle=st["linestyle"], marker=st["marker"],
+                            markersize=2.5, label=st["label"] if k == 0 else None)
+                    halt = run["halt_start"].iloc[0]
+                    if np.isfinite(halt):
+                        ax.axvline(halt, color=st["color"], linestyle=":", linewidth=0.8, alpha=0.8)
+            if col == "rho":
+                ax.axhline(0.0, color="0.5", linewidth=0.6)
+                ax.set_ylim(-1.05, 1.05)
+            if i == 0:
+                ax.set_title(task)
+            ax.set_xlabel("optimizer step" if i == len(rows) - 1 else "")
+            ax.set_ylabel(ylabel if j == 0 else "")
+    _legend(fig, axes)
+    fig.tight_layout()
+    return fig
+
+
 def plot_depth_by_kind(table: pd.DataFrame, mechanisms: Sequence[str] | None = None) -> plt.Figure:
     """Language task: mean depth per token kind (grammar, free, answer k=...) per mechanism, 95% CIs.
 

@@ -230,3 +230,47 @@ def test_example_heatmaps_one_panel_per_sequence():
     plt.close(fig)
     with pytest.raises(ValueError, match="sequences is empty"):
         P.plot_example_heatmaps([])
+
+
+def _logged_run(path, task, mechanism, seed, evals, halt_start):
+    """A run folder as the trainer leaves it: config.json, log.jsonl (train rows between eval rows),
+    summary.json; ``evals`` = [(step, acc, mean_depth, rho or None)]."""
+    from anira.train import config_hash
+
+    cfg = RunConfig(task=task, mechanism=mechanism, seed=seed, **({"fixed_depth": 6} if mechanism == "fixed" else {}))
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"config": to_dict(cfg), "config_hash": config_hash(cfg)}))
+    lines = []
+    for step, acc, depth, rho in evals:
+        lines.append({"step": step, "kind": "train", "loss": 1.0, "acc": 0.0, "mean_depth": 9.0})
+        lines.append({"step": step, "kind": "eval", "split": "in", "mode": "exit", "acc": acc, "mean_depth": depth,
+                      "rho": rho, "per_difficulty": {}})
+    (path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    (path / "summary.json").write_text(json.dumps({"halt_start": halt_start}))
+    return config_hash(cfg)
+
+
+def test_training_curves_read_the_logged_evaluations_and_plot_one_line_per_run(tmp_path):
+    from anira.analysis import training_curves
+
+    h_on = _logged_run(tmp_path / "on", "hops", "online", 0, [(250, 0.5, 6.0, None), (500, 0.9, 4.5, 0.6)], 300)
+    h_on1 = _logged_run(tmp_path / "on1", "hops", "online", 1, [(250, 0.4, 6.0, None), (500, 0.8, 5.0, 0.3)], 250)
+    h_fx = _logged_run(tmp_path / "fx", "hops", "fixed", 0, [(250, 0.7, 6.0, None)], None)
+    c = training_curves([tmp_path / "fx", tmp_path / "on1", tmp_path / "on"])
+    assert list(c.columns) == ["task", "mechanism", "seed", "run_id", "step", "accuracy", "mean_depth", "rho",
+                               "halt_start"]
+    assert list(zip(c.mechanism, c.seed, c.step)) == [("fixed", 0, 250), ("online", 0, 250), ("online", 0, 500),
+                                                      ("online", 1, 250), ("online", 1, 500)]
+    assert list(c.run_id) == [h_fx, h_on, h_on, h_on1, h_on1]
+    assert c.accuracy.tolist() == [0.7, 0.5, 0.9, 0.4, 0.8]  # the eval rows, not the train rows
+    assert c.mean_depth.tolist() == [6.0, 6.0, 4.5, 6.0, 5.0]
+    assert c.rho.isna().tolist() == [True, True, False, True, False] and c.rho.iloc[2] == 0.6
+    assert np.isnan(c.halt_start.iloc[0]) and c.halt_start.iloc[1:].tolist() == [300, 300, 250, 250]
+    fig = P.plot_alignment_over_training(c[c.mechanism == "online"])
+    axes = fig.axes
+    assert len(axes) == 3 and axes[0].get_title() == "hops" and axes[2].get_xlabel() == "optimizer step"
+    assert [len(ax.get_lines()) for ax in axes] == [4, 4, 5]  # 2 runs + 2 halt_start lines (+ the rho = 0 line)
+    assert [t.get_text() for t in fig.legends[0].texts] == ["online (ANIRA-O)"]  # seeds share one entry
+    plt.close(fig)
+    with pytest.raises(ValueError, match="run_dirs"):
+        training_curves([tmp_path / "missing"])

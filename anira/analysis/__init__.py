@@ -6,7 +6,8 @@ whole sequences within each run and averages statistics over runs (seeds); see `
 describe one configuration per (task, mechanism): filter a beta sweep with ``select`` (or add
 "beta" to ``groups``); ``run_table`` lists the runs.
 
-    03 alignment       depth_by_difficulty, alignment_table, depth_by_kind, complexity_vs_surprise
+    03 alignment       depth_by_difficulty, alignment_table, depth_by_kind, complexity_vs_surprise,
+                       training_curves (accuracy, depth and rho logged during training)
     04 generalization  by_size, extrapolation_table, test_time_depth, train_size_range
     05 timing          timing_decomposition, feature_importance, default_feature_sets, example_depths
     06 efficiency      pareto, speedup_table
@@ -24,7 +25,7 @@ from anira.analysis.efficiency import load_summaries, pareto, pareto_front, spee
 from anira.analysis.generalization import by_size, extrapolation_table, test_time_depth, train_size_range
 from anira.analysis.io import (eval_examples, example_sequence, headline_beta, load_study, resolve_run_dirs,
                                runs_of_beta, select_beta, task_size_name, with_fixed_depth)
-from anira.analysis.learning import LEARN_FLOOR_GAP, learning_table
+from anira.analysis.learning import LEARN_FLOOR_GAP, learning_table, training_curves
 from anira.analysis.synthetic import synthetic_records
 from anira.analysis.timing import default_feature_sets, example_depths, feature_importance, timing_decomposition
 
@@ -46,4 +47,4 @@ __all__ = ["ADAPTIVE", "MECHANISMS", "RECORD_COLUMNS", "SPLITS", "BootstrapConfi
            "extrapolation_table", "test_time_depth", "train_size_range", "synthetic_records", "default_feature_sets",
            "example_depths", "feature_importance", "timing_decomposition", "load_records", "resolve_run_dirs", "load_study",
            "headline_beta", "select_beta", "runs_of_beta", "with_fixed_depth", "task_size_name", "eval_examples", "example_sequence",
-           "LEARN_FLOOR_GAP", "learning_table"]
+           "LEARN_FLOOR_GAP", "learning_table", "training_curves"]

@@ -22,6 +22,10 @@ multi-step tokens, the bar cannot be judged: ``learned`` is NA and ``note`` says
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -99,4 +103,42 @@ def failed_bar_note(row: pd.Series) -> str:
             f"multi-step tokens < floor {row['floor_multi']:.3f} + {LEARN_FLOOR_GAP}")
 
 
-__all__ = ["LEARN_FLOOR_GAP", "LEARNING_COLUMNS", "learning_table", "failed_bar_note"]
+TRAINING_CURVE_COLUMNS = ("task", "mechanism", "seed", "run_id", "step", "accuracy", "mean_depth", "rho", "halt_start")
+
+
+def training_curves(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
+    """The evaluations each run logged while it trained: one row per run and evaluation step.
+
+    Read from ``log.jsonl`` (its ``kind == "eval"`` rows): every ``eval_every`` steps the trainer
+    scores the answer tokens of the first ``eval_examples`` sequences of the frozen in-range set
+    under real early exit. Columns: task, mechanism, seed, run_id (the run's config hash), step,
+    accuracy, mean_depth (iterations per answer token), rho (Spearman rho(depth, difficulty) over
+    those tokens; NaN where depth or difficulty is constant, so no alignment can show) and
+    halt_start (the step the halting objective began, from summary.json; NaN where it never did or
+    the run does not halt). Rows are sorted by task, mechanism, seed, run_id, step.
+    """
+    rows = []
+    for d in map(Path, run_dirs):
+        try:
+            doc = json.loads((d / "config.json").read_text())
+            lines = (d / "log.jsonl").read_text().splitlines()
+        except (FileNotFoundError, json.JSONDecodeError) as err:
+            raise ValueError(f"run_dirs: {d} has no readable config.json and log.jsonl ({err})") from None
+        cfg = doc["config"]
+        summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").is_file() else {}
+        halt = summary.get("halt_start")
+        halt = float(halt) if isinstance(halt, (int, float)) and np.isfinite(halt) else np.nan
+        for line in lines:
+            ev = json.loads(line) if line.strip() else {}
+            if ev.get("kind") != "eval" or ev.get("split", "in") != "in":
+                continue
+            rows.append({"task": cfg["task"], "mechanism": cfg["mechanism"], "seed": int(cfg["seed"]),
+                         "run_id": str(doc.get("config_hash", d.name)), "step": int(ev["step"]),
+                         "accuracy": float(ev["acc"]), "mean_depth": float(ev["mean_depth"]),
+                         "rho": np.nan if ev.get("rho") is None else float(ev["rho"]), "halt_start": halt})
+    out = pd.DataFrame(rows, columns=list(TRAINING_CURVE_COLUMNS))
+    return out.sort_values(["task", "mechanism", "seed", "run_id", "step"], kind="stable").reset_index(drop=True)
+
+
+__all__ = ["LEARN_FLOOR_GAP", "LEARNING_COLUMNS", "TRAINING_CURVE_COLUMNS", "learning_table", "failed_bar_note",
+           "training_curves"]
