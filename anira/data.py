@@ -270,8 +270,8 @@ def check(root: str | os.PathLike | None = None, tasks: Iterable[str] = TASK_NAM
 def earlier_params() -> dict[str, dict[str, dict]]:
     """Task parameters of the earlier designs that committed results were scored on: `hops` before
     its dense design, `addition` before its single training width and open chains, `toposort` before its
-    16-label pool (the committed `cpu` study). ``--earlier`` writes their sets, e.g. into a
-    separate root to redraw that study with ``ANIRA_DATA`` pointing there."""
+    16-label pool (the previous `cpu` reference study, up to commit 352bed3). ``--earlier`` writes
+    their sets, e.g. into a separate root to redraw that study with ``ANIRA_DATA`` pointing there."""
     from anira.tasks import addition, hops, toposort
 
     return {"hops": {"train": hops.EARLIER_DESIGN, "extrap": hops.EARLIER_EXTRAP},
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default=None, help="data root (default: $ANIRA_DATA or the repository's data/)")
     ap.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), help=f"tasks (default: all of {list(TASK_NAMES)})")
     ap.add_argument("--earlier", action="store_true",
-                    help="write the earlier designs' sets (hops before the dense design: the committed cpu study) "
+                    help="write the earlier designs' sets (the previous cpu reference study's, up to commit 352bed3) "
                          "instead of the current ones; use it with --root, never on the repository's data/")
     args = ap.parse_args(argv)
     root = Path(args.root) if args.root else default_root()

@@ -36,7 +36,7 @@ i.e. the smallest k such that columns i-k..i-1 together with the digits already 
 digit above the run is written), 1 for a digit whose carry the column right below settles, L + 1
 for the digit right above a run of L 9-sums: the one digit of a run that needs the whole chain.
 (Without the prefix term, the earlier design's difficulty, the digits inside a run counted as
-hard although a causal model reads their carry off the previous answer digit: in the committed
+hard although a causal model reads their carry off the previous answer digit: in the previous
 `cpu` study they were its best digits, its difficulty-0 digits its worst.)
 
 Generator: digits are uniform (P(s = 9) = 0.1, so long chains would be rare); with probability
@@ -79,10 +79,11 @@ class AdditionConfig:
 
 # Why one width in training: with n varying, the offset from an answer digit back to its column
 # (2n + 2 tokens to a_i, n + 1 to b_i) changes with n, and the model must first find n before it
-# can add. At d 128 that alignment, not the carry chain, is what it failed to learn: the committed
+# can add. At d 128 that alignment, not the carry chain, is what it failed to learn: the previous
 # `cpu` study (n = 1..8) scored 0.54 on the difficulty-0 digits, which need no carry at all. At one
 # width every column sits at a fixed offset, and the carry chain is what is left to learn.
-# The earlier design (n = 1..8; the committed `cpu` study was scored on its sets):
+# The earlier design (n = 1..8; the previous `cpu` reference study, up to commit 352bed3, was scored
+# on its sets):
 EARLIER_DESIGN = dict(min_digits=1, max_digits=8, plant_prob=0.8, open_chain=False)
 EARLIER_EXTRAP = dict(min_digits=10, max_digits=16, plant_prob=0.8, open_chain=False)
 

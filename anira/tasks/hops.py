@@ -101,8 +101,8 @@ class HopsConfig:
     min_longest: int = 1  # dense: the longest chain has at least this many variables (extrapolation: 5)
 
 
-# The earlier design (the committed `cpu` study was made with it): 4-8 variables from 26 names,
-# at most 3 queries, one chain per query, distinct digits, query hops tilted to balance 1..4.
+# The earlier design (the previous `cpu` reference study, up to commit 352bed3, was made with it):
+# 4-8 variables from 26 names, at most 3 queries, one chain per query, distinct digits, query hops tilted to balance 1..4.
 EARLIER_DESIGN = dict(min_vars=4, max_vars=8, min_hops=1, max_hops=4, n_queries=3, n_values=10, hop_tilt=1.0,
                       distinct_values=True, n_names=26, queries="own_chain", min_longest=1)
 EARLIER_EXTRAP = dict(EARLIER_DESIGN, min_vars=10, max_vars=16, max_hops=8)

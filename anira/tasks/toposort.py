@@ -72,7 +72,8 @@ class ToposortConfig:
 # model learns from the examples it sees them in. From 16 (still enough for the largest
 # extrapolation graph) every label occurs in twice as many examples, and the same model learns the
 # task faster: training accuracy 0.75 against 0.63 at step 500 (README, "Learning the other
-# tasks"). The earlier design drew from all 32 (the committed `cpu` study was scored on its sets):
+# tasks"). The earlier design drew from all 32 (the previous `cpu` reference study, up to commit
+# 352bed3, was scored on its sets):
 EARLIER_DESIGN = dict(min_nodes=4, max_nodes=8, edge_prob=0.3, n_labels=N_LABELS, smaller_blocked=False)
 EARLIER_EXTRAP = dict(min_nodes=10, max_nodes=16, edge_prob=0.3, min_hubs=0, max_hubs=2, n_labels=N_LABELS,
                       smaller_blocked=False)
