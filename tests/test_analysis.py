@@ -327,6 +327,18 @@ def test_claim_verdicts_flip_when_the_data_flip():
     assert less_depth[("hops / online", "No extrapolation")] == "not reproduced"
 
 
+def test_constant_depth_timing_reads_no_depth_variance_to_explain():
+    """A mechanism whose depth never varies (the toposort runs of the cpu study nearly do) has
+    nothing for static or dynamic features to explain: inconclusive, and the note says why."""
+    r = synthetic_records(tasks=("toposort",), seeds=(0,), n_examples=20, depth_mode={"early": "constant",
+                                                                                    "online": "dynamic"})
+    by = {c.scope: c for c in evaluate_claims(timing=timing_decomposition(r, STATIC, DYNAMIC, boot=B))
+          if c.finding.startswith("Decision timing")}
+    assert by["toposort / early"].verdict == "inconclusive" and np.isnan(by["toposort / early"].value)
+    assert by["toposort / early"].note.startswith("depth constant in every run: no depth variance to explain")
+    assert by["toposort / online"].verdict == "reproduced" and "total R^2" in by["toposort / online"].note
+
+
 def test_missing_data_is_inconclusive_and_table_has_every_field():
     claims = evaluate_claims()
     assert claims and all(c.verdict == "inconclusive" for c in claims)

@@ -19,8 +19,8 @@ Claim 3, decision timing (``timing_decomposition``) on TIMING_TASK (toposort):
     early:  static explains more   -> reproduced if d < -TIMING_MARGIN with CI upper bound < -TIMING_MARGIN
     online: dynamic explains more  -> reproduced if d > TIMING_MARGIN with CI lower bound > TIMING_MARGIN
     not reproduced if the CI lies entirely on the other side of the margin; inconclusive if the
-    CI straddles it, or the total R^2 is below TIMING_MIN_R2 (nothing to decompose, e.g. a
-    constant depth), or data is missing.
+    CI straddles it, or the total R^2 is below TIMING_MIN_R2 (nothing to decompose), or undefined
+    (depth constant in every run: no depth variance to explain), or data is missing.
 Aggregate rows (claims 1, 2, per mechanism over the algorithmic tasks with data, T of them):
     need = ceil(TASK_FRACTION * T) task-level reproductions; reproduced if #reproduced >= need,
     not reproduced if #reproduced + #inconclusive < need, inconclusive otherwise.
@@ -257,7 +257,9 @@ def timing_claims(timing: pd.DataFrame | None, learning: pd.DataFrame | None = N
         v = interval_verdict(sign * d, s_lo, s_hi, TIMING_MARGIN)
         tot = _f(r["r2_both"])
         note = f"total R^2 = {tot:.3f}, size alone R^2 = {_f(r.get('r2_size')):.3f}"
-        if not np.isfinite(tot) or tot < TIMING_MIN_R2:
+        if not np.isfinite(tot):  # timing_decomposition skips every run whose depth is constant
+            v, note = "inconclusive", "depth constant in every run: no depth variance to explain (R^2 undefined)"
+        elif tot < TIMING_MIN_R2:
             v, note = "inconclusive", f"total R^2 = {tot:.3f} < {TIMING_MIN_R2}: no allocation signal to attribute"
         out.append(_judged(Claim(finding, stat, TIMING_MARGIN, comp, d, v, lo, hi, f"{TIMING_TASK} / {mech}", note),
                            status))
