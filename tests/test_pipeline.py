@@ -217,6 +217,37 @@ def test_shipped_profiles_validate_with_the_real_trainer(name):
     assert {"early", "online", "fixed"} <= mechs
 
 
+@pytest.mark.parametrize("name", ["cpu", "full"])
+def test_study_profiles_carry_each_tasks_measured_recipe(name):
+    """Every early, online, oracle and random run of the cpu and full profiles has its task's
+    ``adaptive_recipe`` (the controls differ from online only in the decision); fixed-depth runs
+    have none of it (nothing halts). The cpu profile also has each ``Task.recipe`` on every run;
+    the full profile trains longer than any recipe's ``steps``."""
+    import dataclasses
+    import types
+
+    from anira.tasks import make_task
+    from anira.train import RunConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    specs = load_profile(name, check_notebooks=False).runs
+    # a random run waits for its matched online run: its config before `random_mean_depth` is `base`
+    runs = [r.config if r.config is not None else types.SimpleNamespace(**{**defaults, **r.base}) for r in specs]
+    assert {c.task for c in runs} >= {"hops", "addition", "toposort"}
+    assert {c.mechanism for c in runs} == {"early", "online", "oracle", "random", "fixed"}
+    for cfg in runs:
+        task = make_task(cfg.task)
+        adaptive = cfg.mechanism in ("early", "online", "oracle", "random")
+        for key, value in task.adaptive_recipe.items():
+            assert getattr(cfg, key) == (value if adaptive else defaults[key]), (cfg.task, cfg.mechanism, key)
+        for key, value in task.recipe.items():
+            if name == "cpu":
+                assert getattr(cfg, key) == value, (cfg.task, cfg.mechanism, key)
+            else:
+                assert key == "steps" and cfg.steps > value
+    assert any(make_task(c.task).adaptive_recipe for c in runs)
+
+
 # ------------------------------------------------------------------------------------------------
 # lock
 # ------------------------------------------------------------------------------------------------
@@ -358,6 +389,43 @@ def test_driver_end_to_end_failure_resume_and_cache(tmp_path, monkeypatch):
         export_results(Layout("empty", tmp_path / "nothing", tmp_path / "figures"), tmp_path / "export")
 
 
+ORDER = """\
+profile: order
+timeout_s: 60
+defaults: {steps: 2}
+sweep:
+  - {task: [hops], mechanism: [online], seed: [0]}
+  - task: [hops]
+    mechanism: [random]
+    seed: [0]
+    from_run:
+      match: {mechanism: online}
+      set: {random_mean_depth: in.mean_depth}
+  - {task: [toposort], mechanism: [online, early], seed: [0]}
+notebooks:
+  - {name: toy_train, per_run: true}
+"""
+
+
+def test_a_matched_run_starts_as_soon_as_its_run_has_finished(tmp_path, monkeypatch):
+    """The random run comes second in the profile: it starts right after the online run it is
+    matched to, before the runs after it in the profile (not in a second wave after all of them)."""
+    path = write_profile(tmp_path, "order", ORDER)
+    started: list[str] = []
+    real = driver_mod.execute_run
+
+    def spy(job):
+        started.append(job.label)
+        return real(job)
+
+    monkeypatch.setattr(driver_mod, "execute_run", spy)
+    man = study(path, tmp_path)
+    assert [label.split(" seed")[0] for label in started] == [
+        "task=hops mechanism=online", "task=hops mechanism=random", "task=toposort mechanism=online",
+        "task=toposort mechanism=early"]
+    assert man["status"] == "complete" and all(r["status"] == "done" for r in man["runs"])
+
+
 def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
     path = write_profile(tmp_path, "e2e", E2E)
     args = ["--profile", str(path), "--notebooks-dir", str(NB_DIR), "--runs-root", str(tmp_path / "runs"),
@@ -452,31 +520,19 @@ def test_killing_the_driver_loses_only_the_current_step(tmp_path, executor):
     assert man["status"] == "complete" and len(attempts(layout.run_dir(h))) == 2
 
 
-def test_committed_reference_results_are_the_cpu_profile(tmp_path, monkeypatch):
+def test_committed_reference_results_are_the_cpu_profile():
     """data/results/cpu holds exactly the runs profiles/cpu.yaml plans, all finished, on the data
-    they were scored on: a change to the profile that is not followed by a rerun (and export) of
-    the reference study fails here. The study was made with the earlier `hops` design, so the plan
-    is checked against that design's frozen sets (``python -m anira.data --earlier``); the profile
-    file the study was run with is kept beside it (data/results/cpu/cpu.yaml, the sha256 its
-    manifest records), since profiles/cpu.yaml has since pinned the earlier recipe explicitly."""
-    import shutil
-
-    from anira import data as data_mod
-
+    they were scored on (the current frozen sets: a regenerated set or a changed task design makes
+    the driver refuse them), and its manifest records this profile file: a change to the profile
+    that is not followed by a rerun (and export) of the reference study fails here. The profile
+    file the study was run with is also kept beside it (data/results/cpu/cpu.yaml)."""
     root = Path(__file__).resolve().parents[1] / "data" / "results"
     if not (root / "cpu" / "runs").is_dir():
         pytest.skip("no committed cpu results in this checkout")
-    earlier = tmp_path / "earlier-data"
-    shutil.copytree(data_mod.default_root(), earlier, ignore=shutil.ignore_patterns("results"))
-    data_mod.write_eval_sets(earlier, list(data_mod.earlier_params()), params=data_mod.earlier_params())
-    monkeypatch.setenv("ANIRA_DATA", str(earlier))
     layout = Layout("cpu", runs_root=root)
     plan = driver_mod.make_plan(load_profile("cpu"), layout)
     assert [p.spec.label() for p in plan if p.state != "done"] == []
     committed = {p.name for p in layout.runs_dir.iterdir() if p.is_dir()}
     assert committed == {p.config_hash for p in plan}
     manifest = json.loads(layout.manifest.read_text())
-    assert manifest["profile_sha256"] == load_profile(root / "cpu" / "cpu.yaml").sha256
-    monkeypatch.delenv("ANIRA_DATA")  # on the current sets the committed hops runs are refused as stale
-    with pytest.raises(ValueError, match="evaluated on other data"):
-        driver_mod.make_plan(load_profile("cpu"), layout)
+    assert manifest["profile_sha256"] == load_profile("cpu").sha256 == load_profile(root / "cpu" / "cpu.yaml").sha256

@@ -3,8 +3,9 @@
     1. validate the profile and the command line (any error: nothing has run yet)
     2. notebooks before the per-run one (e.g. 01_tasks), once each
     3. the sweep: every run not yet finished, through an executor (sequential, a local process
-       pool, or Slurm / local subprocesses via submitit); runs whose config is taken from another
-       run's result (``from_run``) go in a second wave, after the runs they match
+       pool, or Slurm / local subprocesses via submitit), in the profile's order; a run whose
+       config is taken from another run's result (``from_run``) starts as soon as the run it
+       matches has finished (with submitit: in the next job array)
     4. the notebooks after it (the analyses), once each, with ``run_dirs`` = every run's directory
 
 The manifest (``runs/<profile>/manifest.json``, copied to ``figures/<profile>/``) is rewritten
@@ -23,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -200,27 +201,43 @@ def format_plan(profile: Profile, layout: Layout, plan: list[PlannedRun], only: 
 # executors
 # ----------------------------------------------------------------------------------------------
 def _run_jobs(jobs: list[RunJob], opts: ExecutorOptions, layout: Layout, name: str,
-              on_result: Callable[[RunJob, RunResult], None]) -> None:
-    """Execute ``jobs`` with the chosen executor, calling ``on_result`` (in this process) for each."""
+              on_result: Callable[[RunJob, RunResult], None],
+              more: Callable[[], list[RunJob]] = lambda: [], rank: Callable[[RunJob], Any] = lambda job: 0) -> None:
+    """Execute ``jobs`` with the chosen executor, calling ``on_result`` (in this process) for each.
+
+    After each result ``more()`` returns the jobs that have become ready (a matched run whose run
+    has finished). The sequential and local executors keep one queue, ordered by ``rank`` (the
+    profile's order; ties keep their order), and start its head whenever a worker is free, so a
+    ready matched run starts before the runs that come after it in the profile; submitit submits
+    them as a further job array when the current one is done."""
     if not jobs:
         return
+    queue = sorted(jobs, key=rank)
     if opts.kind == "sequential":
-        for job in jobs:
+        while queue:
+            job = queue.pop(0)
             on_result(job, execute_run(job))
+            queue = sorted(queue + more(), key=rank)
     elif opts.kind == "local":
         # no plain fork of this process (it holds threads); the fork server imports papermill once
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["anira.pipeline.runs", "papermill"])
         with ProcessPoolExecutor(max_workers=opts.workers or 2, mp_context=ctx, initializer=exit_with_driver,
                                  initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(execute_run, job): job for job in jobs}
-            for fut in as_completed(futures):
-                job = futures[fut]
-                try:
-                    res = fut.result()
-                except Exception as err:  # a worker that died
-                    res = RunResult(job.config_hash, "failed", error=error_text(err))
-                on_result(job, res)
+            workers, futures = opts.workers or 2, {}
+            while queue or futures:
+                while queue and len(futures) < workers:  # the pool's own queue would put late jobs last
+                    job = queue.pop(0)
+                    futures[pool.submit(execute_run, job)] = job
+                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    job = futures.pop(fut)
+                    try:
+                        res = fut.result()
+                    except Exception as err:  # a worker that died
+                        res = RunResult(job.config_hash, "failed", error=error_text(err))
+                    on_result(job, res)
+                    queue = sorted(queue + more(), key=rank)
     else:
         import submitit
 
@@ -236,17 +253,28 @@ def _run_jobs(jobs: list[RunJob], opts: ExecutorOptions, layout: Layout, name: s
         if opts.workers is not None:
             params["slurm_array_parallelism"] = opts.workers
         ex.update_parameters(**params)
-        sjobs = ex.map_array(RequeueableRun(), jobs)
-        by_id = {sj.job_id: job for sj, job in zip(sjobs, jobs)}
-        tqdm.write(f"{name}: submitted {len(sjobs)} {cluster} job(s) ({sjobs[0].job_id} ...), logs in {layout.base / 'submitit'}")
-        poll = 0.5 if cluster == "local" else 15.0
-        for sj in submitit.helpers.as_completed(sjobs, poll_frequency=poll):
-            job = by_id[sj.job_id]
-            try:
-                res = sj.result()
-            except Exception as err:  # the job itself failed (killed, out of memory, ...)
-                res = RunResult(job.config_hash, "failed", error=f"{error_text(err)} (job {sj.job_id}, logs {sj.paths.stderr})")
-            on_result(job, res)
+        batch = queue
+        while batch:
+            _run_array(ex, batch, cluster, layout, name, on_result)
+            batch = more()
+
+
+def _run_array(ex: Any, jobs: list[RunJob], cluster: str, layout: Layout, name: str,
+               on_result: Callable[[RunJob, RunResult], None]) -> None:
+    """One submitit job array: submit ``jobs``, wait for each, report its result."""
+    import submitit
+
+    sjobs = ex.map_array(RequeueableRun(), jobs)
+    by_id = {sj.job_id: job for sj, job in zip(sjobs, jobs)}
+    tqdm.write(f"{name}: submitted {len(sjobs)} {cluster} job(s) ({sjobs[0].job_id} ...), logs in {layout.base / 'submitit'}")
+    poll = 0.5 if cluster == "local" else 15.0
+    for sj in submitit.helpers.as_completed(sjobs, poll_frequency=poll):
+        job = by_id[sj.job_id]
+        try:
+            res = sj.result()
+        except Exception as err:  # the job itself failed (killed, out of memory, ...)
+            res = RunResult(job.config_hash, "failed", error=f"{error_text(err)} (job {sj.job_id}, logs {sj.paths.stderr})")
+        on_result(job, res)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -451,29 +479,40 @@ def run_study(
 
 def _run_sweep(profile: Profile, layout: Layout, nb: NotebookSpec, opts: ExecutorOptions, manifest: _Manifest,
                out: Any) -> list[PlannedRun]:
-    """All runs of the sweep: independent ones first, then those configured from their results."""
-    for wave in (0, 1):
-        plan = make_plan(profile, layout)
-        manifest.set_runs(plan)
-        todo = [p for p in plan if p.state in ("new", "partial") and (p.spec.depends_on is not None) == bool(wave)]
-        cached = sum(p.state == "done" for p in plan)
-        if wave == 0:
-            tqdm.write(f"{nb.name}: {len(plan)} runs, {cached} already finished, {len(todo)} to run "
-                       f"({opts.kind} executor)", file=out)
-        if not todo:
-            continue
-        bar = tqdm(total=len(todo), desc=f"{nb.name}{' (matched runs)' if wave else ''}", unit="run", dynamic_ncols=True)
+    """All unfinished runs of the sweep, in the profile's order (sweep block, then position); a run
+    configured from another run's result (``from_run``) joins the queue, at its block's place, as
+    soon as the run it matches has finished."""
+    plan = make_plan(profile, layout)
+    manifest.set_runs(plan)
+    todo = [p for p in plan if p.state in ("new", "partial")]
+    n_waiting = sum(p.state == "waiting" for p in plan)
+    cached = sum(p.state == "done" for p in plan)
+    tqdm.write(f"{nb.name}: {len(plan)} runs, {cached} already finished, {len(todo) + n_waiting} to run"
+               + (f" ({n_waiting} once the run they match has finished)" if n_waiting else "")
+               + f" ({opts.kind} executor)", file=out)
+    if not todo:
+        return plan
+    rank = {p.config_hash: (p.spec.block, p.spec.index) for p in todo}  # queued or run -> place in the profile
+    bar = tqdm(total=len(todo) + n_waiting, desc=nb.name, unit="run", dynamic_ncols=True)
 
-        def done(job: RunJob, res: RunResult) -> None:
-            manifest.run_result(job, res)
-            msg = f"{res.status} in {res.wall_time_s:.1f} s" if res.wall_time_s is not None else res.status
-            tqdm.write(f"  {job.config_hash} {job.label}: {msg}" + (f" -- {res.error}" if res.error else ""), file=out)
-            bar.update(1)
+    def done(job: RunJob, res: RunResult) -> None:
+        manifest.run_result(job, res)
+        msg = f"{res.status} in {res.wall_time_s:.1f} s" if res.wall_time_s is not None else res.status
+        tqdm.write(f"  {job.config_hash} {job.label}: {msg}" + (f" -- {res.error}" if res.error else ""), file=out)
+        bar.update(1)
 
-        try:
-            _run_jobs([_job(nb, profile, layout, p) for p in todo], opts, layout, nb.name, done)
-        finally:
-            bar.close()
+    def ready() -> list[RunJob]:  # matched runs whose run has just finished (each run is queued once)
+        now = make_plan(profile, layout)
+        manifest.set_runs(now)
+        new = [p for p in now if p.state in ("new", "partial") and p.config_hash not in rank]
+        rank.update({p.config_hash: (p.spec.block, p.spec.index) for p in new})
+        return [_job(nb, profile, layout, p) for p in new]
+
+    try:
+        _run_jobs([_job(nb, profile, layout, p) for p in todo], opts, layout, nb.name, done, more=ready,
+                  rank=lambda job: rank[job.config_hash])
+    finally:
+        bar.close()
     plan = make_plan(profile, layout)
     manifest.set_runs(plan)
     return plan
