@@ -574,11 +574,16 @@ def plot_example_heatmaps(sequences: Sequence[Mapping[str, Any]], max_depth: int
     return fig
 
 
-def plot_pareto(table: pd.DataFrame, tasks: Sequence[str] | None = None, annotate_beta: bool = True) -> plt.Figure:
+def plot_pareto(table: pd.DataFrame, tasks: Sequence[str] | None = None, annotate_beta: bool | None = None) -> plt.Figure:
     """Accuracy vs mean compute per task: fixed-depth baselines joined by a line, adaptive points per
-    mechanism (error bars: SD over seeds), the Pareto front as a dashed step line. table: ``pareto``."""
+    mechanism (error bars: SD over seeds), the Pareto front as a dashed step line. table: ``pareto``.
+
+    annotate_beta: write each adaptive point's beta beside it; None (default) = only when the
+    table holds more than one beta (a sweep); with one beta the labels would only pile up."""
     _require(table, ["task", "mechanism", "beta", "accuracy", "accuracy_sd", "mean_depth", "mean_depth_sd", "on_front"],
              "plot_pareto")
+    if annotate_beta is None:
+        annotate_beta = table.loc[table["mechanism"] != "fixed", "beta"].dropna().nunique() > 1
     tasks = list(tasks) if tasks is not None else list(dict.fromkeys(table["task"]))
     fig, axes = _panels(len(tasks), width=2.8, height=2.4)
     for ax, task in zip(axes[0], tasks):

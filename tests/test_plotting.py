@@ -168,3 +168,23 @@ def test_task_example_boxes_never_overlap():
     same_row = [(a, b) for a, b in zip(boxes, boxes[1:]) if abs(a.y0 - b.y0) < 1]
     assert same_row and all(a.x1 <= b.x0 for a, b in same_row)
     plt.close(fig)
+
+
+def test_pareto_writes_beta_beside_points_only_for_a_sweep():
+    """One beta: no labels (they would pile up where points coincide); a sweep: one per point."""
+    from anira.analysis import pareto
+
+    def summ(betas):
+        rows = [{"task": "hops", "mechanism": "fixed", "seed": 0, "beta": None, "max_depth": 6, "accuracy": 0.9,
+                 "mean_depth": 6, "wall_time": 6.0, "fixed_depth": 6}]
+        rows += [{"task": "hops", "mechanism": m, "seed": 0, "beta": b, "max_depth": 6, "accuracy": 0.9,
+                  "mean_depth": 5.9, "wall_time": 6.0, "fixed_depth": None} for m in ("online", "random") for b in betas]
+        return rows
+
+    for betas, n_labels in (([0.01], 0), ([0.01, 0.1], 4)):
+        fig = P.plot_pareto(pareto(summ(betas)))
+        assert len(fig.axes[0].texts) == n_labels
+        plt.close(fig)
+    fig = P.plot_pareto(pareto(summ([0.01])), annotate_beta=True)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["0.01", "0.01"]
+    plt.close(fig)
