@@ -222,9 +222,9 @@ def _run_jobs(jobs: list[RunJob], opts: ExecutorOptions, layout: Layout, name: s
         # no plain fork of this process (it holds threads); the fork server imports papermill once
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["anira.pipeline.runs", "papermill"])
-        with ProcessPoolExecutor(max_workers=opts.workers or 2, mp_context=ctx, initializer=exit_with_driver,
+        workers, futures = opts.workers or 2, {}
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=exit_with_driver,
                                  initargs=(os.getpid(),)) as pool:
-            workers, futures = opts.workers or 2, {}
             while queue or futures:
                 while queue and len(futures) < workers:  # the pool's own queue would put late jobs last
                     job = queue.pop(0)
