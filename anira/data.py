@@ -267,16 +267,72 @@ def check(root: str | os.PathLike | None = None, tasks: Iterable[str] = TASK_NAM
     return problems
 
 
-def earlier_params() -> dict[str, dict[str, dict]]:
-    """Task parameters of the earlier designs that committed results were scored on: `hops` before
-    its dense design, `addition` before its single training width and open chains, `toposort` before its
-    16-label pool (the previous `cpu` reference study, up to commit 352bed3). ``--earlier`` writes
-    their sets, e.g. into a separate root to redraw that study with ``ANIRA_DATA`` pointing there."""
+EARLIER = ("v1", "v2")  # the earlier designs whose sets committed results were scored on
+
+
+def earlier_params(design: str = "v1") -> dict[str, dict[str, dict]]:
+    """Task parameters of an earlier design that committed results were scored on.
+
+    ``v1``: `hops` before its dense design, `addition` before its single training width and open
+    chains, `toposort` before its 16-label pool (the first `cpu` reference study, up to commit
+    352bed3). ``v2``: before the extrapolation sets were certified to need more steps than training
+    (the second `cpu` reference study, commit 18ea01f, whose results are in ``data/results/cpu``).
+    ``--earlier DESIGN`` writes their sets, e.g. into a separate root to redraw that study with
+    ``ANIRA_DATA`` pointing there."""
+    from anira.config import check_choice
     from anira.tasks import addition, hops, toposort
 
-    return {"hops": {"train": hops.EARLIER_DESIGN, "extrap": hops.EARLIER_EXTRAP},
-            "addition": {"train": addition.EARLIER_DESIGN, "extrap": addition.EARLIER_EXTRAP},
-            "toposort": {"train": toposort.EARLIER_DESIGN, "extrap": toposort.EARLIER_EXTRAP}}
+    check_choice("design", design, EARLIER)
+    if design == "v1":
+        return {"hops": {"train": hops.EARLIER_DESIGN, "extrap": hops.EARLIER_EXTRAP},
+                "addition": {"train": addition.EARLIER_DESIGN, "extrap": addition.EARLIER_EXTRAP},
+                "toposort": {"train": toposort.EARLIER_DESIGN, "extrap": toposort.EARLIER_EXTRAP}}
+    return {"hops": {"train": hops.STUDY2_DESIGN, "extrap": hops.STUDY2_EXTRAP},
+            "addition": {"train": addition.STUDY2_DESIGN, "extrap": addition.STUDY2_EXTRAP},
+            "toposort": {"train": toposort.STUDY2_DESIGN, "extrap": toposort.STUDY2_EXTRAP}}
+
+
+# ---------------------------------------------------------------------------------------------
+# certificate: the extrapolation set needs more steps than training
+# ---------------------------------------------------------------------------------------------
+CERTIFIED = ("hops", "addition", "toposort")  # the algorithmic tasks (each defines a bounded reader)
+
+
+def certify(task: str, root: str | os.PathLike | None = None,
+            sets: dict[str, list[Example]] | None = None) -> dict[str, Any]:
+    """Run the task's bounded reader (``Task.bounded_reader``) with k = the most steps any in-range
+    token needs (the largest ``difficulty`` of the in-range set) on both frozen sets.
+
+    Returns k; ``in_reader`` (its accuracy in range: 1.0 when the reader is exact there); on the
+    out-of-range tokens that need more than k steps: ``n_beyond``, ``beyond_reader`` (its mean
+    accuracy there: the guessing floor when no shortcut is left) and ``beyond_solved`` (the share it
+    still gets right for sure, by a shortcut); ``floor_bar`` (the task's bound on that floor) and
+    ``certified`` (exact in range, at least one token beyond, none solved, floor <= the bar).
+    ``sets`` = {"in": [...], "out": [...]} replaces the frozen sets (e.g. an earlier design's)."""
+    import numpy as np
+
+    _check_task(task)
+    if task not in CERTIFIED:
+        raise ValueError(f"task = {task!r} has no bounded reader; allowed values: {list(CERTIFIED)}")
+    sets = sets or {split: load_eval_set(task, split, root) for split in SPLITS}
+    t = make_task(task)
+    k = max(f["difficulty"] for ex in sets["in"] for f in ex.features)
+
+    def read(exs):
+        acc = np.array([a for ex in exs for a in t.bounded_reader(t.render(ex), k)])
+        diff = np.array([f["difficulty"] for ex in exs for f in ex.features])
+        return acc, diff
+
+    acc_in, _ = read(sets["in"])
+    acc_out, diff_out = read(sets["out"])
+    beyond = acc_out[diff_out > k]
+    res = {"task": task, "k": int(k), "in_reader": float(acc_in.mean()), "n_beyond": int(beyond.size),
+           "beyond_reader": float(beyond.mean()) if beyond.size else float("nan"),
+           "beyond_solved": float((beyond == 1).mean()) if beyond.size else float("nan"),
+           "floor_bar": task_class(task).extrapolation_floor_bar}
+    res["certified"] = bool(res["in_reader"] == 1.0 and beyond.size and res["beyond_solved"] == 0
+                            and res["beyond_reader"] <= res["floor_bar"])
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,10 +340,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="regenerate in a temporary directory and compare sha256")
     ap.add_argument("--root", default=None, help="data root (default: $ANIRA_DATA or the repository's data/)")
     ap.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), help=f"tasks (default: all of {list(TASK_NAMES)})")
-    ap.add_argument("--earlier", action="store_true",
-                    help="write the earlier designs' sets (the previous cpu reference study's, up to commit 352bed3) "
-                         "instead of the current ones; use it with --root, never on the repository's data/")
+    ap.add_argument("--earlier", nargs="?", const="v1", default=None, choices=EARLIER, metavar="DESIGN",
+                    help=f"write an earlier design's sets ({', '.join(EARLIER)}; v1 without a value: see "
+                         "anira.data.earlier_params) instead of the current ones; use it with --root, never on the "
+                         "repository's data/")
+    ap.add_argument("--certify", action="store_true",
+                    help="run each algorithmic task's bounded reader on its frozen sets and print the certificate")
     args = ap.parse_args(argv)
+    if args.certify:
+        rows = [certify(t, args.root) for t in args.tasks if t in CERTIFIED]
+        for r in rows:
+            print(f"{r['task']:9s} k={r['k']}  reader in range {r['in_reader']:.3f}  beyond k: {r['n_beyond']} tokens, "
+                  f"reader {r['beyond_reader']:.3f} (bar {r['floor_bar']:.2f}), solved by a shortcut "
+                  f"{r['beyond_solved']:.3f}  {'certified' if r['certified'] else 'NOT certified'}")
+        return 0 if all(r["certified"] for r in rows) else 1
     root = Path(args.root) if args.root else default_root()
     if args.earlier and (args.check or root.resolve() == (Path(__file__).resolve().parent.parent / "data").resolve()):
         ap.error("--earlier: give another --root (the repository's data/ holds the current design's sets), without --check")
@@ -297,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"MISMATCH {p}")
         print(f"checked {len(args.tasks)} task(s) under {root}: " + ("OK" if not problems else f"{len(problems)} problem(s)"))
         return 1 if problems else 0
-    manifest = write_eval_sets(root, args.tasks, params=earlier_params() if args.earlier else None)
+    manifest = write_eval_sets(root, args.tasks, params=earlier_params(args.earlier) if args.earlier else None)
     for e in manifest["sets"]:
         if e["task"] in args.tasks:
             print(f"wrote {root / e['file']}  count={e['count']} seed={e['seed']} sha256={e['sha256'][:12]}")

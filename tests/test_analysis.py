@@ -9,6 +9,7 @@ from sklearn.model_selection import GroupKFold, cross_val_predict
 
 from anira.analysis import (BootstrapConfig, alignment_table, by_size, claims_table, complexity_vs_surprise,
                             depth_by_difficulty, depth_by_kind, evaluate_claims, example_depths, extrapolation_table,
+                            beyond_training,
                             feature_importance, load_summaries, mean_by, pareto, pareto_front, run_table, select,
                             speedup_table,
                             summaries_frame, synthetic_records, test_time_depth, timing_decomposition,
@@ -168,6 +169,26 @@ def test_language_kinds_and_complexity_vs_surprise():
 
 # --- generalization ------------------------------------------------------------------------------
 
+def test_extrapolation_compares_tokens_beyond_training_with_the_hardest_in_range():
+    """tokens="beyond": in range the tokens at the largest in-range difficulty k, out of range those
+    above k; acc_out_within is the out-of-range accuracy on the tokens needing at most k steps."""
+    rows = []
+    for split, diffs, correct in (("in", [1, 2, 3, 3], [1, 1, 1, 0]), ("out", [1, 3, 5, 6], [1, 0, 0, 0])):
+        for i, (d, c) in enumerate(zip(diffs, correct)):
+            rows.append(dict(run_id="r", task="hops", mechanism="online", seed=0, beta=0.1, max_depth=6,
+                             eval_max_depth=6, split=split, example=i, position=5, size=4, difficulty=d,
+                             is_answer=1, correct=c, depth=d + 1))
+    r = pd.DataFrame(rows)
+    assert beyond_training(r).tolist() == [False, False, True, True, False, False, True, True]
+    e = extrapolation_table(r, boot=B).iloc[0]
+    assert e["k"] == 3 and e["acc_in"] == 0.5 and e["acc_out"] == 0.0 and e["acc_out_within"] == 0.5
+    assert e["depth_in"] == 4 and e["depth_out"] == 6.5
+    a = extrapolation_table(r, boot=B, tokens="all").iloc[0]
+    assert a["acc_in"] == 0.75 and a["acc_out"] == 0.25
+    with pytest.raises(ValueError, match=r"tokens = 'some'.*'beyond', 'all'"):
+        extrapolation_table(r, tokens="some")
+
+
 def test_extrapolation_table_and_by_size(recs):
     e = extrapolation_table(recs, boot=B).set_index(["task", "mechanism"])
     row = e.loc[("toposort", "online")]
@@ -323,7 +344,9 @@ def test_claim_verdicts_flip_when_the_data_flip():
     assert aligned[("all / online", "Alignment")] == "not reproduced"
     no_collapse = _claims({"early": "difficulty", "online": "difficulty"}, acc_out=0.95)
     assert no_collapse[("all / online", "No extrapolation")] == "not reproduced"
-    less_depth = _claims({"early": "difficulty", "online": "difficulty"}, out_extra_depth=-2)
+    # out of range the multi-step tokens need 5-8 steps against 4 at most in range: a difficulty-following
+    # model spends more there unless it takes 5 off (less depth than on the hardest in-range tokens)
+    less_depth = _claims({"early": "difficulty", "online": "difficulty"}, out_extra_depth=-5)
     assert less_depth[("hops / online", "No extrapolation")] == "not reproduced"
 
 

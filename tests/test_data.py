@@ -175,9 +175,59 @@ def test_earlier_designs_regenerate_the_previous_studys_data(task):
     sets are different data."""
     from anira.train import eval_sets_sha256
 
-    params = data.earlier_params()[task]
+    params = data.earlier_params("v1")[task]
     sets = {split: make_task(task, range=rng, **params[rng]).generate(data.EVAL_COUNT, data.eval_seed(task, split))
             for split, rng in data.SPLITS.items()}
     assert eval_sets_sha256(sets) == PREVIOUS_STUDY_FINGERPRINTS[task]
     current = {split: data.load_eval_set(task, split) for split in data.SPLITS}
     assert eval_sets_sha256(current) != PREVIOUS_STUDY_FINGERPRINTS[task]
+
+
+# --- the extrapolation certificate -------------------------------------------------------------
+@pytest.mark.parametrize("task", data.CERTIFIED)
+def test_extrapolation_set_needs_more_steps_than_training(task):
+    """The task's bounded reader, given as many steps as the hardest in-range token needs, is exact
+    on the frozen in-range set and at its guessing floor on every out-of-range token that needs more
+    (none solved by a shortcut; the floor at most the task's bar: 0.35, or 1/2 for a one-bit carry)."""
+    c = data.certify(task)
+    assert c["certified"], c
+    assert c["in_reader"] == 1.0 and c["beyond_solved"] == 0.0 and c["n_beyond"] >= 256
+    assert c["beyond_reader"] <= c["floor_bar"] <= 0.5
+    assert data.main(["--certify", "--tasks", task]) == 0
+
+
+@pytest.mark.parametrize("task", data.CERTIFIED)
+def test_bounded_reader_with_enough_steps_solves_both_sets(task):
+    """The reader is a correct solver when its steps are not bounded: every answer of both frozen
+    sets right. So a reader at the floor beyond k fails for lack of steps, not by a bug."""
+    t = make_task(task)
+    for split in data.SPLITS:
+        for ex in data.load_eval_set(task, split):
+            assert t.bounded_reader(t.render(ex), 99) == [1.0] * len(ex.scored)
+
+
+def test_hops_certificate_fails_on_the_second_studys_extrapolation_set():
+    """The certificate can come out the other way: on the second study's design (one long chain,
+    every other chain at most 3 long) the 4-step reader answers every out-of-range query by
+    eliminating the closed chains' digits."""
+    params = data.earlier_params("v2")["hops"]
+    sets = {s: make_task("hops", range=r, **params[r]).generate(data.EVAL_COUNT, data.eval_seed("hops", s))
+            for s, r in data.SPLITS.items()}
+    c = data.certify("hops", sets=sets)
+    assert not c["certified"] and c["beyond_solved"] == 1.0 and c["n_beyond"] > 500
+
+
+def test_hops_reader_beyond_k_guesses_among_the_three_long_chains():
+    """Out of range the 4-step reader cannot reach a digit: it guesses among the three long chains'
+    (distinct) digits, 1/3 on every query; one more step than the longest chain and it is exact."""
+    t = make_task("hops", range="extrap")
+    for ex in data.load_eval_set("hops", "out")[:100]:
+        words = t.render(ex)
+        assert t.bounded_reader(words, 4) == [pytest.approx(1 / 3)]
+        assert t.bounded_reader(words, ex.size) == [1.0]
+        assert t.bounded_reader(words, ex.features[0]["difficulty"] - 1) == [pytest.approx(1 / 3)]
+
+
+def test_certify_refuses_a_task_without_a_reader():
+    with pytest.raises(ValueError, match=r"task = 'language' has no bounded reader; allowed values"):
+        data.certify("language")

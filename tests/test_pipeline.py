@@ -520,16 +520,22 @@ def test_killing_the_driver_loses_only_the_current_step(tmp_path, executor):
     assert man["status"] == "complete" and len(attempts(layout.run_dir(h))) == 2
 
 
-def test_committed_reference_results_are_the_cpu_profile():
+def test_committed_reference_results_are_the_cpu_profile(tmp_path, monkeypatch):
     """data/results/cpu holds exactly the runs profiles/cpu.yaml plans, all finished, on the data
-    they were scored on (the current frozen sets: a regenerated set or a changed task design makes
-    the driver refuse them), and its manifest records this profile file: a change to the profile
-    that is not followed by a rerun (and export) of the reference study fails here. The profile
-    file the study was run with is also kept beside it (data/results/cpu/cpu.yaml)."""
+    they were scored on (the second study's design, ``python -m anira.data --earlier v2``: on the
+    current frozen sets the driver refuses them), and its manifest records this profile file: a
+    change to the profile that is not followed by a rerun (and export) of the reference study fails
+    here. The profile file the study was run with is also kept beside it (data/results/cpu/cpu.yaml)."""
+    from anira import data
+
     root = Path(__file__).resolve().parents[1] / "data" / "results"
     if not (root / "cpu" / "runs").is_dir():
         pytest.skip("no committed cpu results in this checkout")
     layout = Layout("cpu", runs_root=root)
+    with pytest.raises(ValueError, match="was evaluated on other data"):
+        driver_mod.make_plan(load_profile("cpu"), layout)
+    assert data.main(["--earlier", "v2", "--root", str(tmp_path)]) == 0
+    monkeypatch.setenv("ANIRA_DATA", str(tmp_path))
     plan = driver_mod.make_plan(load_profile("cpu"), layout)
     assert [p.spec.label() for p in plan if p.state != "done"] == []
     committed = {p.name for p in layout.runs_dir.iterdir() if p.is_dir()}

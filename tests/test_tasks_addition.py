@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anira.tasks import make_task
-from anira.tasks.addition import EARLIER_DESIGN, AdditionConfig, AdditionTask
+from anira.tasks.addition import EARLIER_DESIGN, STUDY2_DESIGN, AdditionConfig, AdditionTask
 
 
 def carry_into(a: int, b: int, i: int) -> int:
@@ -87,11 +87,11 @@ def test_chain_reference_on_hand_examples():
 
 
 def test_planting_makes_long_chains_common():
-    exs = make_task("addition").generate(3000, seed=1)
+    exs = make_task("addition", **STUDY2_DESIGN).generate(3000, seed=1)
     diff = collections.Counter(r["difficulty"] for e in exs for r in e.features)
     assert set(diff) == set(range(0, 9))  # the carry out of 8 digits depends on up to 8 columns
     assert sum(v for d, v in diff.items() if d >= 4) / sum(diff.values()) > 0.05
-    plain = make_task("addition", plant_prob=0.0).generate(3000, seed=1)
+    plain = make_task("addition", **{**STUDY2_DESIGN, "plant_prob": 0.0}).generate(3000, seed=1)
     diff0 = collections.Counter(r["difficulty"] for e in plain for r in e.features)
     assert sum(v for d, v in diff0.items() if d >= 4) / sum(diff0.values()) < 0.005
     # the carry entering a long chain is 1 about as often as 0
@@ -114,7 +114,7 @@ def test_several_short_runs_give_more_digits_that_need_the_chain():
 def test_sizes_cover_ranges_and_lengths():
     tr = make_task("addition").generate(2000, seed=0)
     ex = make_task("addition", range="extrap").generate(2000, seed=0)
-    assert {e.size for e in tr} == {8} and {e.size for e in ex} == set(range(10, 17))
+    assert {e.size for e in tr} == {8} and {e.size for e in ex} == {8}
     earlier = AdditionTask(AdditionConfig(**EARLIER_DESIGN)).generate(500, seed=0)
     assert {e.size for e in earlier} == set(range(1, 9))
     assert all(len(e.tokens) == 3 * e.size + 4 for e in tr + ex + earlier)
@@ -166,3 +166,29 @@ def test_floor_matches_a_one_column_reader(rng):
             assert AdditionTask.multi_step(rec) == (len(digits) > 1)
             n_guessed += len(digits) > 1
     assert n_guessed > 150  # planted runs make guessed digits common
+
+
+def test_training_caps_the_open_chain_and_extrapolation_goes_past_it():
+    """Training keeps every open chain <= 4 (runs of at most 3 nine-sums, longer examples redrawn);
+    the extrapolation range has the same width and one digit per example needing 5-8 columns, so
+    only the composition grows (every other digit needs <= 4, as in training)."""
+    tr = make_task("addition").generate(3000, seed=3)
+    diff = collections.Counter(r["difficulty"] for e in tr for r in e.features)
+    assert set(diff) == set(range(0, 5)) and diff[4] > 100
+    ex = make_task("addition", range="extrap").generate(1000, seed=3)
+    for e in ex:
+        d = sorted(r["difficulty"] for r in e.features)
+        assert 5 <= d[-1] <= 8 and d[-2] <= 4, d
+    check_examples(make_task("addition", range="extrap"), ex[:300])
+    check_examples(make_task("addition"), tr[:300])
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"min_run": 0}, r"min_run = 0 .*allowed: \[1, 7\]"),
+    ({"min_run": 8}, r"min_run = 8 .*allowed: \[1, 7\]"),
+    ({"min_run": 4, "max_run": 3}, r"max_run = 3 .*allowed: \[4, 32\]"),
+    ({"max_difficulty": -1}, r"max_difficulty = -1"),
+])
+def test_new_bad_config_rejected(params, match):
+    with pytest.raises(ValueError, match=match):
+        make_task("addition", **params)

@@ -189,8 +189,10 @@ def test_earlier_extrap_reaches_every_hop_count():
 def test_sequence_lengths():
     assert max(len(e.tokens) for e in earlier().generate(2000, seed=1)) <= 70
     assert max(len(e.tokens) for e in earlier("extrap").generate(2000, seed=1)) <= 150
-    for rng in ("train", "extrap"):  # dense: 8 assignments and 4 queries, always
-        assert {len(e.tokens) for e in make_task("hops", range=rng).generate(500, seed=1)} == {1 + 8 * 4 + 4 * 3}
+    # dense: 8-12 assignments and 4 queries in training; 16-20 assignments and 1 query out of range
+    assert {len(e.tokens) for e in make_task("hops").generate(500, seed=1)} == {1 + n * 4 + 4 * 3 for n in range(8, 13)}
+    assert {len(e.tokens) for e in make_task("hops", range="extrap").generate(500, seed=1)} == {
+        1 + n * 4 + 3 for n in range(16, 21)}
 
 
 def test_earlier_queried_variable_not_always_a_chain_head():
@@ -214,10 +216,10 @@ def test_parse_round_trip():
 
 
 @pytest.mark.parametrize("params,match", [
-    ({"min_vars": 1}, r"min_vars = 1 .*allowed: \[2, 8\]"),
+    ({"min_vars": 1}, r"min_vars = 1 .*allowed: \[2, 20\]"),
     ({"min_vars": -3}, r"min_vars = -3"),
-    ({"min_vars": 9}, r"min_vars = 9 .*allowed: \[2, 8\].*name pool"),
-    ({"max_vars": 27}, r"max_vars = 27 .*allowed: \[8, 8\]"),
+    ({"min_vars": 21}, r"min_vars = 21 .*allowed: \[2, 20\].*name pool"),
+    ({"max_vars": 27}, r"max_vars = 27 .*allowed: \[8, 20\]"),
     ({"n_names": 27}, r"n_names = 27 .*allowed: \[2, 26\]"),
     ({"n_names": 6}, r"min_vars = 8 .*allowed: \[2, 6\]"),
     ({"queries": "all"}, r"queries = 'all'.*'any', 'own_chain'"),
@@ -226,9 +228,11 @@ def test_parse_round_trip():
     ({"queries": "own_chain", "min_longest": 2}, r"min_longest = 2 .*own_chain"),
     ({"min_hops": 9}, r"min_hops = 9 .*allowed: \[1, 8\].*min_vars"),
     ({"min_hops": 0}, r"min_hops = 0"),
-    ({"max_hops": 9}, r"max_hops = 9 .*allowed: \[1, 8\]"),
-    ({"min_hops": 5}, r"max_hops = 4 .*allowed: \[5, 8\]"),
-    ({"min_hops": 3, "max_hops": 2}, r"max_hops = 2 .*allowed: \[3, 8\]"),
+    ({"max_hops": 13}, r"max_hops = 13 .*allowed: \[1, 12\]"),
+    ({"min_hops": 5}, r"max_hops = 4 .*allowed: \[5, 12\]"),
+    ({"min_hops": 3, "max_hops": 2}, r"max_hops = 2 .*allowed: \[3, 12\]"),
+    ({"min_longest": 3, "n_longest": 3}, r"n_longest = 3 .*allowed: \[1, 2\].*fit in min_vars"),
+    ({"queries": "own_chain", "n_longest": 2}, r"n_longest = 2 .*own_chain"),
     ({"n_queries": 0}, r"n_queries = 0"),
     ({"n_queries": -1}, r"n_queries = -1"),
     ({"n_values": 11}, r"n_values = 11 .*allowed: \[1, 10\]"),
@@ -278,6 +282,9 @@ def check_dense(task, exs):
         assert len(set(queried)) == len(queried), "queried variables are distinct"
         lengths = collections.Counter(p[-1] for p in path.values())
         assert c.min_longest <= max(lengths.values()) <= c.max_hops
+        if c.min_longest > 1:  # exactly n_longest chains reach min_longest, all of one length
+            long = [L for L in lengths.values() if L >= c.min_longest]
+            assert len(long) == c.n_longest and len(set(long)) == 1, (long, c)
         assert ex.size == max(lengths.values())
         assert all(int(v) < c.n_values for v in env.values() if v.isdigit())
         for ref, rec in zip(refs, ex.features):
@@ -299,30 +306,43 @@ def test_dense_against_reference_interpreter(rng):
     n_names=st.integers(2, 26), min_vars=st.integers(2, 26), extra_vars=st.integers(0, 10),
     max_hops=st.integers(1, 10), min_hops=st.integers(1, 4), min_longest=st.integers(1, 8),
     n_queries=st.integers(1, 8), n_values=st.integers(1, 10), hop_tilt=st.floats(-3.0, 3.0),
-    distinct=st.booleans(), seed=st.integers(0, 2**31),
+    distinct=st.booleans(), n_longest=st.integers(1, 4), seed=st.integers(0, 2**31),
 )
 def test_dense_reference_over_configs(n_names, min_vars, extra_vars, max_hops, min_hops, min_longest, n_queries,
-                                      n_values, hop_tilt, distinct, seed):
+                                      n_values, hop_tilt, distinct, n_longest, seed):
     min_vars = min(min_vars, n_names)
     max_vars = min(min_vars + extra_vars, n_names)
     max_hops = min(max_hops, max_vars)
     min_hops = min(min_hops, max_hops, min_vars)
+    min_longest = min(min_longest, max_hops, min_vars)
     task = HopsTask(HopsConfig(min_vars, max_vars, min_hops, max_hops, min(n_queries, min_vars), n_values, hop_tilt,
-                               distinct, n_names=n_names, min_longest=min(min_longest, max_hops, min_vars)))
+                               distinct, n_names=n_names, min_longest=min_longest,
+                               n_longest=min(n_longest, min_vars // min_longest)))
     check_dense(task, task.generate(20, seed=seed))
 
 
 def test_dense_training_covers_every_name_and_hop_count():
-    """Every name of the pool in every example; every hop count 1..4 and every query index scored;
-    extrapolation: the same names and number of variables, a chain of at least 5."""
+    """Training: 8-12 names of the 20-name pool per example, every name common; every hop count 1..4
+    and every query index scored. Extrapolation: 16-20 variables from the same pool, exactly three
+    chains of one length L in 5..6 with distinct digits (every other chain at most 4 long), one
+    query to a variable 5 or 6 hops deep."""
     task, ext = make_task("hops"), make_task("hops", range="extrap")
     exs = task.generate(2000, seed=5)
-    assert all({a for a, _ in HopsTask.parse(task.render(e))[0]} == set("abcdefgh") for e in exs)
+    names = collections.Counter(a for e in exs for a, _ in HopsTask.parse(task.render(e))[0])
+    assert set(names) == set("abcdefghijklmnopqrst") and min(names.values()) > 0.4 * len(exs)
     hops = collections.Counter((r["difficulty"], r["query_index"]) for e in exs for r in e.features)
     assert all(hops[(h, j)] > 50 for h in range(1, 5) for j in range(4))
     xs = ext.generate(500, seed=5)
-    assert all({a for a, _ in HopsTask.parse(ext.render(e))[0]} == set("abcdefgh") and 5 <= e.size <= 8 for e in xs)
-    assert set(r["difficulty"] for e in xs for r in e.features) == set(range(1, 9))
+    for e in xs:
+        words = ext.render(e)
+        env, refs, path = interpret_dense(words)
+        assert set(env) <= set("abcdefghijklmnopqrst") and 16 <= len(env) <= 20
+        lengths = collections.Counter(p[-1] for p in path.values())
+        long = {b: L for b, L in lengths.items() if L > 4}
+        assert len(long) == 3 and len(set(long.values())) == 1 and 5 <= e.size <= 6
+        assert len({env[b] for b in long}) == 3, "the long chains' digits are distinct"
+        assert len(refs) == 1 and refs[0]["difficulty"] in (5, 6)
+    assert {e.size for e in xs} == {5, 6}
     # the shortcut is recorded, and common enough to matter: an earlier query on the same chain
     assert 0.2 < sum(r["chain_seen"] for e in exs for r in e.features) / sum(len(e.features) for e in exs) < 0.5
 

@@ -103,12 +103,12 @@ def test_floor_matches_a_frontier_guesser(rng_name, params):
 
 
 def test_extremes_edge_prob_zero_and_one():
-    empty = ToposortTask(edge_prob=0.0, max_hubs=0)
+    empty = ToposortTask(edge_prob=0.0, mean_degree=0.0, max_hubs=0)
     for ex in empty.generate(30, seed=0):
         _, nodes, edges, out = graph_of(empty, ex)
         assert edges == [] and out == sorted(nodes, key=RANK.get)
         assert [r["frontier_size"] for r in ex.features] == list(range(ex.size, 0, -1))
-    chain = ToposortTask(edge_prob=1.0, max_hubs=0)
+    chain = ToposortTask(edge_prob=1.0, mean_degree=0.0, max_hubs=0, max_difficulty=0)
     for ex in chain.generate(30, seed=0):
         assert [r["frontier_size"] for r in ex.features] == [1] * ex.size
         assert [r["level"] for r in ex.features] == list(range(ex.size))

@@ -22,7 +22,8 @@ from anira.analysis.alignment import (alignment_table, complexity_vs_surprise, d
                                       reference_surprise, token_kind_labels)
 from anira.analysis.claims import Claim, claim_inputs, claims_table, evaluate_claims, thresholds
 from anira.analysis.efficiency import load_summaries, pareto, pareto_front, speedup_table, summaries_frame
-from anira.analysis.generalization import by_size, extrapolation_table, test_time_depth, train_size_range
+from anira.analysis.generalization import (beyond_training, by_size, extrapolation_table, test_time_depth,
+                                           train_size_range, training_steps)
 from anira.analysis.io import (eval_examples, example_sequence, headline_beta, load_study, resolve_run_dirs,
                                runs_of_beta, select_beta, task_size_name, with_fixed_depth)
 from anira.analysis.learning import LEARN_FLOOR_GAP, learning_table, training_curves
@@ -44,7 +45,7 @@ __all__ = ["ADAPTIVE", "MECHANISMS", "RECORD_COLUMNS", "SPLITS", "BootstrapConfi
            "depth_by_difficulty", "depth_by_kind", "reference_surprise", "token_kind_labels", "Claim", "claim_inputs",
            "claims_table",
            "evaluate_claims", "thresholds", "load_summaries", "pareto", "pareto_front", "speedup_table", "summaries_frame", "by_size",
-           "extrapolation_table", "test_time_depth", "train_size_range", "synthetic_records", "default_feature_sets",
+           "extrapolation_table", "test_time_depth", "train_size_range", "beyond_training", "training_steps", "synthetic_records", "default_feature_sets",
            "example_depths", "feature_importance", "timing_decomposition", "load_records", "resolve_run_dirs", "load_study",
            "headline_beta", "select_beta", "runs_of_beta", "with_fixed_depth", "task_size_name", "eval_examples", "example_sequence",
            "LEARN_FLOOR_GAP", "learning_table", "training_curves"]

@@ -2,7 +2,9 @@
 
 - ``by_size``: accuracy (answer tokens) and mean depth (all scored tokens) per input size and split.
 - ``extrapolation_table``: in-range vs out-of-range accuracy and depth per task x mechanism, with
-  paired-within-run CIs of  acc_drop = acc_in - acc_out  and  depth_increase = depth_out - depth_in.
+  paired-within-run CIs of  acc_drop = acc_in - acc_out  and  depth_increase = depth_out - depth_in;
+  by default on the tokens that test composition (``beyond_training``): out of range, those that need
+  more steps than any in-range token; in range, the hardest ones (the most steps training needed).
 - ``test_time_depth``: the same model evaluated with eval_max_depth larger than its training
   max_depth; deltas against eval_max_depth == max_depth are paired (same sequences).
 Accuracies are fractions in [0, 1]; "20 points" is 0.20.
@@ -60,16 +62,50 @@ def _lookup(cells: list[tuple], key: tuple) -> int | None:
         return None
 
 
-def extrapolation_table(records: pd.DataFrame, groups: Sequence[str] = ("task", "mechanism"),
-                        depth_col: str = "depth", boot: BootstrapConfig | None = None) -> pd.DataFrame:
-    """Per group: acc_in, acc_out, acc_drop (CI), depth_in, depth_out, depth_increase (CI).
+def training_steps(records: pd.DataFrame) -> pd.Series:
+    """Per row, k = the largest ``difficulty`` of its task's in-range tokens: the most steps any
+    in-range token needs (the bounded reader's k, ``anira.data.certify``)."""
+    k = records[records["split"] == "in"].groupby("task")["difficulty"].max()
+    return records["task"].map(k)
 
+
+def beyond_training(records: pd.DataFrame) -> pd.Series:
+    """True for the tokens that test composition beyond training: out of range, those that need
+    more steps than any in-range token of their task (difficulty > k); in range, the hardest ones
+    (difficulty == k). Comparing the two asks whether accuracy falls, and depth rises, once a token
+    needs more steps than training ever asked for, against the tokens that needed the most there
+    (a comparison with every in-range token would mix in how depth and accuracy vary with
+    difficulty inside the range)."""
+    check_columns(records, ["task", "split", "difficulty"], "beyond_training")
+    k = training_steps(records)
+    return ((records["split"] == "out") & (records["difficulty"] > k)) | ((records["split"] == "in") & (records["difficulty"] == k))
+
+
+def extrapolation_table(records: pd.DataFrame, groups: Sequence[str] = ("task", "mechanism"),
+                        depth_col: str = "depth", boot: BootstrapConfig | None = None,
+                        tokens: str = "beyond") -> pd.DataFrame:
+    """Per group: acc_in, acc_out, acc_drop (CI), depth_in, depth_out, depth_increase (CI), and k.
+
+    ``tokens="beyond"`` (the default) compares the tokens of ``beyond_training`` (in range: those
+    needing k steps, the most there; out of range: those needing more than k) and adds
+    ``acc_out_within``, the accuracy on the out-of-range tokens that need at most k steps: nothing
+    training did not ask for, so a fall there is not about composition (e.g. a position or length
+    failure: the alignment diagnostic). ``tokens="all"``: every token of both splits.
     Both differences are computed per replicate on the same resampled runs (in- and out-of-range
     sequences resampled within each run), then their percentile interval is taken.
     """
+    from anira.config import check_choice
+
+    check_choice("tokens", tokens, ("beyond", "all"))
     boot, groups = boot or BootstrapConfig(), list(groups)
     df = select(records, split=None, eval_depth="train")
     check_columns(df, ["split", "correct", "is_answer", depth_col], "extrapolation_table")
+    k = training_steps(df) if "difficulty" in df else pd.Series(np.nan, index=df.index)
+    within = df[(df["split"] == "out") & (df["is_answer"] == 1) & (df.get("difficulty", np.inf) <= k)]
+    within_acc = within.groupby(groups, dropna=False)["correct"].mean()
+    k_of = pd.concat([df[groups], k.rename("k")], axis=1).groupby(groups, dropna=False)["k"].max()
+    if tokens == "beyond":
+        df = df[beyond_training(df)]
     check_one_config(df, groups)
     tab, acc_reps, dep_reps = _acc_depth(df, ["split"], groups, depth_col, boot)
     rows = []
@@ -92,9 +128,12 @@ def extrapolation_table(records: pd.DataFrame, groups: Sequence[str] = ("task", 
                                                else (np.nan, np.nan))
                 row |= dict(depth_increase=d, depth_increase_lo=lo, depth_increase_hi=hi)
         row["n_seeds"] = int(sub["n_seeds"].max())
+        key = gkey if len(groups) > 1 else gkey[0]
+        row["k"] = k_of.get(key, np.nan)
+        row["acc_out_within"] = within_acc.get(key, np.nan)
         rows.append(row)
     cols = groups + ["acc_in", "acc_out", "acc_drop", "acc_drop_lo", "acc_drop_hi", "depth_in", "depth_out",
-                     "depth_increase", "depth_increase_lo", "depth_increase_hi", "n_seeds"]
+                     "depth_increase", "depth_increase_lo", "depth_increase_hi", "n_seeds", "k", "acc_out_within"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -139,4 +178,4 @@ def test_time_depth(records: pd.DataFrame, groups: Sequence[str] = ("task", "mec
 
 test_time_depth.__test__ = False  # not a pytest test despite its name
 
-__all__ = ["by_size", "train_size_range", "extrapolation_table", "test_time_depth"]
+__all__ = ["by_size", "train_size_range", "training_steps", "beyond_training", "extrapolation_table", "test_time_depth"]

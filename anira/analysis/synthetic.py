@@ -52,6 +52,8 @@ def synthetic_records(tasks: Sequence[str] = ("toposort",), depth_mode: Mapping[
             diff = rng.integers(0, 5, n)
             if task == "language":
                 diff = np.where(kind == 2, rng.integers(1, 5, n), 0)
+            if split == "out":  # out of range, multi-step tokens need more steps than any in range (5-8)
+                diff = np.where(diff > 0, diff + 4, diff)
             base[split] = pd.DataFrame(dict(
                 split=split, example=ex, position=np.tile(np.arange(1, n_tokens + 1), n_examples), size=size,
                 difficulty=diff, is_answer=(kind == 2).astype(int), kind=kind, level=rng.integers(0, 4, n),

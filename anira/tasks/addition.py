@@ -50,6 +50,16 @@ or join an earlier one) and ``max_run`` caps L: several short runs put more digi
 run, the digits that need the chain. The features are computed from the final digits, so they stay
 exact whatever the planting did.
 
+Ranges: only the composition grows. Training plants runs of at most 3 nine-sums (``max_run``) and
+redraws every example with an open chain longer than 4 (``max_difficulty``: a run of natural 9-sums
+may extend a planted one), so no training digit needs more than 4 columns. Extrapolation keeps the
+width (8 digits, the same positions) and plants one run of 4-7 nine-sums (``min_run``) in every
+example, so one digit per example needs a chain of 5-8 columns and every other digit at most 4:
+a reader that reads at most 4 columns is exact in range and guesses that digit's carry out of
+range (``bounded_reader``; anira.data.certify). Carry-free digits out of range are the alignment
+diagnostic: they need nothing the training range did not. (The second study's extrapolation to
+10-16 digits changed the width and the positions at once: even its carry-free digits failed.)
+
 Per answer token (r_i, written at digit_index n - i):
   static   n_digits = n, digit_index = n - i (0 = the carry-out digit, from the most significant)
   dynamic  carry_in = c_i, carry_chain = carry_chain(i), open_chain = open_chain(i) (= difficulty)
@@ -73,7 +83,9 @@ class AdditionConfig:
     max_digits: int = 8  # 8 digits = 28 tokens; carry chains up to 8 columns
     plant_prob: float = 0.8  # P(plant one propagate run): uniform digits alone rarely chain past 2
     n_runs: int = 1  # planting attempts per example, each with plant_prob; a later run may overwrite an earlier
-    max_run: int = 0  # longest planted run (0: up to n - 1); shorter runs leave more digits above a run
+    max_run: int = 3  # longest planted run (0: up to n - 1); training: 3, so open chains stay <= 4
+    min_run: int = 1  # shortest planted run (extrapolation: runs longer than any carry chain in training)
+    max_difficulty: int = 4  # > 0: examples with a longer open chain are redrawn (training: 4; see below)
     open_chain: bool = True  # difficulty counts only what the written prefix leaves open (see above)
 
 
@@ -84,8 +96,13 @@ class AdditionConfig:
 # width every column sits at a fixed offset, and the carry chain is what is left to learn.
 # The earlier design (n = 1..8; the previous `cpu` reference study, up to commit 352bed3, was scored
 # on its sets):
-EARLIER_DESIGN = dict(min_digits=1, max_digits=8, plant_prob=0.8, open_chain=False)
-EARLIER_EXTRAP = dict(min_digits=10, max_digits=16, plant_prob=0.8, open_chain=False)
+EARLIER_DESIGN = dict(min_digits=1, max_digits=8, plant_prob=0.8, n_runs=1, max_run=0, min_run=1, max_difficulty=0,
+                      open_chain=False)
+EARLIER_EXTRAP = dict(EARLIER_DESIGN, min_digits=10, max_digits=16)
+# The second `cpu` reference study's design (commit 18ea01f; results in data/results/cpu): carry chains up
+# to 8 in training; extrapolation to 10-16 digits changed the width and the positions at once.
+STUDY2_DESIGN = dict(EARLIER_DESIGN, min_digits=8, max_digits=8, open_chain=True)
+STUDY2_EXTRAP = dict(STUDY2_DESIGN, min_digits=10, max_digits=16)
 
 
 class AdditionTask(Task):
@@ -99,6 +116,9 @@ class AdditionTask(Task):
     recipe = {"steps": 5000}
     adaptive_recipe = {"ds_power": 2.0}
     size_name = "number of digits per operand"
+    # a digit whose carry chain is out of the reader's reach is one of two values (the carry is one bit),
+    # so the bounded reader's floor beyond k is 1/2 in every two-operand design (not the usual 0.35)
+    extrapolation_floor_bar = 0.5
     floor_reader = ("adds its own column, takes the carry from the column below or the digit just written, "
                     "and guesses it behind a 9-sum")
 
@@ -118,7 +138,8 @@ class AdditionTask(Task):
 
     @classmethod
     def extrap_config(cls) -> AdditionConfig:
-        return AdditionConfig(min_digits=10, max_digits=16)
+        # the same width, one run of 4-7 nine-sums: one digit per example needs a chain of 5-8 columns
+        return AdditionConfig(plant_prob=1.0, min_run=4, max_run=0, max_difficulty=0)
 
     def validate(self) -> None:
         c = self.config
@@ -127,6 +148,10 @@ class AdditionTask(Task):
         check_range("plant_prob", c.plant_prob, 0.0, 1.0, "a probability")
         check_range("n_runs", c.n_runs, 0, MAX_DIGITS)
         check_range("max_run", c.max_run, 0, MAX_DIGITS)
+        check_range("min_run", c.min_run, 1, max(1, c.max_digits - 1), "a run fits below the top column: at most max_digits - 1")
+        if c.max_run:
+            check_range("max_run", c.max_run, c.min_run, MAX_DIGITS, "0 (up to n - 1) or at least min_run")
+        check_range("max_difficulty", c.max_difficulty, 0, MAX_DIGITS, "0 (no cap) or the longest open chain kept")
 
     @classmethod
     def build_vocab(cls) -> Vocab:
@@ -134,6 +159,12 @@ class AdditionTask(Task):
 
     # ------------------------------------------------------------------------------------
     def sample(self, rng: random.Random) -> Example:
+        while True:
+            ex = self._sample_once(rng)
+            if not self.config.max_difficulty or max(f["difficulty"] for f in ex.features) <= self.config.max_difficulty:
+                return ex
+
+    def _sample_once(self, rng: random.Random) -> Example:
         c = self.config
         randint = rng.randint
         n = randint(c.min_digits, c.max_digits)
@@ -141,9 +172,9 @@ class AdditionTask(Task):
         a = [int(ch) for ch in reversed(str(rng.randrange(10**n)).zfill(n))]
         b = [int(ch) for ch in reversed(str(rng.randrange(10**n)).zfill(n))]
         for _ in range(c.n_runs):
-            if not (n >= 2 and rng.random() < c.plant_prob):
+            if not (n > c.min_run and rng.random() < c.plant_prob):
                 continue
-            L = randint(1, min(n - 1, c.max_run or n))
+            L = randint(c.min_run, min(n - 1, c.max_run or n))
             start = randint(1, n - L)
             for i in range(start, start + L):
                 x = randint(0, 9)
@@ -190,6 +221,37 @@ class AdditionTask(Task):
                 rec["open_chain"] = rec["difficulty"] = 0 if i < n and a[i] + b[i] == 9 else chain[i]
             feats.append(rec)
         return Example(tokens=ids, scored=list(range(start_pos, start_pos + n + 1)), features=feats, size=n)
+
+    def bounded_reader(self, words: list[str], k: int) -> list[float]:
+        """Adds its own column and finds the carry into it: off the digit just written when its own
+        column sums to 9 (the carry passes through unchanged), else by reading the columns below one
+        per step until one settles it (a sum other than 9, or column 0). Out of steps, it guesses the
+        carry: right with probability 1/2 (the carry is one bit, so no two-operand design can put
+        this reader lower)."""
+        a, b, ans = (list(map(int, x)) for x in self.parse(words))
+        n = len(a)
+        s = [a[n - 1 - i] + b[n - 1 - i] for i in range(n)] + [0]  # column sums, least significant first
+        res = []
+        for kk, r in enumerate(ans):  # answer digit kk is column i = n - kk
+            i = n - kk
+            if i < n and s[i] == 9 and kk > 0:  # the written digit above gives the carry away
+                c = (ans[kk - 1] - s[i + 1] % 10) % 10 if i + 1 < n else ans[kk - 1]
+                res.append(float((s[i] + c) % 10 == r))
+                continue
+            j, steps = i - 1, 0
+            while j >= 0:
+                steps += 1
+                if s[j] != 9:
+                    break
+                j -= 1
+            if steps > k:
+                res.append(0.5 * ((s[i] % 10 == r) + ((s[i] + 1) % 10 == r)))
+                continue
+            c = 0  # the carry into column i, computed upward from column j (or from 0 at the bottom)
+            for col in range(max(j, 0), i):
+                c = 1 if s[col] + c >= 10 else 0
+            res.append(float((s[i] + c) % 10 == r))
+        return res
 
     # ------------------------------------------------------------------------------------
     @staticmethod

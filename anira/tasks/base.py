@@ -149,6 +149,20 @@ class Task(ABC):
         the tokens on which depth can pay, and on which the learning bars are judged."""
         return cls.floor(records) < 1
 
+    # --- the bounded reader (certifies an extrapolation set) -------------------------------------
+    extrapolation_floor_bar: ClassVar[float] = 0.35  # the bounded reader's floor beyond k must not exceed this
+
+    def bounded_reader(self, words: list[str], k: int) -> list[float]:
+        """Expected accuracy, per scored token of one rendered example (``self.render(ex)``), of
+        the task's reference algorithm limited to ``k`` steps (the unit of ``difficulty``) plus
+        every elimination or reuse shortcut the design allows, guessing uniformly among the
+        answers it cannot rule out. Reads the text only, never the generator's features.
+
+        With k = the most steps any in-range token needs, it is exact in range; an extrapolation
+        set whose multi-step tokens need more steps than training puts it at its guessing floor
+        there (``anira.data.certify``)."""
+        raise NotImplementedError(f"task {self.name} defines no bounded reader")
+
     # --- shared ----------------------------------------------------------------------------
     @classmethod
     def feature_names(cls) -> tuple[str, ...]:

@@ -20,26 +20,34 @@ Two designs (``HopsConfig.queries``); the default is the dense one.
 budget only when training covers its symbols densely (measured: a plain looped Transformer
 learns 1-4 hops in ~2,000 steps with 8 variables named from a pool of 8 letters and 4 queries
 over any variable, and is still at chance after 1,500 steps when the 8 names come from 26
-letters; see STUDY.md). So:
+letters; docs/study.md). So:
   1. n ~ U{min_vars..max_vars} variables named with n distinct letters of the first ``n_names``
-     (training: all 8 of a pool of 8, so every name occurs in every example).
-  2. The variables are split into chains: the first chain's length is drawn from
-     {min_longest..min(max_hops, n)}, each further one from {1..min(max_hops, left)}, with
-     P(L) ~ L**hop_tilt; the chains are then put in random order. Every variable is on a chain
-     that ends in a digit, so every variable is a possible query.
+     (training: 8-12 of a pool of 20, so every name occurs in about half the examples; the pool
+     covers the extrapolation range, which therefore has no unseen name).
+  2. The variables are split into chains: ``n_longest`` chains of one length L drawn from
+     {min_longest..min(max_hops, n // n_longest)}, each further one from {1..min(cap, left)} with
+     cap = max_hops (training, min_longest = 1) or min_longest - 1, with P(L) ~ L**hop_tilt; the
+     chains are then put in random order. Every variable is on a chain that ends in a digit, so
+     every variable is a possible query.
   3. Digits are i.i.d. uniform over 0..n_values-1 per chain (``distinct_values=False``; True
-     gives distinct digits as in the earlier design).
+     gives distinct digits while there are at most n_values chains).
   4. Queries: ``n_queries`` distinct variables drawn uniformly among those with at least
      ``min_hops`` hops (all of them when fewer). Queries may share a chain.
-  ``size`` = the longest chain of the example (in variables; at most max_hops). Extrapolation
-  keeps the name pool and the number of variables and makes chains longer (min_longest = 5,
-  max_hops = 8): every symbol of the extrapolation range occurs in training, only the chain
-  length (the number of hops) is new. The number of variables is recorded as ``n_vars``.
-  Shortcuts the denser design opens are recorded per token, so analyses can control for them:
-  ``chain_seen`` = 1 when an earlier query of the example was on the same chain (its answer is
-  the same digit), ``hops_to_known`` = hops from x down its chain to the nearest variable an
-  earlier query asked for (h when there is none): what is left to resolve if the earlier
-  answer were reused.
+  ``size`` = the longest chain of the example (in variables; at most max_hops).
+
+  Extrapolation needs more composition than training, and nothing else may give the answer away
+  (``bounded_reader``, certified by ``anira.data.certify``): 16-20 variables from the same pool,
+  exactly three chains of one length L in {5, 6} with distinct digits, every other chain at most 4
+  long, and one query to a variable 5 or 6 hops deep (more than any training query). A reader that
+  follows at most 4 pointers cannot reach the digit; eliminating the closed chains (<= 4 long)
+  leaves the three long chains' digits, so it is at 1/3. (The second study's extrapolation set
+  kept one long chain among short ones, where that elimination gave every answer away.) One query
+  per example, so no earlier answer on the same chain can be reused.
+  Shortcuts the denser training design opens are recorded per token, so analyses can control for
+  them: ``chain_seen`` = 1 when an earlier query of the example was on the same chain (its answer
+  is the same digit), ``hops_to_known`` = hops from x down its chain to the nearest variable an
+  earlier query asked for (h when there is none): what is left to resolve if the earlier answer
+  were reused.
 
 ``queries="own_chain"`` (the earlier design, of the committed ``cpu`` study; ``EARLIER_DESIGN``):
   n ~ U{min_vars..max_vars} from all 26 names; at most ``n_queries`` queries, each on its own
@@ -88,24 +96,32 @@ QUERY_MODES = ("any", "own_chain")
 
 @dataclass
 class HopsConfig:
-    min_vars: int = 8  # size range (number of variables, = assignments); dense training: exactly 8
-    max_vars: int = 8  # 8 variables + 4 queries = 45 tokens
+    min_vars: int = 8  # size range (number of variables, = assignments); dense training: 8-12
+    max_vars: int = 12  # 12 variables + 4 queries = 61 tokens
     min_hops: int = 1  # dense: queries go to variables with >= min_hops hops; own_chain: hop range of the queries
     max_hops: int = 4  # longest chain (dense) / most hops of a query; 1..4 in training, 8 in extrapolation
     n_queries: int = 4  # queries per example (own_chain: at most this many, fewer when the chains fill n)
     n_values: int = 10  # literal digits 0..n_values-1; 10 makes chance accuracy 10 %
     hop_tilt: float = 0.0  # P(L) ~ L**hop_tilt per chain (dense) or per query (own_chain); < 0 favours 1 hop
     distinct_values: bool = False  # chains get distinct digits (while chains <= n_values); dense: i.i.d.
-    n_names: int = 8  # name pool: the first n_names letters; dense coverage of the symbols (see docstring)
+    n_names: int = 20  # name pool: the first n_names letters, covering the extrapolation range (see docstring)
     queries: Literal["any", "own_chain"] = "any"  # dense design, or the earlier one-chain-per-query design
     min_longest: int = 1  # dense: the longest chain has at least this many variables (extrapolation: 5)
+    n_longest: int = 1  # dense: chains drawn at the longest length L (all the same L); with min_longest > 1
+    #                     every other chain is shorter than min_longest (extrapolation: 3, see below)
 
 
 # The earlier design (the previous `cpu` reference study, up to commit 352bed3, was made with it):
 # 4-8 variables from 26 names, at most 3 queries, one chain per query, distinct digits, query hops tilted to balance 1..4.
 EARLIER_DESIGN = dict(min_vars=4, max_vars=8, min_hops=1, max_hops=4, n_queries=3, n_values=10, hop_tilt=1.0,
-                      distinct_values=True, n_names=26, queries="own_chain", min_longest=1)
+                      distinct_values=True, n_names=26, queries="own_chain", min_longest=1, n_longest=1)
 EARLIER_EXTRAP = dict(EARLIER_DESIGN, min_vars=10, max_vars=16, max_hops=8)
+# The second `cpu` reference study's design (commit 18ea01f; its results are in data/results/cpu): exactly
+# 8 variables from 8 names; extrapolation made one chain of 5-8 and left every other chain at most 3 long,
+# so a reader that follows 4 pointers and eliminates the closed chains' digits answers every query.
+STUDY2_DESIGN = dict(min_vars=8, max_vars=8, min_hops=1, max_hops=4, n_queries=4, n_values=10, hop_tilt=0.0,
+                     distinct_values=False, n_names=8, queries="any", min_longest=1, n_longest=1)
+STUDY2_EXTRAP = dict(STUDY2_DESIGN, max_hops=8, min_longest=5)
 
 
 class HopsTask(Task):
@@ -138,7 +154,10 @@ class HopsTask(Task):
 
     @classmethod
     def extrap_config(cls) -> HopsConfig:
-        return HopsConfig(max_hops=8, min_longest=5)  # same names and variables, longer chains
+        # more variables, 3 chains of 5-6 (distinct digits, every other chain at most 4 long), one query
+        # to a variable 5-6 hops deep (module docstring)
+        return HopsConfig(min_vars=16, max_vars=20, min_hops=5, max_hops=6, n_queries=1, distinct_values=True,
+                          min_longest=5, n_longest=3)
 
     def validate(self) -> None:
         c = self.config
@@ -152,9 +171,12 @@ class HopsTask(Task):
         if c.queries == "any":
             check_range("n_queries", c.n_queries, 1, c.min_vars, "distinct queried variables, so at most min_vars")
             check_range("min_longest", c.min_longest, 1, min(c.max_hops, c.min_vars), "at most max_hops and min_vars")
+            check_range("n_longest", c.n_longest, 1, c.min_vars // c.min_longest,
+                        "n_longest chains of min_longest variables must fit in min_vars")
         else:
             check_range("n_queries", c.n_queries, 1, n_pool)
             check_range("min_longest", c.min_longest, 1, 1, "the own_chain design has no longest-chain floor")
+            check_range("n_longest", c.n_longest, 1, 1, "the own_chain design has no longest chains")
         check_range("n_values", c.n_values, 1, N_DIGITS, "literal digits")
         check_range("hop_tilt", c.hop_tilt, -4.0, 4.0, "negative values favour short chains (a curriculum)")
 
@@ -178,11 +200,14 @@ class HopsTask(Task):
         rand = rng.random
         n = rng.randint(c.min_vars, c.max_vars)
         H = min(c.max_hops, n)
-        # 2. chain lengths: the first at least min_longest, the rest fill the n variables
-        lengths = [self._draw_length(rand, c.min_longest, H)]
-        free = n - lengths[0]
+        # 2. chain lengths: n_longest chains of one length L >= min_longest, the rest fill the n
+        # variables (shorter than min_longest when min_longest > 1)
+        L0 = self._draw_length(rand, c.min_longest, min(H, n // c.n_longest))
+        lengths = [L0] * c.n_longest
+        free = n - c.n_longest * L0
+        cap = H if c.min_longest == 1 else c.min_longest - 1
         while free:
-            L = self._draw_length(rand, 1, min(H, free))
+            L = self._draw_length(rand, 1, min(cap, free))
             lengths.append(L)
             free -= L
         rng.shuffle(lengths)
@@ -325,6 +350,38 @@ class HopsTask(Task):
                 "sweeps": _sweeps(pos, s, x),
             })
         return Example(tokens=ids, scored=scored, features=feats, size=n)
+
+    def bounded_reader(self, words: list[str], k: int) -> list[float]:
+        """Follows at most k pointers from the queried variable (a digit or the answer of an
+        earlier query of the example ends the walk: the reuse shortcut); when the walk does not
+        end, it eliminates every chain it can close in k steps (chains of at most k variables) and
+        guesses uniformly among the distinct digits of the others. (Generous: it is told which
+        chains are longer than k.)"""
+        assigns, queries = self.parse(words)
+        env = dict(assigns)
+        bottom, length = {}, {}
+        for v in env:  # the chain (its bottom variable) of every variable, and chain lengths
+            x = v
+            while not env[x].isdigit():
+                x = env[x]
+            bottom[v] = x
+            length[x] = length.get(x, 0) + 1
+        long_digits = {env[b] for b, L in length.items() if L > k}
+        out, revealed = [], {}
+        for var, answer in queries:
+            x, value = var, None
+            for _ in range(k):
+                rhs = env[x]
+                if rhs.isdigit() or rhs in revealed:
+                    value = rhs if rhs.isdigit() else revealed[rhs]
+                    break
+                x = rhs
+            if value is not None:
+                out.append(float(value == answer))
+            else:
+                out.append((answer in long_digits) / len(long_digits))
+            revealed[var] = answer  # the model reads earlier answers off the text
+        return out
 
     # ------------------------------------------------------------------------------------
     @staticmethod

@@ -14,8 +14,16 @@ Generator: n nodes in a hidden random order 0..n-1; each pair i < j gets the edg
 probability ``edge_prob``; ``n_hubs`` planted hubs get an edge to or from every other node with
 probability ``hub_prob`` (direction from the hidden order, so the graph stays acyclic). Labels
 are then drawn at random from the pool, so the label order is unrelated to the hidden order.
-``edge_prob`` is per pair, so larger (extrapolation) graphs are also denser: mean degree
-~ edge_prob * (n - 1).
+With ``mean_degree`` > 0 (the default, 1.75) the pair probability is mean_degree / (n - 1), so
+every size has the same expected degree and size is the only shift out of range (``edge_prob`` is
+per pair: with it, larger graphs are also denser, as in the earlier designs, whose 11-16-node
+extrapolation graphs had mean degree 4.2 against 2.2 in range).
+
+Ranges: training draws 6-10 nodes and redraws a graph whose order has a step with more than 4
+``smaller_blocked`` nodes (``max_difficulty``); extrapolation draws 11-16 nodes at the same mean
+degree and the same hubs, uncapped, so about a tenth of its steps need 5-15 checks: a reader that
+rules out at most 4 candidates per step is exact in range and near its guessing floor there
+(``bounded_reader``; anira.data.certify).
 
 Ground-truth complexity (``difficulty``) of output step t is ``smaller_blocked``: the nodes not
 yet output whose label is smaller than o_t. Each is blocked (it has a predecessor not yet output,
@@ -61,6 +69,8 @@ class ToposortConfig:
     min_nodes: int = 6  # size range (number of nodes): large enough that one step does not suffice
     max_nodes: int = 10  # sequence <= ~100 tokens at edge_prob 0.25
     edge_prob: float = 0.25  # P(i -> j) per pair in the hidden order: controls density
+    mean_degree: float = 1.75  # > 0: P(i -> j) = mean_degree / (n - 1) instead of edge_prob: the same density at every size
+    max_difficulty: int = 4  # > 0: graphs with a step of more smaller_blocked nodes are redrawn (training: 4)
     min_hubs: int = 0  # planted hubs per graph, drawn uniformly in [min_hubs, max_hubs]:
     max_hubs: int = 1  # hub structure is a controlled factor (static cue for early decisions)
     hub_prob: float = 0.8  # P(edge between a hub and each other node); > edge_prob makes hubs
@@ -74,9 +84,13 @@ class ToposortConfig:
 # task faster: training accuracy 0.75 against 0.63 at step 500 (README, "Learning the other
 # tasks"). The earlier design drew from all 32 (the previous `cpu` reference study, up to commit
 # 352bed3, was scored on its sets):
-EARLIER_DESIGN = dict(min_nodes=4, max_nodes=8, edge_prob=0.3, n_labels=N_LABELS, smaller_blocked=False)
-EARLIER_EXTRAP = dict(min_nodes=10, max_nodes=16, edge_prob=0.3, min_hubs=0, max_hubs=2, n_labels=N_LABELS,
-                      smaller_blocked=False)
+EARLIER_DESIGN = dict(min_nodes=4, max_nodes=8, edge_prob=0.3, mean_degree=0.0, min_hubs=0, max_hubs=1, hub_prob=0.8,
+                      n_labels=N_LABELS, smaller_blocked=False, max_difficulty=0)
+EARLIER_EXTRAP = dict(EARLIER_DESIGN, min_nodes=10, max_nodes=16, max_hubs=2)
+# The second `cpu` reference study's design (commit 18ea01f; results in data/results/cpu): a per-pair edge
+# probability, so the 11-16-node extrapolation graphs were about twice as dense (and had up to 2 hubs).
+STUDY2_DESIGN = dict(EARLIER_DESIGN, min_nodes=6, max_nodes=10, edge_prob=0.25, n_labels=16, smaller_blocked=True)
+STUDY2_EXTRAP = dict(STUDY2_DESIGN, min_nodes=11, max_nodes=16, max_hubs=2)
 
 
 class ToposortTask(Task):
@@ -104,7 +118,8 @@ class ToposortTask(Task):
 
     @classmethod
     def extrap_config(cls) -> ToposortConfig:
-        return ToposortConfig(min_nodes=11, max_nodes=16, min_hubs=0, max_hubs=2)
+        # more nodes at the same mean degree and hubs; no cap, so steps need up to 15 smaller_blocked checks
+        return ToposortConfig(min_nodes=11, max_nodes=16, max_difficulty=0)
 
     def validate(self) -> None:
         c = self.config
@@ -112,9 +127,11 @@ class ToposortTask(Task):
         check_range("max_nodes", c.max_nodes, c.min_nodes, N_LABELS)
         check_range("edge_prob", c.edge_prob, 0.0, 1.0)
         check_range("hub_prob", c.hub_prob, 0.0, 1.0)
+        check_range("mean_degree", c.mean_degree, 0.0, float(N_LABELS - 1), "0 (use edge_prob) or a mean degree; P(edge) is capped at 1")
         check_range("min_hubs", c.min_hubs, 0, c.min_nodes)
         check_range("max_hubs", c.max_hubs, c.min_hubs, c.min_nodes)
         check_range("n_labels", c.n_labels, c.max_nodes, N_LABELS)
+        check_range("max_difficulty", c.max_difficulty, 0, N_LABELS, "0 (no cap) or the most smaller_blocked nodes kept")
 
     @classmethod
     def build_vocab(cls) -> Vocab:
@@ -122,13 +139,19 @@ class ToposortTask(Task):
 
     # ------------------------------------------------------------------------------------
     def sample(self, rng: random.Random) -> Example:
+        while True:
+            ex = self._sample_once(rng)
+            if not self.config.max_difficulty or max(f["difficulty"] for f in ex.features) <= self.config.max_difficulty:
+                return ex
+
+    def _sample_once(self, rng: random.Random) -> Example:
         c = self.config
         rand = rng.random
         n = rng.randint(c.min_nodes, c.max_nodes)
         n_hubs = rng.randint(c.min_hubs, c.max_hubs)
         hubs = set(rng.sample(range(n), n_hubs)) if n_hubs else set()
         # edges in the hidden order i < j (acyclic by construction)
-        p, ph = c.edge_prob, c.hub_prob
+        p, ph = (min(1.0, c.mean_degree / max(n - 1, 1)) if c.mean_degree else c.edge_prob), c.hub_prob
         succ: list[list[int]] = [[] for _ in range(n)]
         pred: list[list[int]] = [[] for _ in range(n)]
         edges: list[tuple[int, int]] = []
@@ -224,6 +247,34 @@ class ToposortTask(Task):
             for t, v in enumerate(order)
         ]
         return Example(tokens=ids, scored=scored, features=feats, size=n)
+
+    def bounded_reader(self, words: list[str], k: int) -> list[float]:
+        """Kahn's smallest-first choice with at most k checks per output step: it walks the nodes
+        not yet output in ascending label order and rules out each blocked one (a predecessor not
+        yet output) with one check; the first unblocked one it reaches within k checks is the
+        answer. Out of checks, it guesses uniformly among the pending nodes it has not ruled out.
+        (Earlier outputs are read off the text for free.)"""
+        nodes, edges, out = self.parse(words)
+        rank = {w: LABELS.index(w) for w in nodes}
+        pred: dict[str, set[str]] = {v: set() for v in nodes}
+        for a, b in edges:
+            pred[b].add(a)
+        done: set[str] = set()
+        res = []
+        for answer in out:
+            pending = sorted((v for v in nodes if v not in done), key=rank.__getitem__)
+            blocked = 0
+            for v in pending:
+                if not pred[v] - done:
+                    break
+                blocked += 1
+            if blocked <= k:
+                res.append(float(v == answer))
+            else:
+                rest = pending[k:]
+                res.append((answer in rest) / len(rest))
+            done.add(answer)
+        return res
 
     # ------------------------------------------------------------------------------------
     @staticmethod
