@@ -480,10 +480,14 @@ def plot_timing(table: pd.DataFrame, mechanisms: Sequence[str] | None = None) ->
     return fig
 
 
+KIND_MARK = {"static": "S", "dynamic": "D", "progress": "P"}  # feature-class tags on the importance axis
+
+
 def plot_feature_importance(table: pd.DataFrame, value: str = "perm_importance",
                             mechanisms: Sequence[str] | None = None) -> plt.Figure:
-    """Horizontal bars of one importance measure per feature, one panel per task x mechanism,
-    static features in the static colour, dynamic in the dynamic colour. table: ``feature_importance``."""
+    """Horizontal bars of one importance measure per feature: one panel per task, features grouped by
+    class (tagged S / D / P), one bar per mechanism in its fixed colour; one x-scale for every panel,
+    so bars compare across tasks. table: ``feature_importance``."""
     _require(table, ["task", "mechanism", "feature", "kind", value], "plot_feature_importance")
     mechs = _ordered(mechanisms if mechanisms is not None else table["mechanism"])
     has = table[table[value].notna()]
@@ -491,27 +495,33 @@ def plot_feature_importance(table: pd.DataFrame, value: str = "perm_importance",
         raise ValueError(f"plot_feature_importance: every {value!r} is NaN (constant depths?)")
     tasks = list(dict.fromkeys(has["task"]))
     mechs = [m for m in mechs if (has["mechanism"] == m).any()]
-    n_feat = int(has.groupby("task")["feature"].nunique().max())  # rows of the tallest panel
-    fig, axes = _panels(len(mechs), nrows=max(len(tasks), 1), width=2.4, height=0.2 * n_feat + 0.9)
-    for (i, t), (j, m) in ((a, b) for a in enumerate(tasks) for b in enumerate(mechs)):
-        ax = axes[i, j]
-        s = has[(has["task"] == t) & (has["mechanism"] == m)]
-        if s.empty:
-            ax.axis("off")
-            continue
-        colors = [PART_COLORS["unique_static" if k == "static" else "unique_dynamic"] for k in s["kind"]]
-        ax.barh(np.arange(len(s)), s[value].fillna(0.0), color=colors)
-        ax.set_yticks(np.arange(len(s)), s["feature"])
+    order = {k: i for i, k in enumerate(KIND_MARK)}
+    n_feat = [has.loc[has["task"] == t, "feature"].nunique() for t in tasks]
+    fig, axes = plt.subplots(len(tasks), 1, sharex=True, squeeze=False,
+                             figsize=(5.0, 0.55 + sum(0.16 * len(mechs) * n + 0.45 for n in n_feat)),
+                             gridspec_kw={"height_ratios": n_feat})
+    width = 0.8 / max(len(mechs), 1)
+    for ax, t in zip(axes[:, 0], tasks):
+        s = has[has["task"] == t]
+        feats = (s.drop_duplicates("feature").assign(_k=lambda d: d["kind"].map(order))
+                 .sort_values(["_k"], kind="stable")[["feature", "kind"]])
+        y = {f: i for i, f in enumerate(feats["feature"])}
+        for j, m in enumerate(mechs):
+            sm = s[s["mechanism"] == m]
+            ax.barh([y[f] + (j - (len(mechs) - 1) / 2) * width for f in sm["feature"]], sm[value].fillna(0.0),
+                    height=width, color=mech_style(m)["color"], label=mech_style(m)["label"])
+        ax.set_yticks(range(len(y)), [f"{f} ({KIND_MARK.get(k, '?')})" for f, k in zip(feats["feature"], feats["kind"])])
         ax.invert_yaxis()
         ax.axvline(0, color="0.3", linewidth=0.6)
-        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(3))
-        ax.set_title(f"{t} / {m}")
-        ax.set_xlabel({"perm_importance": "drop in $R^2$ when shuffled", "coef_std": "standardized coefficient"}
-                      .get(value, value))
-    handles = [mpl.patches.Patch(color=PART_COLORS[p], label=lab)
-               for p, lab in (("unique_static", "static feature"), ("unique_dynamic", "dynamic feature"))]
+        ax.set_title(t, loc="left")
+    axes[-1, 0].set_xlabel({"perm_importance": "drop in $R^2$ when the feature is shuffled",
+                            "coef_std": "standardized coefficient"}.get(value, value))
+    handles = [mpl.patches.Patch(color=mech_style(m)["color"], label=mech_style(m)["label"]) for m in mechs]
+    handles += [mpl.lines.Line2D([], [], linestyle="none", label=f"({k}) {v}")
+                for v, k in KIND_MARK.items()]
     fig.tight_layout()
-    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(handles), 4),
+               frameon=False, handlelength=1.0)
     return fig
 
 
@@ -548,8 +558,11 @@ def plot_depth_heatmap(tokens: Sequence[str], depths_by_mechanism: Mapping[str, 
         top.set_xticks(np.arange(n), ["" if not np.isfinite(float(d)) else f"{float(d):.0f}" for d in difficulty],
                        fontsize=5.5)
         top.set_xlabel("difficulty", fontsize=7)
+    blank = "white cells: tokens not scored (no depth recorded)"
     if title:
-        ax.set_title(title)
+        ax.set_title(f"{title}; {blank}")
+    else:
+        ax.set_title(blank, fontsize=7)
     fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01, label="depth used (iterations)")
     return fig
 
@@ -626,7 +639,7 @@ def plot_speedup(table: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-__all__ = ["MECHANISMS", "MECH_STYLE", "PART_COLORS", "QUANTITIES", "PNG_METADATA", "PDF_METADATA", "mech_style",
+__all__ = ["MECHANISMS", "MECH_STYLE", "PART_COLORS", "KIND_MARK", "QUANTITIES", "PNG_METADATA", "PDF_METADATA", "mech_style",
            "setup_style", "axis_label", "label_axes", "make_provenance", "savefig", "format_table", "to_latex",
            "latex_escape", "save_table", "plot_alignment", "plot_depth_by_kind", "plot_generalization",
            "plot_test_time_depth", "plot_timing", "plot_feature_importance", "plot_depth_heatmap",

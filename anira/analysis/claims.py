@@ -1,6 +1,6 @@
 """Notebook 07: each finding of the paper, the statistic that tests it, a threshold fixed in
-advance, the value measured, and a verdict: "reproduced", "not reproduced", "inconclusive" or
-"untestable (not learned)".
+advance, the value measured, and a verdict: "reproduced", "not reproduced", "inconclusive",
+"untestable (not learned)" or, for decision timing, "untestable (depth constant)".
 
 The thresholds below were set before any run of this study and must not be tuned to results.
 
@@ -14,16 +14,29 @@ Claim 2, no extrapolation (``extrapolation_table``), per mechanism and algorithm
     lower bound above it, AND depth_increase = depth_out - depth_in must be >= 0 with CI lower
     bound >= 0. Not reproduced if either part is confidently false (acc_drop CI upper bound
     < 0.20, or depth_increase CI upper bound < 0); inconclusive otherwise.
-Claim 3, decision timing (``timing_decomposition``) on TIMING_TASK (toposort):
-    d = R^2_dynamic - R^2_static (= unique_dynamic - unique_static, see ``timing``).
-    early:  static explains more   -> reproduced if d < -TIMING_MARGIN with CI upper bound < -TIMING_MARGIN
-    online: dynamic explains more  -> reproduced if d > TIMING_MARGIN with CI lower bound > TIMING_MARGIN
-    not reproduced if the CI lies entirely on the other side of the margin; inconclusive if the
-    CI straddles it, or the total R^2 is below TIMING_MIN_R2 (nothing to decompose), or undefined
-    (depth constant in every run: no depth variance to explain), or data is missing.
-Aggregate rows (claims 1, 2, per mechanism over the algorithmic tasks with data, T of them):
-    need = ceil(TASK_FRACTION * T) task-level reproductions; reproduced if #reproduced >= need,
-    not reproduced if #reproduced + #inconclusive < need, inconclusive otherwise.
+Claim 3, decision timing (``timing_decomposition`` with the tasks' feature tables), for each
+algorithmic task and each mechanism in TIMING_DIRECTION (early: static explains more; online:
+dynamic explains more), linear model as in the paper:
+    d = R^2_dynamic - R^2_static (= unique dynamic - unique static), progress apart (on neither side);
+    d_adverse = the same with the progress features on the side the claim argues against (early:
+    with the dynamic features; online: with the static ones), so a counter of output progress
+    cannot carry the verdict.
+    untestable (depth constant)  the depth's SD (mean over seeds, in-range tokens) < TIMING_MIN_DEPTH_SD
+    inconclusive                 total R^2 (static + dynamic) < TIMING_MIN_R2: nothing to attribute
+    reproduced                   sign * d > TIMING_MARGIN by its CI, and sign * d_adverse too
+    not reproduced               the CI of sign * d lies entirely below the margin
+    inconclusive                 otherwise (the CI straddles it, or only d_adverse fails).
+    The note gives the unique parts, size alone's R^2 (beside the paper's ~0.28 for early), both
+    progress variants and the seed spread.
+  Sanity rows, per task: ``oracle`` (depth = f(difficulty) only; label on neither side): the rule
+  predicts the label's own decomposition (``timing.rule_prediction``); "as predicted" when d and the
+  total R^2 are within SANITY_TOL of it. ``random`` (depth independent of the token): the rule
+  predicts total R^2 (every class) < TIMING_MIN_R2 and neither direction reproduced. A sanity row
+  whose depth is constant is "untestable (depth constant)".
+Aggregate rows (per mechanism over the algorithmic tasks with a testable row, T of them):
+    value = fraction of the T tasks reproduced; reproduced if it is >= TASK_FRACTION, not
+    reproduced if even the inconclusive tasks could not lift it there, inconclusive otherwise
+    (need = ceil(TASK_FRACTION * T)). Statistic and threshold are both fractions.
 Learning bar (``learning``: the table of ``learning_table``, one row per run). Only a run that
 learned its task can reproduce or refute a finding: a run learned when its in-range accuracy on
 the multi-step tokens is >= the task's trivial floor on them + LEARN_FLOOR_GAP (0.15, the bar of
@@ -45,6 +58,7 @@ import numpy as np
 import pandas as pd
 
 from anira.analysis.learning import LEARN_FLOOR_GAP, failed_bar_note
+from anira.analysis.timing import PAPER_R2_SIZE_EARLY
 from anira.config import ADAPTIVE
 
 ALGORITHMIC_TASKS = ("hops", "toposort", "addition")  # tasks the alignment / extrapolation claims are about
@@ -54,13 +68,22 @@ ALIGN_CI_LO_MIN = 0.0  # and it must be positive beyond sampling noise
 EXTRAP_MECHANISMS = ADAPTIVE
 EXTRAP_ACC_DROP_MIN = 0.20  # "accuracy collapses": at least 20 accuracy points lost out of range
 EXTRAP_DEPTH_INCREASE_MIN = 0.0  # "allocate more compute": out-of-range mean depth >= in-range
-TIMING_TASK = "toposort"  # the task with both static (graph) and dynamic (execution) features
+TIMING_DIRECTION = {"early": -1.0, "online": 1.0}  # the paper: E static (d < 0), O dynamic (d > 0)
+TIMING_SANITY = ("oracle", "random")  # controls whose timing rows the rule predicts
 TIMING_MARGIN = 0.0  # d = R^2_dyn - R^2_stat must be beyond this margin, by its CI
 TIMING_MIN_R2 = 0.05  # below this total R^2 there is no allocation signal to attribute
+# An integer depth whose one-step deviations from its mode touch fewer than ~4% of tokens has an SD
+# below 0.2 (sqrt(p (1 - p)) < 0.2 for p < 0.042): effectively constant, too little variance for a
+# decomposition over 5-10 features. Set with the rule, before this rule was run on any study (the
+# cpu study's toposort runs were known to be near-constant: online SD 0.08).
+TIMING_MIN_DEPTH_SD = 0.2
+SANITY_TOL = 0.02  # oracle: d and total R^2 within this of the label's own decomposition
 TASK_FRACTION = 2 / 3  # aggregate rule: reproduced on >= 2/3 of the algorithmic tasks with data
 
 UNTESTABLE = "untestable (not learned)"  # a run of the row's task x mechanism failed the learning bar
-VERDICTS = ("reproduced", "not reproduced", "inconclusive", UNTESTABLE)
+DEPTH_CONSTANT = "untestable (depth constant)"  # timing: no depth variance to explain
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", UNTESTABLE, DEPTH_CONSTANT)
+SANITY_VERDICTS = ("as predicted", "not as predicted", DEPTH_CONSTANT)  # the timing sanity rows
 
 
 @dataclass
@@ -172,23 +195,29 @@ def _judged(claim: Claim, status: tuple[str, str]) -> Claim:
 
 
 def _aggregate(finding: str, mech: str, parts: dict[str, Claim]) -> Claim:
-    """The aggregate row over the algorithmic tasks with data (task -> its claim); untestable
-    tasks are left out, and those whose learning bar was not judged are named."""
-    untestable = [t for t, c in parts.items() if c.verdict == UNTESTABLE]
-    testable = [c.verdict for c in parts.values() if c.verdict != UNTESTABLE]
+    """The aggregate row over the algorithmic tasks with data (task -> its claim): the fraction of
+    the testable ones reproduced against TASK_FRACTION; untestable tasks are left out, and those
+    whose learning bar was not judged are named."""
+    untestable = [t for t, c in parts.items() if c.verdict in (UNTESTABLE, DEPTH_CONSTANT)]
+    testable = [c.verdict for c in parts.values() if c.verdict not in (UNTESTABLE, DEPTH_CONSTANT)]
     not_judged = [t for t, c in parts.items() if c.note.startswith("learning bar not judged")]
     verdict = aggregate_verdict(testable)
     if untestable and not testable:
-        verdict = UNTESTABLE
+        kinds = {parts[t].verdict for t in untestable}
+        verdict = DEPTH_CONSTANT if kinds == {DEPTH_CONSTANT} else UNTESTABLE
     notes = [] if parts else ["data missing"]
-    if untestable:
-        notes.append(f"left out, not learned: {', '.join(untestable)}")
+    for kind, why in ((UNTESTABLE, "not learned"), (DEPTH_CONSTANT, "depth constant")):
+        left = [t for t in untestable if parts[t].verdict == kind]
+        if left:
+            notes.append(f"left out, {why}: {', '.join(left)}")
     if not_judged:
         notes.append(f"learning bar not judged: {', '.join(not_judged)}")
+    if testable:
+        notes.append(f"{testable.count('reproduced')} of {len(testable)} reproduced")
     kind = "testable algorithmic tasks" if untestable else "algorithmic tasks with data"
-    return Claim(finding, f"tasks reproduced, of {len(testable)} {kind}", TASK_FRACTION,
-                 f"reproduced on >= {TASK_FRACTION:.2f} of tasks", float(testable.count("reproduced")), verdict,
-                 scope=f"all / {mech}", note="; ".join(notes))
+    value = testable.count("reproduced") / len(testable) if testable else float("nan")
+    return Claim(finding, f"fraction of the {len(testable)} {kind} reproduced", TASK_FRACTION,
+                 f"fraction >= {TASK_FRACTION:.3f}", value, verdict, scope=f"all / {mech}", note="; ".join(notes))
 
 
 def alignment_claims(alignment: pd.DataFrame | None, learning: pd.DataFrame | None = None) -> list[Claim]:
@@ -238,41 +267,133 @@ def extrapolation_claims(extrapolation: pd.DataFrame | None, learning: pd.DataFr
     return out
 
 
-def timing_claims(timing: pd.DataFrame | None, learning: pd.DataFrame | None = None) -> list[Claim]:
+def _timing_tasks(timing: pd.DataFrame | None) -> list[str]:
+    return _tasks(timing)
+
+
+def _side_name(sign: float) -> str:
+    return "static" if sign < 0 else "dynamic"
+
+
+def timing_rule(r: pd.Series, sign: float) -> tuple[str, str]:
+    """(verdict, note) of one timing row in the direction ``sign`` (-1: static explains more, +1:
+    dynamic explains more), by the rule of the module docstring."""
+    depth_sd, tot = _f(r.get("depth_sd")), _f(r.get("r2_both"))
+    if np.isfinite(depth_sd) and depth_sd < TIMING_MIN_DEPTH_SD or not np.isfinite(tot):
+        return DEPTH_CONSTANT, (f"depth SD = {depth_sd:.3f} < {TIMING_MIN_DEPTH_SD}: no depth variance to explain"
+                                if np.isfinite(depth_sd) else "depth constant in every run: no depth variance to explain")
+    d, lo, hi = _f(r["dynamic_minus_static"]), _f(r["dynamic_minus_static_lo"]), _f(r["dynamic_minus_static_hi"])
+    adv = "_pd" if sign < 0 else "_ps"  # progress joins the side the claim argues against
+    da, dal, dah = (_f(r.get(f"dynamic_minus_static{adv}{x}")) for x in ("", "_lo", "_hi"))
+    parts = (f"R^2 static {_f(r['r2_static']):.3f}, dynamic {_f(r['r2_dynamic']):.3f}, progress "
+             f"{_f(r.get('r2_progress')):.3f}, static+dynamic {tot:.3f}; unique static {_f(r['unique_static']):.3f}, "
+             f"unique dynamic {_f(r['unique_dynamic']):.3f}, shared {_f(r['shared']):.3f}; size alone "
+             f"{_f(r.get('r2_size')):.3f}; with progress static-side d = {_f(r.get('dynamic_minus_static_ps')):.3f}, "
+             f"dynamic-side d = {_f(r.get('dynamic_minus_static_pd')):.3f}; depth SD {depth_sd:.2f}")
+    sd = _f(r.get("dynamic_minus_static_seed_sd"))
+    if np.isfinite(sd):
+        parts += f"; seed SD of d {sd:.3f}"
+    if tot < TIMING_MIN_R2:
+        return "inconclusive", f"total R^2 = {tot:.3f} < {TIMING_MIN_R2}: no allocation signal to attribute; {parts}"
+    s_lo, s_hi = (lo, hi) if sign > 0 else (-hi, -lo)
+    v = interval_verdict(sign * d, s_lo, s_hi, TIMING_MARGIN)
+    if v == "reproduced" and np.isfinite(da):
+        a_lo, a_hi = (dal, dah) if sign > 0 else (-dah, -dal)
+        if interval_verdict(sign * da, a_lo, a_hi, TIMING_MARGIN) != "reproduced":
+            other = _side_name(-sign)
+            return "inconclusive", (f"progress decides it: with progress on the {other} side d = {da:.3f} "
+                                    f"[{dal:.3f}, {dah:.3f}]; {parts}")
+    return v, parts
+
+
+def timing_claims(timing: pd.DataFrame | None, learning: pd.DataFrame | None = None,
+                  prediction: pd.DataFrame | None = None) -> list[Claim]:
+    """Per task and mechanism (TIMING_DIRECTION), an aggregate per mechanism, and the sanity rows
+    of TIMING_SANITY beside them (``prediction``: ``timing.rule_prediction``; None = the oracle's
+    prediction is missing)."""
     out = []
-    for mech, sign, finding in (
-            ("early", -1.0, "Decision timing: early (E) depth explained more by static structure than by dynamic state"),
-            ("online", 1.0, "Decision timing: online (O) depth explained more by dynamic state than by static structure")):
-        r = _rows(timing, TIMING_TASK, mech)
-        stat = "R^2_dynamic - R^2_static (= unique dynamic - unique static), cross-validated"
-        comp = (f"d < -{TIMING_MARGIN} by CI" if sign < 0 else f"d > {TIMING_MARGIN} by CI")
-        status = learning_status(learning, TIMING_TASK, mech)
-        if r is None:
-            out.append(_judged(Claim(finding, stat, TIMING_MARGIN, comp, float("nan"), "inconclusive",
-                                     scope=f"{TIMING_TASK} / {mech}", note="data missing"), status))
-            continue
-        d, lo, hi = _f(r["dynamic_minus_static"]), _f(r["dynamic_minus_static_lo"]), _f(r["dynamic_minus_static_hi"])
-        # test sign * d > margin; for early, flip the interval
-        s_lo, s_hi = (lo, hi) if sign > 0 else (-hi, -lo)
-        v = interval_verdict(sign * d, s_lo, s_hi, TIMING_MARGIN)
-        tot = _f(r["r2_both"])
-        note = f"total R^2 = {tot:.3f}, size alone R^2 = {_f(r.get('r2_size')):.3f}"
-        if not np.isfinite(tot):  # timing_decomposition skips every run whose depth is constant
-            v, note = "inconclusive", "depth constant in every run: no depth variance to explain (R^2 undefined)"
-        elif tot < TIMING_MIN_R2:
-            v, note = "inconclusive", f"total R^2 = {tot:.3f} < {TIMING_MIN_R2}: no allocation signal to attribute"
-        out.append(_judged(Claim(finding, stat, TIMING_MARGIN, comp, d, v, lo, hi, f"{TIMING_TASK} / {mech}", note),
-                           status))
+    stat = "R^2_dynamic - R^2_static (progress apart), cross-validated linear"
+    tasks = _timing_tasks(timing) or list(ALGORITHMIC_TASKS)
+    for mech, sign in TIMING_DIRECTION.items():
+        finding = (f"Decision timing: {mech} ({'E' if mech == 'early' else 'O'}) depth explained more by "
+                   + ("static structure than by dynamic state" if sign < 0 else "dynamic state than by static structure"))
+        comp = f"d {'<' if sign < 0 else '>'} {'-' if sign < 0 else ''}{TIMING_MARGIN} by CI, also with progress on the {_side_name(-sign)} side"
+        parts = {}
+        for task in tasks:
+            r = _rows(timing, task, mech)
+            status = learning_status(learning, task, mech)
+            if r is None:
+                c = Claim(finding, stat, TIMING_MARGIN, comp, float("nan"), "inconclusive", scope=f"{task} / {mech}",
+                          note="data missing")
+            else:
+                v, note = timing_rule(r, sign)
+                lab = _rows(prediction, task, "oracle")
+                if lab is not None and v != DEPTH_CONSTANT:  # what a depth that follows the label would give
+                    note += f"; the label's own d = {_f(lab['dynamic_minus_static']):.3f}"
+                if mech == "early" and v != DEPTH_CONSTANT:
+                    note += f"; paper: size alone ~{PAPER_R2_SIZE_EARLY:.2f} for E"
+                c = Claim(finding, stat, TIMING_MARGIN, comp, _f(r["dynamic_minus_static"]), v,
+                          _f(r["dynamic_minus_static_lo"]), _f(r["dynamic_minus_static_hi"]), f"{task} / {mech}", note)
+            c = _judged(c, status)
+            out.append(c)
+            if r is not None:
+                parts[task] = c
+        out.append(_aggregate(finding, mech, parts))
+    out += timing_sanity(timing, prediction, tasks)
+    return out
+
+
+def timing_sanity(timing: pd.DataFrame | None, prediction: pd.DataFrame | None, tasks: Sequence[str]) -> list[Claim]:
+    """The sanity rows: what the rule predicts for ``oracle`` and ``random`` beside what came out."""
+    out = []
+    for mech in TIMING_SANITY:
+        for task in tasks:
+            r = _rows(timing, task, mech)
+            if r is None:
+                continue
+            scope = f"{task} / {mech}"
+            rules = {s: timing_rule(r, sign)[0] for s, sign in (("E", -1.0), ("O", 1.0))}
+            said = f"claim rule: E direction {rules['E']}, O direction {rules['O']}"
+            if rules["E"] == DEPTH_CONSTANT:
+                out.append(Claim(f"Decision timing sanity: {mech}", "d (progress apart)", float("nan"), "as predicted",
+                                 float("nan"), DEPTH_CONSTANT, scope=scope,
+                                 note=f"depth SD = {_f(r.get('depth_sd')):.3f} < {TIMING_MIN_DEPTH_SD}"))
+                continue
+            d, tot, all_ = _f(r["dynamic_minus_static"]), _f(r["r2_both"]), _f(r.get("r2_all"))
+            if mech == "oracle":
+                p = _rows(prediction, task, mech)
+                if p is None:
+                    out.append(Claim("Decision timing sanity: oracle = the label's own decomposition", "d (progress apart)",
+                                     SANITY_TOL, f"|d - d_label| <= {SANITY_TOL}", d, "not as predicted",
+                                     _f(r["dynamic_minus_static_lo"]), _f(r["dynamic_minus_static_hi"]), scope,
+                                     note="prediction missing"))
+                    continue
+                pd_, ptot = _f(p["dynamic_minus_static"]), _f(p["r2_both"])
+                ok = abs(d - pd_) <= SANITY_TOL and abs(tot - ptot) <= SANITY_TOL
+                out.append(Claim("Decision timing sanity: oracle = the label's own decomposition", "d (progress apart)",
+                                 SANITY_TOL, f"|d - d_label| and |R^2 - R^2_label| <= {SANITY_TOL}", d,
+                                 "as predicted" if ok else "not as predicted", _f(r["dynamic_minus_static_lo"]),
+                                 _f(r["dynamic_minus_static_hi"]), scope,
+                                 note=f"predicted d = {pd_:.3f}, R^2 static+dynamic = {ptot:.3f}; came out R^2 = {tot:.3f}; "
+                                      f"{said}"))
+            else:
+                ok = all_ < TIMING_MIN_R2 and "reproduced" not in rules.values()
+                out.append(Claim("Decision timing sanity: random has nothing to explain", "R^2 of every class together",
+                                 TIMING_MIN_R2, f"R^2 < {TIMING_MIN_R2} and no direction reproduced", all_,
+                                 "as predicted" if ok else "not as predicted", _f(r.get("r2_all_lo")), _f(r.get("r2_all_hi")),
+                                 scope, note=f"predicted R^2 = 0; d = {d:.3f}; {said}"))
     return out
 
 
 def evaluate_claims(alignment: pd.DataFrame | None = None, extrapolation: pd.DataFrame | None = None,
-                    timing: pd.DataFrame | None = None, learning: pd.DataFrame | None = None) -> list[Claim]:
+                    timing: pd.DataFrame | None = None, learning: pd.DataFrame | None = None,
+                    timing_prediction: pd.DataFrame | None = None) -> list[Claim]:
     """All claims from the tables of ``alignment_table``, ``extrapolation_table`` and
     ``timing_decomposition`` (None -> that claim is 'inconclusive', data missing), with the learning
-    bar of ``learning_table`` applied (None -> no bar: verdicts as if every run had learned)."""
+    bar of ``learning_table`` applied (None -> no bar: verdicts as if every run had learned), and the
+    timing sanity rows judged against ``timing_prediction`` (``timing.rule_prediction``)."""
     return (alignment_claims(alignment, learning) + extrapolation_claims(extrapolation, learning)
-            + timing_claims(timing, learning))
+            + timing_claims(timing, learning, timing_prediction))
 
 
 def claim_inputs(records: pd.DataFrame, boot=None, n_splits: int = 5,
@@ -280,32 +401,31 @@ def claim_inputs(records: pd.DataFrame, boot=None, n_splits: int = 5,
     """The three tables ``evaluate_claims`` reads, computed from per-token records.
 
     Uses the mechanisms the claims are about (ALIGN_MECHANISMS, EXTRAP_MECHANISMS) on the
-    ALGORITHMIC_TASKS, and TIMING_TASK for timing with the task's default static/dynamic feature
-    sets. Records must hold one configuration per task x mechanism (filter a beta sweep first).
+    ALGORITHMIC_TASKS; timing uses those tasks' feature tables, for the TIMING_DIRECTION mechanisms
+    and the TIMING_SANITY controls, with the rule's prediction for the controls. Records must hold one configuration per task x mechanism (filter a beta sweep first).
     A table without data is None (its claims become 'inconclusive: data missing'). "learning" is
     ``learning_table`` over every run of the records (fixed runs included, for reading beside the
     claims; the claims consult only the rows of their own task x mechanism).
-    Returns {"alignment": ..., "extrapolation": ..., "timing": ..., "learning": ...}.
+    Returns {"alignment": ..., "extrapolation": ..., "timing": ..., "learning": ..., "timing_prediction": ...}.
     """
     from anira.analysis._stats import select
     from anira.analysis.alignment import alignment_table
     from anira.analysis.generalization import extrapolation_table
     from anira.analysis.learning import learning_table
-    from anira.analysis.timing import default_feature_sets, timing_decomposition
+    from anira.analysis.timing import rule_prediction, timing_decomposition
 
     def part(mechanisms, tasks):
         return select(records, split=None, eval_depth=None, mechanism=list(mechanisms), task=list(tasks))
 
     al = part(ALIGN_MECHANISMS, ALGORITHMIC_TASKS)
     ex = part(EXTRAP_MECHANISMS, ALGORITHMIC_TASKS)
-    tm = part(("early", "online"), (TIMING_TASK,))
-    static, dynamic = default_feature_sets(TIMING_TASK)
+    tm = part(tuple(TIMING_DIRECTION) + TIMING_SANITY, ALGORITHMIC_TASKS)
     return {
         "alignment": alignment_table(al, boot=boot) if len(al) else None,
         "extrapolation": extrapolation_table(ex, boot=boot) if len(ex) else None,
-        "timing": timing_decomposition(tm, static, dynamic, model=timing_model, n_splits=n_splits, boot=boot)
-        if len(tm) else None,
+        "timing": timing_decomposition(tm, model=timing_model, n_splits=n_splits, boot=boot) if len(tm) else None,
         "learning": learning_table(records) if len(records) else None,
+        "timing_prediction": rule_prediction(tm, model=timing_model, n_splits=n_splits, boot=boot) if len(tm) else None,
     }
 
 
@@ -318,8 +438,9 @@ def thresholds() -> dict[str, float | str | tuple]:
     """The fixed thresholds, for printing beside the claims table."""
     return dict(ALGORITHMIC_TASKS=ALGORITHMIC_TASKS, ALIGN_MECHANISMS=ALIGN_MECHANISMS, ALIGN_RHO_MIN=ALIGN_RHO_MIN,
                 ALIGN_CI_LO_MIN=ALIGN_CI_LO_MIN, EXTRAP_ACC_DROP_MIN=EXTRAP_ACC_DROP_MIN,
-                EXTRAP_DEPTH_INCREASE_MIN=EXTRAP_DEPTH_INCREASE_MIN, TIMING_TASK=TIMING_TASK,
-                TIMING_MARGIN=TIMING_MARGIN, TIMING_MIN_R2=TIMING_MIN_R2, TASK_FRACTION=TASK_FRACTION,
+                EXTRAP_DEPTH_INCREASE_MIN=EXTRAP_DEPTH_INCREASE_MIN, TIMING_DIRECTION=TIMING_DIRECTION,
+                TIMING_MARGIN=TIMING_MARGIN, TIMING_MIN_R2=TIMING_MIN_R2, TIMING_MIN_DEPTH_SD=TIMING_MIN_DEPTH_SD,
+                SANITY_TOL=SANITY_TOL, TASK_FRACTION=TASK_FRACTION,
                 LEARN_FLOOR_GAP=LEARN_FLOOR_GAP)
 
 
@@ -327,5 +448,6 @@ __all__ = ["Claim", "evaluate_claims", "claim_inputs", "claims_table", "threshol
            "combine_all", "alignment_claims", "extrapolation_claims", "timing_claims", "learning_status", "VERDICTS",
            "UNTESTABLE", "LEARN_FLOOR_GAP",
            "ALGORITHMIC_TASKS", "ALIGN_MECHANISMS", "ALIGN_RHO_MIN", "ALIGN_CI_LO_MIN", "EXTRAP_MECHANISMS",
-           "EXTRAP_ACC_DROP_MIN", "EXTRAP_DEPTH_INCREASE_MIN", "TIMING_TASK", "TIMING_MARGIN", "TIMING_MIN_R2",
-           "TASK_FRACTION"]
+           "EXTRAP_ACC_DROP_MIN", "EXTRAP_DEPTH_INCREASE_MIN", "TIMING_DIRECTION", "TIMING_SANITY", "TIMING_MARGIN",
+           "TIMING_MIN_R2", "TIMING_MIN_DEPTH_SD", "SANITY_TOL", "TASK_FRACTION", "DEPTH_CONSTANT", "SANITY_VERDICTS",
+           "timing_rule", "timing_sanity"]

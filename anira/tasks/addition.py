@@ -60,9 +60,15 @@ range (``bounded_reader``; anira.data.certify). Carry-free digits out of range a
 diagnostic: they need nothing the training range did not. (The second study's extrapolation to
 10-16 digits changed the width and the positions at once: even its carry-free digits failed.)
 
-Per answer token (r_i, written at digit_index n - i):
-  static   n_digits = n, digit_index = n - i (0 = the carry-out digit, from the most significant)
-  dynamic  carry_in = c_i, carry_chain = carry_chain(i), open_chain = open_chain(i) (= difficulty)
+Per answer token (r_i, written at digit_index n - i), with its class by the rule of
+``anira.tasks.features`` (the table ``AdditionTask.features``; docs/features.md):
+  static   n_digits = n, carry_in = c_i, carry_chain = carry_chain(i): functions of the operands,
+           the same whatever order the answer is written in
+  progress digit_index = n - i (0 = the carry-out digit, from the most significant)
+  label    open_chain = open_chain(i) (= difficulty)
+  dynamic  prefix_reveals (derived by the analysis) = 1 when the digit just written fixes c_i
+           (s_i = 9, 1 <= i < n): what the earlier outputs revealed. So
+           open_chain = carry_chain * (1 - prefix_reveals): the label is a static x dynamic product.
 With ``open_chain=False`` (the earlier design) difficulty = carry_chain and no open_chain is recorded.
 """
 from __future__ import annotations
@@ -72,6 +78,7 @@ from dataclasses import dataclass
 
 from anira.config import check_range
 from anira.tasks.base import Example, Task, Vocab
+from anira.tasks.features import Feature, common
 
 MAX_DIGITS = 32  # largest supported operand width
 PLUS, EQUALS = "+", "="
@@ -108,8 +115,22 @@ STUDY2_EXTRAP = dict(STUDY2_DESIGN, min_digits=10, max_digits=16)
 class AdditionTask(Task):
     name = "addition"
     Config = AdditionConfig
-    static_features = ("n_digits", "digit_index")
-    dynamic_features = ("carry_in", "carry_chain", "open_chain")
+    # Every feature's class by the rule of anira.tasks.features (docs/features.md); static = unchanged
+    # for a column when the answer is written in another order (least significant digit first)
+    features = common(size="digits per operand", position="sequence index of the digit = 2 n + 3 + digit_index: "
+                                                          "layout plus progress",
+                      difficulty="open_chain (docstring)") + (
+        Feature("n_digits", "static", "digits per operand (= size)"),
+        Feature("digit_index", "progress", "answer digits already written (the output step)"),
+        Feature("carry_in", "static", "the carry into this column: a function of the operand columns below it, "
+                                      "the same whatever order the answer is written in"),
+        Feature("carry_chain", "static", "columns below that fix the carry without the written prefix (the run "
+                                         "of 9-sums and the column ending it): operand structure"),
+        Feature("open_chain", "label", "= difficulty"),
+        Feature("prefix_reveals", "dynamic", "the digit just written fixes this column's carry (s_i = 9, "
+                                             "1 <= i < n): what the earlier outputs revealed",
+                derived="open_chain == 0 and carry_chain > 0"),
+    )
     # 5,000 steps and deep supervision leaning on the deep steps (w_n ~ n^2): on the 543 in-range chain
     # digits `early` reached 0.825 at 3,000 steps with the plain mean, 0.867 / 0.890 / 0.891 with
     # ds_power 1 / 2 / 4, and 0.989 at 5,000 steps with 2 (fixed depth 6: 0.974 at 3,000; README)

@@ -14,8 +14,12 @@ Sequence convention (next-token prediction):
 Every record carries the common keys ``difficulty`` (int, the task's ground-truth
 complexity of that token), ``size`` (the example's size parameter), ``position`` (index of the
 predicted token in the sequence) and ``is_answer`` (1 when the token counts in accuracy), plus
-the task's own ``static_features`` (knowable from the input's structure alone) and
-``dynamic_features`` (state of the reference algorithm at that output step).
+the task's own features. Each task declares every feature in one table, ``features``: a
+``Feature`` (name, class, reason) per column, with the class decided by the rule of
+``anira.tasks.features`` (static: a function of the input alone; dynamic: the reference
+algorithm's state at that output step; progress: a counter of output progress; label: the
+difficulty or a column equal to it; other). ``static_features`` and ``dynamic_features`` are read
+off that table.
 """
 from __future__ import annotations
 
@@ -86,7 +90,8 @@ class Task(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type]  # a @dataclass with the task's size and difficulty parameters
-    static_features: ClassVar[tuple[str, ...]]  # task-specific; COMMON_FEATURES come on top
+    features: ClassVar[tuple["Feature", ...]]  # every recorded (and derived) feature with its class and reason
+    static_features: ClassVar[tuple[str, ...]]  # read off ``features`` (__init_subclass__)
     dynamic_features: ClassVar[tuple[str, ...]]
     size_name: ClassVar[str]  # what "size" means for this task, in words (for figures/docs)
     # The training recipe measured for this task, as RunConfig overrides of the library defaults:
@@ -95,6 +100,21 @@ class Task(ABC):
     # states its values explicitly in its sweep. Each subclass says why.
     recipe: ClassVar[dict[str, Any]] = {}
     adaptive_recipe: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "features" in cls.__dict__:
+            names = [f.name for f in cls.features]
+            if len(set(names)) != len(names) or not set(COMMON_FEATURES) <= set(names):
+                raise TypeError(f"task {cls.__name__}: the feature table must name each feature once, "
+                                f"the common ones {COMMON_FEATURES} included")
+            cls.static_features = tuple(f.name for f in cls.features if f.kind == "static" and f.name != "size")
+            cls.dynamic_features = tuple(f.name for f in cls.features if f.kind == "dynamic")
+
+    @classmethod
+    def feature_kinds(cls) -> dict[str, str]:
+        """feature name -> its class (``anira.tasks.features.FEATURE_KINDS``)."""
+        return {f.name: f.kind for f in cls.features}
 
     def __init__(self, config: Any | None = None, **overrides: Any):
         if config is None:
@@ -116,7 +136,8 @@ class Task(ABC):
     @classmethod
     @abstractmethod
     def extrap_config(cls) -> Any:
-        """The held-out extrapolation range: strictly larger inputs than training."""
+        """The held-out extrapolation range: strictly larger inputs than training, or inputs of the
+        same size whose multi-step tokens need more steps than any training token (``addition``)."""
 
     # --- subclass hooks --------------------------------------------------------------------
     @abstractmethod
@@ -166,7 +187,9 @@ class Task(ABC):
     # --- shared ----------------------------------------------------------------------------
     @classmethod
     def feature_names(cls) -> tuple[str, ...]:
-        return COMMON_FEATURES + tuple(f for f in cls.static_features + cls.dynamic_features if f not in COMMON_FEATURES)
+        """The recorded features: the common ones, then the task's own in table order (derived
+        features are computed by the analysis, not recorded)."""
+        return COMMON_FEATURES + tuple(f.name for f in cls.features if f.name not in COMMON_FEATURES and not f.derived)
 
     def generate(self, n: int, seed: int) -> list[Example]:
         if not isinstance(n, int) or n < 0:

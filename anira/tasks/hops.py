@@ -56,14 +56,18 @@ letters; docs/study.md). So:
   Its generator is kept unchanged, so the earlier evaluation sets regenerate exactly
   (tests/test_tasks_hops.py checks them against the committed runs' data fingerprint).
 
-Per answer token (query j of the example, variable x with h hops):
+Per answer token (query j of the example, variable x with h hops), with its class by the rule of
+``anira.tasks.features`` (the table ``HopsTask.features``; docs/features.md):
   static   n_vars = n, n_chains (chains in the prompt, queried or not), n_queries (in this
-           example), chain_length = h (the length of the chain followed from x, = difficulty),
-           query_index = j (0-based); dense design only: n_distinct_digits (distinct digits in the
-           prompt), chain_seen, hops_to_known (above)
-  dynamic  distance = position of the query's ``x`` token minus position of the left-hand ``x``
-               of its assignment (how far back the first lookup reaches),
-           sweeps = left-to-right passes over the prompt that a reader needs to know x's value
+           example); dense design only: n_distinct_digits (distinct digits in the prompt);
+           sweeps (below); assign_pos (derived: the prompt position of x's assignment)
+  label    chain_length = h (the length of the chain followed from x, = difficulty)
+  progress query_index = j (0-based): answers already written
+  dynamic  dense design only: chain_seen, hops_to_known (above): what earlier answers revealed
+  other    distance = position of the query's ``x`` token minus position of the left-hand ``x``
+               of its assignment (how far back the first lookup reaches) = 4n + 3j + 2 -
+               assign_pos: static layout plus progress, so it is used through its parts
+  and      sweeps = left-to-right passes over the prompt that a reader needs to know x's value
                when at each assignment ``u = w`` it records u's value if w's value is already
                known: with p_k the prompt position of the assignment of x_k (x_h = x),
                sweeps = 1 + #{k in 2..h : p_k < p_{k-1}}, in 1..h. It measures how much of the
@@ -85,6 +89,7 @@ from typing import Literal
 
 from anira.config import check_choice, check_range
 from anira.tasks.base import Example, Task, Vocab
+from anira.tasks.features import Feature, common
 
 VAR_NAMES = tuple("abcdefghijklmnopqrstuvwxyz")  # the vocabulary covers every pool size and range
 N_DIGITS = 10
@@ -127,9 +132,30 @@ STUDY2_EXTRAP = dict(STUDY2_DESIGN, max_hops=8, min_longest=5)
 class HopsTask(Task):
     name = "hops"
     Config = HopsConfig
-    static_features = ("n_vars", "n_chains", "n_queries", "chain_length", "query_index",
-                       "n_distinct_digits", "chain_seen", "hops_to_known")
-    dynamic_features = ("distance", "sweeps")
+    # Every feature's class by the rule of anira.tasks.features (docs/features.md); static = unchanged
+    # when the same queries are answered in another order
+    features = common(size="the longest chain of the prompt (earlier design: the number of variables)",
+                      position="sequence index of the answer = 4 n_vars + 3 query_index + 3: prompt layout plus "
+                               "progress",
+                      difficulty="hops of the queried variable") + (
+        Feature("n_vars", "static", "assignments in the prompt"),
+        Feature("n_chains", "static", "chains in the prompt, queried or not"),
+        Feature("n_queries", "static", "queries of the example: input, whatever order they are answered in"),
+        Feature("chain_length", "label", "= difficulty (the hops followed from the queried variable)"),
+        Feature("query_index", "progress", "answers already written (the output step)"),
+        Feature("n_distinct_digits", "static", "distinct digits in the prompt"),
+        Feature("chain_seen", "dynamic", "an earlier answer already revealed this chain's digit: the cache of a "
+                                         "resolver that keeps its answers (what earlier outputs revealed)"),
+        Feature("hops_to_known", "dynamic", "hops left to resolve when earlier answers are reused: that resolver's "
+                                            "remaining work"),
+        Feature("distance", "other", "query position - assignment position = 4 n_vars + 3 query_index + 2 - "
+                                     "assign_pos: static layout plus progress, used through its parts"),
+        Feature("sweeps", "static", "left-to-right passes over the prompt that resolve the queried variable: a "
+                                    "function of the prompt layout and the query"),
+        Feature("assign_pos", "static", "prompt position of the queried variable's assignment (where the first "
+                                        "lookup lands): prompt layout",
+                derived="position - 1 - distance"),
+    )
     size_name = "longest chain (variables)"  # dense design; the earlier design's size was the number of variables
     floor_reader = "answers a 1-hop query by one lookup, guesses any other among the digits it cannot rule out"
 

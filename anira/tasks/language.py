@@ -44,9 +44,11 @@ each follow on the way adds one fact. Difficulty = k for answers, 0 for every ot
 Size = ``n_sentences`` (events; intro and questions not counted); ``n_entities`` is a parameter
 with its own range (the number of objects equals it).
 
-Per-token features (every position >= 1):
-  static   kind, n_entities, n_sentences
-  dynamic  steps (k for answers, 0 otherwise);
+Per-token features (every position >= 1), with their class by the rule of ``anira.tasks.features``
+(the table ``LanguageTask.features``; docs/features.md):
+  static   n_entities, n_sentences
+  label    steps (k for answers, 0 otherwise; = difficulty)
+  dynamic  kind (what the grammar allows at this point);
            distance (answers: tokens from the end "." of the most recent fact in the chain to
              the answer; 0 otherwise);
            n_branching (number of tokens the grammar allows here given the prefix: 1 for kind 0,
@@ -60,6 +62,7 @@ from dataclasses import dataclass
 
 from anira.config import check_range
 from anira.tasks.base import BOS_ID, Example, Task, Vocab
+from anira.tasks.features import Feature, common
 
 GRAMMAR, FREE, ANSWER = 0, 1, 2
 
@@ -137,8 +140,19 @@ class LanguageConfig:
 class LanguageTask(Task):
     name = "language"
     Config = LanguageConfig
-    static_features = ("kind", "n_entities", "n_sentences")
-    dynamic_features = ("steps", "distance", "n_branching")
+    # Every feature's class by the rule of anira.tasks.features (docs/features.md). Every token is an
+    # output here (a language model): only the story's parameters are known before any output
+    features = common(size="event sentences of the story", position="tokens already written (every token is an output)",
+                      position_kind="progress",
+                      is_answer="1 on answers (= kind == 2)", difficulty="steps for answers, 0 otherwise") + (
+        Feature("kind", "dynamic", "what the grammar allows at this point of the story so far (grammar, free, "
+                                   "answer)", categorical=True),
+        Feature("n_entities", "static", "people in the cast (a parameter of the story)"),
+        Feature("n_sentences", "static", "event sentences (= size)"),
+        Feature("steps", "label", "= difficulty"),
+        Feature("distance", "dynamic", "tokens back to the most recent fact the answer needs: the story so far"),
+        Feature("n_branching", "dynamic", "tokens the grammar allows given the prefix"),
+    )
     size_name = "number of event sentences"
     floor_reader = ("follows the grammar, guesses free choices uniformly, answers a 1-fact question by "
                     "one lookup and guesses any other among the grammatical answers")

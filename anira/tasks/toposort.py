@@ -39,16 +39,21 @@ depth-1 model's errors, so the frontier size stays recorded beside it for the an
 With ``smaller_blocked=False`` (the earlier designs) difficulty = frontier size and no
 ``smaller_blocked`` is recorded.
 
-Per output token (emitted node v at step t = 0..n-1):
+Per output token (emitted node v at step t = 0..n-1), with its class by the rule of
+``anira.tasks.features`` (the table ``ToposortTask.features``; docs/features.md):
   static  n_nodes, n_edges, in_degree(v), out_degree(v), is_hub(v) (1 if planted as a hub),
-          level(v) = length of the longest path from any source to v (sources: 0)
-  dynamic smaller_blocked = nodes not yet output with a smaller label than o_t (the difficulty),
-          frontier_size = |F_t| (>= 1),
-          newly_enabled = nodes whose last unemitted predecessor was o_{t-1} (0 at t = 0),
+          level(v) = length of the longest path from any source to v (sources: 0),
           dfs_depth = depth of v in the depth-first forest that starts from the sources in
               ascending label order and visits successors in ascending label order (a node's
-              depth is fixed when first discovered; roots have depth 0),
-          remaining = n - t (nodes not yet emitted, v included)
+              depth is fixed when first discovered; roots have depth 0): the structural DFS
+              depth, fixed by the input graph whatever the output order
+  label   smaller_blocked = nodes not yet output with a smaller label than o_t (the difficulty)
+  dynamic frontier_size = |F_t| (>= 1),
+          newly_enabled = nodes whose last unemitted predecessor was o_{t-1} (0 at t = 0),
+          exec_depth (derived by the analysis) = depth of v in the forest the execution grows,
+              each node released by its last emitted predecessor: the algorithm-state version
+              of the DFS depth the paper names
+  progress remaining = n - t (nodes not yet emitted, v included)
 """
 from __future__ import annotations
 
@@ -58,6 +63,7 @@ from dataclasses import dataclass
 
 from anira.config import check_range
 from anira.tasks.base import BOS_ID, Example, Task, Vocab
+from anira.tasks.features import Feature, common
 
 N_LABELS = 32  # size of the node-label pool; fixes the vocabulary for every config
 LABELS = tuple(f"n{i}" for i in range(N_LABELS))
@@ -96,8 +102,28 @@ STUDY2_EXTRAP = dict(STUDY2_DESIGN, min_nodes=11, max_nodes=16, max_hubs=2)
 class ToposortTask(Task):
     name = "toposort"
     Config = ToposortConfig
-    static_features = ("n_nodes", "n_edges", "in_degree", "out_degree", "is_hub", "level")
-    dynamic_features = ("smaller_blocked", "frontier_size", "newly_enabled", "dfs_depth", "remaining")
+    # Every feature's class by the rule of anira.tasks.features (docs/features.md); static = unchanged
+    # for a node when the same graph's nodes are output in another valid order
+    features = common(size="number of nodes", position="sequence index of the output = prompt length + output "
+                                                        "step: layout plus progress",
+                      difficulty="smaller_blocked (docstring)") + (
+        Feature("n_nodes", "static", "nodes of the input graph (= size)"),
+        Feature("n_edges", "static", "edges of the input graph"),
+        Feature("in_degree", "static", "predecessors of the emitted node in the input graph"),
+        Feature("out_degree", "static", "successors of the emitted node in the input graph"),
+        Feature("is_hub", "static", "the emitted node was planted as a hub (a controlled factor of the generator)"),
+        Feature("level", "static", "longest path from a source to the emitted node in the input graph"),
+        Feature("smaller_blocked", "label", "= difficulty"),
+        Feature("frontier_size", "dynamic", "nodes available at this step (Kahn's heap)"),
+        Feature("newly_enabled", "dynamic", "nodes the previous emission made available"),
+        Feature("dfs_depth", "static", "structural DFS depth: the emitted node's depth in a fixed DFS forest of the "
+                                       "input graph, the same whatever the output order (exec_depth is the "
+                                       "algorithm-state version)"),
+        Feature("remaining", "progress", "outputs remaining, n - t"),
+        Feature("exec_depth", "dynamic", "algorithm-state depth: the emitted node's depth in the forest the "
+                                         "execution grows (released by its last emitted predecessor)",
+                derived="the evaluation example (anira.tasks.features.toposort_exec_depths)"),
+    )
     # halting waits for 0.90 training accuracy, not 0.95: fixed depth 6 itself tops out at 0.94 in
     # 2,000 steps (about 21 CPU-minutes), so a 0.95 gate would never open and early/online would
     # stay two full-depth models; ds_power 2 as on `addition` (README)
