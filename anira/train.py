@@ -41,7 +41,7 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from anira.config import (ADAPTIVE, MECHANISMS, check_choice, check_fields, check_range, from_dict, include_fields,
+from anira.config import (ADAPTIVE, MAX_DEPTH, MECHANISMS, check_choice, check_fields, check_range, from_dict, include_fields,
                           to_dict)
 from anira.losses import LossConfig, PonderLoss, task_loss, token_ce
 from anira.model import AniraModel, ModelConfig
@@ -173,7 +173,7 @@ class RunConfig:
         check_range("eval_examples", self.eval_examples, 0)
         check_range("eval_batch_size", self.eval_batch_size, 1)
         if self.eval_max_depth is not None:
-            check_range("eval_max_depth", self.eval_max_depth, 1)
+            check_range("eval_max_depth", self.eval_max_depth, 1, MAX_DEPTH)
         check_range("log_every", self.log_every, 1)
         check_range("ckpt_every", self.ckpt_every, 1)
         check_choice("device", self.device, ("cpu", "cuda"))
