@@ -20,7 +20,7 @@ Two designs (``HopsConfig.queries``); the default is the dense one.
 budget only when training covers its symbols densely (measured: a plain looped Transformer
 learns 1-4 hops in ~2,000 steps with 8 variables named from a pool of 8 letters and 4 queries
 over any variable, and is still at chance after 1,500 steps when the 8 names come from 26
-letters; see STUDY.md). So:
+letters; see docs/study.md). So:
   1. n ~ U{min_vars..max_vars} variables named with n distinct letters of the first ``n_names``
      (training: all 8 of a pool of 8, so every name occurs in every example).
   2. The variables are split into chains: the first chain's length is drawn from
