@@ -513,7 +513,7 @@ def run_study(
             if (not nb.declared or "run_dirs" in nb.declared) and per_run is not None and pos[nb.name] > pos[per_run.name]:
                 params["run_dirs"] = [_nb_path(nb, layout.run_dir(p.config_hash)) for p in make_plan(profile, layout)]
             target = layout.executed(nb.name)
-            tqdm.write(f"{nb.name}: executing -> {target}", file=out)
+            tqdm.write(f"{nb.name}: executing -> {portable(target)}", file=out)
             manifest.notebook(nb.name, status="running", executed=str(target.relative_to(layout.base)))
             try:
                 wall = execute_notebook(nb.path, target, params, nb.path.parent, nb.timeout_s)
