@@ -641,7 +641,8 @@ def plot_pareto(table: pd.DataFrame, tasks: Sequence[str] | None = None, annotat
                 for _, r in s.iterrows():
                     if pd.notna(r["fixed_depth"]):
                         ax.annotate(f"depth {r['fixed_depth']:g}", (r["mean_depth"], r["accuracy"]), fontsize=6,
-                                    xytext=(0, -9), textcoords="offset points", ha="center", color=st["color"])
+                                    xytext=(-5, 5), textcoords="offset points", ha="right", va="bottom",
+                                    color=st["color"])
             if annotate_beta and m != "fixed":
                 for _, r in s.iterrows():
                     if pd.notna(r["beta"]):
@@ -652,8 +653,9 @@ def plot_pareto(table: pd.DataFrame, tasks: Sequence[str] | None = None, annotat
             ax.step(front["mean_depth"], front["accuracy"], where="post", color="black", linestyle="--",
                     linewidth=0.8, label="Pareto front")
         ax.set_title(task)
+        ax.margins(x=0.1, y=0.12)  # markers at the edges (depth 1, max depth) stay whole
         label_axes(ax, "depth", "accuracy", x_unit="iterations / token, compute")
-    _legend(fig, axes)
+    _legend(fig, axes, ncol=6)
     fig.tight_layout()
     return fig
 
