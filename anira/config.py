@@ -16,6 +16,9 @@ T = TypeVar("T")
 # The decision mechanisms, defined once (model, trainer, analyses and figures import them from here).
 MECHANISMS = ("fixed", "early", "online", "oracle", "random")  # every mechanism, in the order figures use
 ADAPTIVE = ("early", "online")  # the two learned allocations (ANIRA-E, ANIRA-O), trained with the ponder loss
+# Upper bound of every depth setting (max_depth, fixed_depth, eval_max_depth): the study uses at most 16 and a
+# step costs one block forward per iteration, so a typo like max_depth=500 (a 69 s step on a CPU) is refused.
+MAX_DEPTH = 32
 
 
 def _type_ok(value: Any, tp: Any) -> bool:
@@ -132,8 +135,8 @@ def from_dict(cls: type[T], values: dict[str, Any] | None = None, where: str = "
 
 
 def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None, why: str = "") -> None:
-    """Raise ValueError naming ``name`` when ``value`` is outside [lo, hi]; ``why`` explains the range."""
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
+    """Raise ValueError naming ``name`` when ``value`` is outside [lo, hi] or is NaN; ``why`` explains the range."""
+    if value != value or (lo is not None and value < lo) or (hi is not None and value > hi):  # NaN compares false
         lo_s = "-inf" if lo is None else lo
         hi_s = "inf" if hi is None else hi
         raise ValueError(f"{name} = {value!r} is out of range; allowed: [{lo_s}, {hi_s}]" + (f" ({why})" if why else ""))

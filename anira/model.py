@@ -105,7 +105,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from anira.config import MECHANISMS, check_choice, check_fields, check_range
+from anira.config import MAX_DEPTH, MECHANISMS, check_choice, check_fields, check_range
 from anira.fastpath import RealExit, rope_angles, rope_rotate, split_adapter, subset_attention
 
 __all__ = ["ModelConfig", "ModelOutput", "AniraModel", "RecurrentBlock", "Layer", "Attention", "MLP", "Decision",
@@ -161,7 +161,7 @@ class ModelConfig:
         check_range("n_prelude", self.n_prelude, 0)
         check_range("conv_width", self.conv_width, 0)
         check_range("n_coda", self.n_coda, 0)
-        check_range("max_depth", self.max_depth, 1)
+        check_range("max_depth", self.max_depth, 1, MAX_DEPTH)
         check_choice("pos_encoding", self.pos_encoding, POS_ENCODINGS)
         if self.pos_encoding == "rope" and (self.d_model // self.n_heads) % 2:
             raise ValueError(f"pos_encoding = 'rope' needs an even head size; d_model / n_heads = {self.d_model // self.n_heads}")
@@ -802,7 +802,7 @@ class AniraModel(nn.Module):
         the coda's and head's work."""
         check_choice("exit", exit, EXIT_MODES)
         if max_depth is not None:
-            check_range("max_depth", max_depth, 1)
+            check_range("max_depth", max_depth, 1, MAX_DEPTH)
         M = self.cfg.max_depth if max_depth is None else max_depth
         e, pos = self.embed(input_ids)  # (B, T, D)
         decision, run_mode, h, states = self._run_halting(

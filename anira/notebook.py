@@ -12,10 +12,28 @@ Without injection (nbval, JupyterLab, a notebook run top to bottom) there is not
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 from typing import Any
 
 PAPERMILL_MARKER = "# Parameters"  # first line of the cell papermill injects
 PAPERMILL_NAMES = ("PAPERMILL_INPUT_PATH", "PAPERMILL_OUTPUT_PATH")  # what `papermill --inject-paths` adds
+PROFILES_DIR = Path(__file__).resolve().parents[1] / "profiles"
+
+
+def known_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def check_profile(notebook: str, profile: Any, figures_dir: Any = None) -> None:
+    """ValueError unless ``profile`` names a profile of ``profiles/`` or the folder ``figures_dir``
+    writes to (the driver passes ``figures_dir = <figures root>/<profile>``, also for a profile file
+    kept elsewhere): a misspelt ``-p profile smok`` would otherwise be written into every sidecar."""
+    folder = Path(str(figures_dir)).name if figures_dir else None
+    if profile in known_profiles() or (folder and profile == folder):
+        return
+    allowed = known_profiles() + ([folder] if folder and folder not in known_profiles() else [])
+    raise ValueError(f"{notebook}: parameter profile = {profile!r} is not a profile; allowed values: {allowed} "
+                     f"(profiles/*.yaml, or the name of the figures_dir folder)")
 
 
 def assignments(src: str, where: str = "") -> dict[str, str]:
@@ -92,3 +110,5 @@ def check_parameters(notebook: str, hint: str = "") -> None:
     declared = assignments(history[-3], f"{notebook}: the parameters cell")
     names = assignments(history[-2], f"{notebook}: the injected parameters")
     check_injected(notebook, declared, {k: ip.user_ns.get(k) for k in names}, hint)
+    if "profile" in declared:
+        check_profile(notebook, ip.user_ns.get("profile"), ip.user_ns.get("figures_dir"))

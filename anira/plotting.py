@@ -71,6 +71,8 @@ def axis_label(quantity: str, unit: str | None = None) -> str:
     """'mean depth (iterations / token)' for a known quantity, or 'quantity (unit)'."""
     text, default_unit = QUANTITIES.get(quantity, (quantity, None))
     unit = default_unit if unit is None else unit
+    if unit and "(" in unit:  # a unit with its own parentheses, e.g. "longest chain (variables)": no nesting
+        return f"{text}: {unit}"
     return f"{text} ({unit})" if unit else text
 
 
@@ -249,13 +251,28 @@ def _legend(fig: plt.Figure, axes: np.ndarray, ncol: int = 5) -> None:
                    ncol=min(len(labels), ncol), frameon=False)
 
 
-def _line_with_band(ax, x, y, lo, hi, mech: str, sd=None, color: str | None = None, **kw) -> None:
-    """Line + 95% CI band; ``sd`` (seed spread) adds thin error bars where it is finite."""
+CI_LABEL = "95% CI (bars, band)"
+
+
+def _dodge(i: int, n: int, step: float = 0.07) -> float:
+    """x offset of the i-th of n series, so lines that coincide (e.g. all at max depth) stay visible."""
+    return (i - (n - 1) / 2) * step
+
+
+def _line_with_band(ax, x, y, lo, hi, mech: str, sd=None, color: str | None = None, dx: float = 0.0,
+                    ci_bars: bool = False, **kw) -> None:
+    """Line + 95% CI band (``ci_bars``: also error bars with caps, visible where the band is too thin to
+    see); ``sd`` (seed spread) adds thin error bars where it is finite; ``dx`` shifts the series."""
     st = mech_style(mech)
     color = color or st["color"]
-    ax.plot(x, y, color=color, marker=st["marker"], linestyle=kw.pop("linestyle", st["linestyle"]),
+    x = np.asarray(x, dtype=float) + dx
+    ax.plot(x, y, color=color, marker=kw.pop("marker", st["marker"]), linestyle=kw.pop("linestyle", st["linestyle"]),
             label=kw.pop("label", st["label"]), **kw)
-    ax.fill_between(x, lo, hi, color=color, alpha=0.18, linewidth=0)
+    ax.fill_between(x, lo, hi, color=color, alpha=0.25, linewidth=0)
+    if ci_bars:
+        y_, lo_, hi_ = (np.asarray(v, dtype=float) for v in (y, lo, hi))
+        ax.errorbar(x, y_, yerr=np.vstack([np.clip(y_ - lo_, 0, None), np.clip(hi_ - y_, 0, None)]), fmt="none",
+                    ecolor=color, elinewidth=0.8, capsize=2.0)
     if sd is not None:
         sd = np.asarray(sd, dtype=float)
         ok = np.isfinite(sd)
@@ -292,14 +309,15 @@ def plot_alignment(table: pd.DataFrame, tasks: Sequence[str] | None = None, mech
     fig, axes = _panels(len(tasks))
     for ax, task in zip(axes[0], tasks):
         sub = table[table["task"] == task]
-        for m in mechs:
-            for label, s, color in _series(sub, m):
-                s = s.sort_values("difficulty")
-                _line_with_band(ax, s["difficulty"], s[y], s["ci_lo"], s["ci_hi"], m, label=label, color=color,
-                                sd=s["seed_sd"] if "seed_sd" in s else None)
+        series = [(m, *ls) for m in mechs for ls in _series(sub, m)]
+        for i, (m, label, s, color) in enumerate(series):
+            s = s.sort_values("difficulty")
+            _line_with_band(ax, s["difficulty"], s[y], s["ci_lo"], s["ci_hi"], m, label=label, color=color,
+                            sd=s["seed_sd"] if "seed_sd" in s else None, dx=_dodge(i, len(series)), ci_bars=True)
         ax.set_title(task)
         ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
         label_axes(ax, "difficulty", "depth")
+    axes[0, 0].errorbar([], [], yerr=[], color="0.3", fmt="none", capsize=2.0, label=CI_LABEL)
     _legend(fig, axes)
     fig.tight_layout()
     return fig
@@ -327,12 +345,19 @@ def plot_alignment_over_training(curves: pd.DataFrame, tasks: Sequence[str] | No
             ax = axes[i, j]
             for m in mechs:
                 st = mech_style(m)
-                for k, (_, run) in enumerate(sub[sub["mechanism"] == m].groupby(["seed", "run_id"], sort=True)):
-                    ax.plot(run["step"], run[col], color=st["color"], linestyle=st["linestyle"], marker=st["marker"],
-                            markersize=2.5, label=st["label"] if k == 0 else None)
+                n_seeds = curves.loc[curves["mechanism"] == m, "seed"].nunique()
+                for k, ((seed, _), run) in enumerate(sub[sub["mechanism"] == m].groupby(["seed", "run_id"], sort=True)):
+                    # seeds after the first: open markers and a dashed line (random's dots stay its own)
+                    ls = st["linestyle"] if k == 0 else (0, (4, 1.5))
+                    label = st["label"] if n_seeds == 1 else f"{st['label']}, seed {seed}"
+                    ax.plot(run["step"], run[col], color=st["color"], linestyle=ls, marker=st["marker"],
+                            markersize=3.0 if k == 0 else 3.5, markerfacecolor=st["color"] if k == 0 else "white",
+                            label=label)
                     halt = run["halt_start"].iloc[0]
-                    if np.isfinite(halt):
-                        ax.axvline(halt, color=st["color"], linestyle=":", linewidth=0.8, alpha=0.8)
+                    if np.isfinite(halt):  # a triangle on the top edge, in the run's colour
+                        ax.plot([halt], [1.0], marker="v", markersize=5, color=st["color"], clip_on=False,
+                                linestyle="none", transform=ax.get_xaxis_transform(),
+                                markerfacecolor=st["color"] if k == 0 else "white")
             if col == "rho":
                 ax.axhline(0.0, color="0.5", linewidth=0.6)
                 ax.set_ylim(-1.05, 1.05)
@@ -340,7 +365,9 @@ def plot_alignment_over_training(curves: pd.DataFrame, tasks: Sequence[str] | No
                 ax.set_title(task)
             ax.set_xlabel("optimizer step" if i == len(rows) - 1 else "")
             ax.set_ylabel(ylabel if j == 0 else "")
-    _legend(fig, axes)
+    if curves["halt_start"].notna().any():
+        axes[0, 0].plot([], [], marker="v", color="0.3", linestyle="none", label="halting objective began (top edge)")
+    _legend(fig, axes, ncol=4)
     fig.tight_layout()
     return fig
 
@@ -425,23 +452,32 @@ def plot_test_time_depth(table: pd.DataFrame, tasks: Sequence[str] | None = None
     fig, axes = _panels(len(tasks))
     for ax, task in zip(axes[0], tasks):
         sub = table[table["task"] == task]
-        for m in mechs:
-            for label, sm, color in _series(sub, m):
-                for split in ("in", "out"):
-                    s = sm[sm["split"] == split].sort_values("eval_max_depth")
-                    if not s.empty:
-                        _line_with_band(ax, s["eval_max_depth"], s["accuracy"], s["acc_lo"], s["acc_hi"], m,
-                                        color=color, linestyle=SPLIT_STYLE[split]["linestyle"],
-                                        label=label if split == "in" else "_nolegend_")
+        series = [(m, *ls) for m in mechs for ls in _series(sub, m)]
+        for i, (m, label, sm, color) in enumerate(series):
+            st = mech_style(m)
+            for split in ("in", "out"):
+                s = sm[sm["split"] == split].sort_values("eval_max_depth")
+                if s.empty:
+                    continue
+                x = s["eval_max_depth"].to_numpy(dtype=float) + _dodge(i, len(series), 0.12)
+                y = s["accuracy"].to_numpy(dtype=float)
+                err = np.vstack([np.clip(y - s["acc_lo"], 0, None), np.clip(s["acc_hi"] - y, 0, None)])
+                # separate test-time depths, not a trend: points with their CI, no joining line
+                ax.errorbar(x, y, yerr=err, color=color, marker=st["marker"], linestyle="none", capsize=2.0,
+                            elinewidth=0.8, markerfacecolor=color if split == "in" else "white",
+                            label=label if split == "in" else "_nolegend_")
         for md in sub["max_depth"].dropna().unique():
-            ax.axvline(md, color="0.4", linewidth=0.8, linestyle=":")
+            ax.axvline(md, color="0.4", linewidth=0.8, linestyle=":", label="max depth in training")
         ax.set_title(task)
         ax.set_ylim(-0.02, 1.02)
-        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+        depths = sorted(sub["eval_max_depth"].dropna().unique())
+        ax.set_xticks(depths)
+        ax.set_xlim(min(depths) - 1, max(depths) + 1) if depths else None
         label_axes(ax, "eval_max_depth", "accuracy")
-    for split, text in (("in", "training range"), ("out", "extrapolation range")):
-        axes[0, 0].plot([], [], color="0.3", linestyle=SPLIT_STYLE[split]["linestyle"], label=text)
-    _legend(fig, axes)
+    for split, text, face in (("in", "training range (filled)", "0.3"), ("out", "extrapolation range (open)", "white")):
+        axes[0, 0].plot([], [], color="0.3", marker="o", markerfacecolor=face, linestyle="none", label=text)
+    axes[0, 0].errorbar([], [], yerr=[], color="0.3", fmt="none", capsize=2.0, label="95% CI")
+    _legend(fig, axes, ncol=4)
     fig.tight_layout()
     return fig
 
@@ -588,8 +624,9 @@ def plot_example_heatmaps(sequences: Sequence[Mapping[str, Any]], max_depth: int
 
 
 def plot_pareto(table: pd.DataFrame, tasks: Sequence[str] | None = None, annotate_beta: bool | None = None) -> plt.Figure:
-    """Accuracy vs mean compute per task: fixed-depth baselines joined by a line, adaptive points per
-    mechanism (error bars: SD over seeds), the Pareto front as a dashed step line. table: ``pareto``.
+    """Accuracy vs mean compute per task: the fixed-depth baselines (points labelled by depth, not
+    joined: nothing was run between them), adaptive points per mechanism (error bars: SD over seeds,
+    where there are several), the Pareto front as a dashed step line. table: ``pareto``.
 
     annotate_beta: write each adaptive point's beta beside it; None (default) = only when the
     table holds more than one beta (a sweep); with one beta the labels would only pile up."""
@@ -604,9 +641,21 @@ def plot_pareto(table: pd.DataFrame, tasks: Sequence[str] | None = None, annotat
         for m in _ordered(sub["mechanism"]):
             s = sub[sub["mechanism"] == m].sort_values("mean_depth")
             st = mech_style(m)
-            ax.errorbar(s["mean_depth"], s["accuracy"], xerr=s["mean_depth_sd"].fillna(0),
-                        yerr=s["accuracy_sd"].fillna(0), color=st["color"], marker=st["marker"],
-                        linestyle="-" if m == "fixed" else "none", elinewidth=0.6, capsize=1, label=st["label"])
+            # open markers, so points at the same place stay visible; no line between the fixed depths
+            # (only the depths run are known); error bars only where several seeds give a spread
+            ax.plot(s["mean_depth"], s["accuracy"], color=st["color"], marker=st["marker"], linestyle="none",
+                    markerfacecolor="none", markersize=6 if m == "fixed" else 5, markeredgewidth=1.2, label=st["label"])
+            xerr, yerr = s["mean_depth_sd"].fillna(0).to_numpy(), s["accuracy_sd"].fillna(0).to_numpy()
+            spread = (xerr > 0) | (yerr > 0)
+            if spread.any():
+                ax.errorbar(s["mean_depth"][spread], s["accuracy"][spread], xerr=xerr[spread], yerr=yerr[spread],
+                            fmt="none", ecolor=st["color"], elinewidth=0.7, capsize=1.5)
+            if m == "fixed" and "fixed_depth" in s:
+                for _, r in s.iterrows():
+                    if pd.notna(r["fixed_depth"]):
+                        ax.annotate(f"depth {r['fixed_depth']:g}", (r["mean_depth"], r["accuracy"]), fontsize=6,
+                                    xytext=(-5, 5), textcoords="offset points", ha="right", va="bottom",
+                                    color=st["color"])
             if annotate_beta and m != "fixed":
                 for _, r in s.iterrows():
                     if pd.notna(r["beta"]):
@@ -617,8 +666,9 @@ def plot_pareto(table: pd.DataFrame, tasks: Sequence[str] | None = None, annotat
             ax.step(front["mean_depth"], front["accuracy"], where="post", color="black", linestyle="--",
                     linewidth=0.8, label="Pareto front")
         ax.set_title(task)
+        ax.margins(x=0.1, y=0.12)  # markers at the edges (depth 1, max depth) stay whole
         label_axes(ax, "depth", "accuracy", x_unit="iterations / token, compute")
-    _legend(fig, axes)
+    _legend(fig, axes, ncol=6)
     fig.tight_layout()
     return fig
 
@@ -629,9 +679,15 @@ def plot_speedup(table: pd.DataFrame) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(3.2, 2.8))
     for m in _ordered(table["mechanism"]):
         s, st = table[table["mechanism"] == m], mech_style(m)
-        ax.plot(s["ideal_speedup"], s["realized_speedup"], st["marker"], color=st["color"], label=st["label"])
+        ax.plot(s["ideal_speedup"], s["realized_speedup"], st["marker"], color=st["color"], label=st["label"],
+                markerfacecolor="none", markeredgewidth=1.2)
+        if "task" in s:
+            for _, r in s.iterrows():  # which task each point is
+                ax.annotate(str(r["task"]), (r["ideal_speedup"], r["realized_speedup"]), fontsize=5.5,
+                            xytext=(4, -2), textcoords="offset points", color=st["color"])
     hi = float(np.nanmax(table[["ideal_speedup", "realized_speedup"]].to_numpy())) if len(table) else 1.0
-    ax.plot([1, max(hi, 1.0)], [1, max(hi, 1.0)], color="0.4", linestyle=":", linewidth=0.8, label="ideal")
+    ax.plot([1, max(hi, 1.0)], [1, max(hi, 1.0)], color="0.4", linestyle=":", linewidth=0.8,
+            label="realized = ideal")
     label_axes(ax, "ideal speed-up", "realized speed-up", x_unit="max depth / mean depth",
                y_unit="dense / early-exit time")
     _legend(fig, np.array([ax]), ncol=2)

@@ -4,11 +4,12 @@ Every notebook of the profile runs in order through papermill; the training note
 of the sweep. Finished runs are cached under ``runs/<profile>/runs/<config_hash>/`` and skipped;
 interrupted ones resume. Examples::
 
-    python -m anira.study --profile smoke --dry-run            # the plan: runs, hashes, cached or not
+    python -m anira.study --profile smoke --dry-run            # the plan (runs, hashes, cached or not), estimated time
     python -m anira.study --profile cpu --executor local --workers 2
     python -m anira.study --profile full --executor slurm --partition gpu --time 240 --gpus 1
     python -m anira.study --profile cpu --only-notebooks 03,04 # re-run two analyses on finished runs
     python -m anira.study --profile cpu --export-to data/results  # copy the light results (no weights)
+    python -m anira.study --profile cpu --results-from data/results --only-notebooks 3,4,5,6,7  # redraw the figures
 
 Exit status: 0 done, 1 some runs or notebooks failed (rerun to resume), 2 bad input (nothing ran).
 """
@@ -21,7 +22,10 @@ from pathlib import Path
 from anira.pipeline.driver import EXECUTORS, ExecutorOptions, StudyError, run_study
 from anira.pipeline.export import export_results
 from anira.pipeline.profile import load_profile
-from anira.pipeline.runs import Layout
+from anira.pipeline.runs import REPO, Layout
+from anira.paths import portable
+
+REDRAW_ROOT = REPO / "runs" / "redraw"  # executed notebooks and manifest of a redraw (--results-from)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,11 +44,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cpus-per-task", type=int, help="CPUs per job (slurm/submitit-local)")
     p.add_argument("--only-notebooks", metavar="LIST",
                    help="comma-separated notebook names or number prefixes, e.g. 03,04")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (runs, hashes, cached or not) and exit")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (runs, hashes, cached or not) and its estimated time, and exit")
     p.add_argument("--profiles-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--notebooks-dir", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--runs-root", type=Path, help="where runs/<profile>/ goes (default: ./runs of the repository)")
+    p.add_argument("--runs-root", type=Path, help="where runs/<profile>/ goes (default: ./runs of the repository; "
+                                                  "with --results-from: ./runs/redraw)")
     p.add_argument("--figures-root", type=Path, help="where figures/<profile>/ goes (default: ./figures)")
+    p.add_argument("--results-from", type=Path, metavar="DIR",
+                   help="redraw from the finished runs under DIR/<profile>/runs (e.g. data/results); nothing is "
+                        "trained and nothing under DIR is written (executed notebooks and manifest go to --runs-root)")
     p.add_argument("--export-to", type=Path, metavar="DIR",
                    help="copy the finished runs' records, summaries, logs, the manifest and the executed notebooks "
                         "to DIR/<profile>/ (nothing is run); redraw from there with --runs-root DIR")
@@ -64,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"exported {profile.name} results to {export_results(layout, args.export_to)}")
             return 0
         only = [t for t in args.only_notebooks.split(",") if t.strip()] if args.only_notebooks else None
+        runs_root = args.runs_root
+        if args.results_from is not None and runs_root is None:
+            runs_root = REDRAW_ROOT
         manifest = run_study(profile, executor=opts, only_notebooks=only, dry_run=args.dry_run,
-                             runs_root=args.runs_root, figures_root=args.figures_root)
+                             runs_root=runs_root, figures_root=args.figures_root, results_root=args.results_from)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -74,10 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if not args.dry_run:
         n = len(manifest["runs"])
-        layout = Layout(profile.name, **{k: v for k, v in (("runs_root", args.runs_root),
+        layout = Layout(profile.name, **{k: v for k, v in (("runs_root", runs_root),
                                                            ("figures_root", args.figures_root)) if v is not None})
-        print(f"profile {profile.name}: {n} runs finished, {len(manifest['notebooks'])} notebooks executed; "
-              f"manifest {layout.manifest}, figures {layout.figures_dir}")
+        executed = [nb["name"] for nb in manifest["sessions"][-1]["notebooks"] if nb["status"] == "done"]
+        print(f"profile {profile.name}: {n} runs finished, {len(executed)} notebooks executed ({', '.join(executed)}); "
+              f"manifest {portable(layout.manifest)}, figures {portable(layout.figures_dir)}")
     return 0
 
 

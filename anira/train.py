@@ -41,9 +41,10 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from anira.config import (ADAPTIVE, MECHANISMS, check_choice, check_fields, check_range, from_dict, include_fields,
+from anira.config import (ADAPTIVE, MAX_DEPTH, MECHANISMS, check_choice, check_fields, check_range, from_dict, include_fields,
                           to_dict)
 from anira.losses import LossConfig, PonderLoss, task_loss, token_ce
+from anira.paths import portable_argv
 from anira.model import AniraModel, ModelConfig
 from anira.tasks import PAD_ID, TASK_NAMES, Example, Task, collate, make_task
 
@@ -173,7 +174,7 @@ class RunConfig:
         check_range("eval_examples", self.eval_examples, 0)
         check_range("eval_batch_size", self.eval_batch_size, 1)
         if self.eval_max_depth is not None:
-            check_range("eval_max_depth", self.eval_max_depth, 1)
+            check_range("eval_max_depth", self.eval_max_depth, 1, MAX_DEPTH)
         check_range("log_every", self.log_every, 1)
         check_range("ckpt_every", self.ckpt_every, 1)
         check_choice("device", self.device, ("cpu", "cuda"))
@@ -511,7 +512,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
     eval_sets = load_eval_sets(cfg, make_task(cfg.task, range="train"))
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.num_threads)
-    _atomic_write_text(json.dumps({"config": to_dict(cfg), "config_hash": h, "argv": sys.argv, "versions": _versions()},
+    _atomic_write_text(json.dumps({"config": to_dict(cfg), "config_hash": h, "argv": portable_argv(sys.argv), "versions": _versions()},
                                   indent=1), out_dir / "config.json")
     task, model = build(cfg)
     opt, sched = make_optimizer(model, cfg)

@@ -1,16 +1,6 @@
 """How long would the sweep of a finished study take from scratch? A replay of the driver's schedule
-with each run's measured time.
-
-The replay follows the driver (``anira.pipeline.driver._run_sweep``): ``--workers`` runs at a
-time, the queue in the profile's order (sweep block, then position), a run matched to another
-(``from_run``) queued as soon as that run has finished. ``--waves`` replays the driver before that
-change instead: matched runs only after every other run has finished.
-
-A run's time is its ``wall_time_s`` (summary.json). A run the study did not train itself (no
-executed per-run notebook: it came from the run cache, e.g. a diagnostic run of the same config)
-had its wall time measured under other conditions, so its time is its training CPU time times the
-largest wall/CPU ratio among the runs the study did train. Notebooks and installation are not
-included.
+with each run's measured time (the logic is ``anira.pipeline.estimate``; ``--dry-run`` of the
+driver prints the same kind of estimate for a study not yet run).
 
     python scripts/study_wall_estimate.py --profile cpu --runs-root data/results
     python scripts/study_wall_estimate.py --profile cpu --runs-root data/results --waves
@@ -18,60 +8,14 @@ included.
 from __future__ import annotations
 
 import argparse
-import heapq
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from anira.pipeline.driver import make_plan  # noqa: E402
+from anira.pipeline.estimate import replay, run_times  # noqa: E402
 from anira.pipeline.profile import load_profile  # noqa: E402
-from anira.pipeline.runs import Layout, read_summary  # noqa: E402
-
-
-def run_times(profile: str, runs_root: Path) -> tuple[list[dict], float]:
-    """(one dict per planned run: hash, rank, depends_on, seconds, measured; the wall/CPU factor)."""
-    prof = load_profile(profile)
-    layout = Layout(prof.name, runs_root=runs_root)
-    plan = make_plan(prof, layout)
-    unfinished = [p.spec.label() for p in plan if p.state != "done"]
-    if unfinished:
-        raise SystemExit(f"--profile {profile}: {len(unfinished)} runs are not finished under {layout.base}: "
-                         f"{unfinished[:3]}; finish the study first")
-    per_run = prof.per_run_notebook.name
-    runs = []
-    for p in plan:
-        s = read_summary(layout.run_dir(p.config_hash))
-        runs.append({"hash": p.config_hash, "label": p.spec.label(), "rank": (p.spec.block, p.spec.index),
-                     "depends_on": p.spec.depends_on, "wall": float(s["wall_time_s"]), "cpu": float(s["train_cpu_s"]),
-                     "measured": layout.executed(per_run, p.config_hash).is_file()})
-    ratios = [r["wall"] / r["cpu"] for r in runs if r["measured"]]
-    if not ratios:
-        raise SystemExit(f"no run under {layout.base} was trained by the study (no executed {per_run} notebook)")
-    factor = max(ratios)
-    for r in runs:
-        r["seconds"] = r["wall"] if r["measured"] else r["cpu"] * factor
-    return runs, factor
-
-
-def replay(runs: list[dict], workers: int, waves: bool = False) -> float:
-    """Seconds until the last run finishes, with the driver's queue (module docstring)."""
-    pending = sorted(runs, key=lambda r: r["rank"])
-    finished: set[str] = set()
-    running: list[tuple[float, str]] = []  # (finish time, hash)
-    clock = 0.0
-    independent = {r["hash"] for r in runs if r["depends_on"] is None}
-    while pending or running:
-        second_wave_open = not waves or independent <= finished
-        ready = [r for r in pending if r["depends_on"] is None
-                 or (r["depends_on"] in finished and second_wave_open)]
-        while ready and len(running) < workers:
-            r = ready.pop(0)
-            pending.remove(r)
-            heapq.heappush(running, (clock + r["seconds"], r["hash"]))
-        clock, h = heapq.heappop(running)
-        finished.add(h)
-    return clock
+from anira.pipeline.runs import Layout  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.workers < 1:
         ap.error(f"--workers = {args.workers}: must be >= 1")
-    runs, factor = run_times(args.profile, args.runs_root)
+    prof = load_profile(args.profile)
+    try:
+        runs, factor = run_times(prof, Layout(prof.name, runs_root=args.runs_root))
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     n_cached = sum(not r["measured"] for r in runs)
     total = replay(runs, args.workers, args.waves)
     work = sum(r["seconds"] for r in runs)

@@ -57,10 +57,15 @@ BAD_TYPE = {
                       ["curriculum_values = 5", "wrong type"]),
     "unknown_choice": ({"mechanism": "nosuch"}, ["mechanism = 'nosuch'", "not allowed", "'online'"]),
 }
+BAD_RANGE = {
+    "max_depth_huge": ({"max_depth": 500}, ["max_depth = 500", "out of range", "allowed: [1, 32]"]),
+    "eval_max_depth_huge": ({"eval_max_depth": 33}, ["eval_max_depth = 33", "out of range", "allowed: [1, 32]"]),
+    "task_param_nan": ({"task_params": {"hop_tilt": float("nan")}}, ["hop_tilt = nan", "out of range"]),
+}
 BAD_DATA = {
     "max_len_short": ({"max_len": 10}, ["max_len = 10", "out of range", "allowed: [44, inf)", "eval_in"]),
 }
-BAD_CONFIG = {**BAD_TASK, **BAD_TYPE}
+BAD_CONFIG = {**BAD_TASK, **BAD_TYPE, **BAD_RANGE}
 
 
 def _assert_names(msg: str, parts: list[str]) -> None:
@@ -265,6 +270,26 @@ def test_check_injected_names_the_parameter_and_the_declared_ones():
             check_injected("nb", declared, {name: value})
 
 
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_papermill_reads_every_declared_parameter(name):
+    # papermill parses the parameters cell line by line; a comment holding "=" made it drop the line
+    # ("Unable to parse line"), then warn "Passed unknown parameter" and leave it out of --help-notebook
+    from papermill.inspection import inspect_notebook
+
+    path = ROOT / "notebooks" / f"{name}.ipynb"
+    assert sorted(inspect_notebook(str(path))) == sorted(declared_parameters(path))
+
+
+def test_check_profile_names_the_allowed_profiles():
+    from anira.notebook import check_profile
+
+    check_profile("nb", "cpu", "../figures/smoke")
+    check_profile("nb", "mine", "/elsewhere/figures/mine")  # a profile file outside profiles/
+    with pytest.raises(ValueError, match=r"nb: parameter profile = 'smok' is not a profile; allowed values: "
+                                         r"\['cpu', 'full', 'smoke'\]"):
+        check_profile("nb", "smok", "../figures/smoke")
+
+
 def test_check_parameters_outside_a_kernel_checks_nothing():
     check_parameters("nb")  # no IPython: nothing was injected
 
@@ -315,6 +340,8 @@ def test_papermill_run_config_of_the_wrong_type_is_refused(tmp_path):
                                 "['figures_dir', 'n_stats', 'profile', 'seed']"]),
     (["-p", "n_stats", "abc"], ["01_tasks: parameter n_stats = 'abc' has the wrong type; expected int "
                                 "(the notebook's default is 200)"]),
+    (["-p", "profile", "smok"], ["01_tasks: parameter profile = 'smok' is not a profile; allowed values: "
+                                 "['cpu', 'full', 'smoke', 'figs']"]),
 ])
 def test_papermill_01_tasks_refuses_before_writing_figures(tmp_path, args, parts):
     figs = tmp_path / "figs"

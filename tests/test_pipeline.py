@@ -20,6 +20,7 @@ import nbformat
 import pytest
 
 NB_DIR = Path(__file__).parent / "notebooks"
+ROOT = Path(__file__).resolve().parents[1]
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(NB_DIR))
 
@@ -542,3 +543,63 @@ def test_committed_reference_results_are_the_cpu_profile(tmp_path, monkeypatch):
     assert committed == {p.config_hash for p in plan}
     manifest = json.loads(layout.manifest.read_text())
     assert manifest["profile_sha256"] == load_profile("cpu").sha256 == load_profile(root / "cpu" / "cpu.yaml").sha256
+
+
+# ------------------------------------------------------------------------------------------------
+# notebook selection, the summary line, the manifest's sessions, a redraw from exported results
+# ------------------------------------------------------------------------------------------------
+def test_only_notebooks_takes_numbers_with_or_without_the_leading_zero():
+    prof = load_profile("cpu")
+    names = [nb.name for nb in driver_mod.select_notebooks(prof, ["3", "07"])]
+    assert names == ["03_alignment", "07_claims"]
+    assert [nb.name for nb in driver_mod.select_notebooks(prof, ["04_generalization", "4"])] == ["04_generalization"]
+    with pytest.raises(ValueError, match=r"only_notebooks: '9' matches 0 notebooks of profile 'cpu'; allowed: "):
+        driver_mod.select_notebooks(prof, ["9"])
+
+
+def _tree(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_sessions_summary_and_a_redraw_that_writes_nothing_into_the_results(tmp_path, capsys):
+    path = write_profile(tmp_path, "good", GOOD.replace("NAME", "good"))
+    common = ["--profile", str(path), "--notebooks-dir", str(NB_DIR), "--run-class", "toy_lib:ToyConfig",
+              "--figures-root", str(tmp_path / "figures")]
+    runs = ["--runs-root", str(tmp_path / "runs")]
+    assert study_main(common + runs) == 0
+    assert "1 runs finished, 3 notebooks executed (toy_tasks, toy_train, toy_analysis)" in capsys.readouterr().out
+    assert study_main(common + runs + ["--only-notebooks", "toy_analysis"]) == 0
+    assert "1 runs finished, 1 notebooks executed (toy_analysis)" in capsys.readouterr().out
+
+    layout = Layout("good", tmp_path / "runs", tmp_path / "figures")
+    man = json.loads(layout.manifest.read_text())
+    first, second = man["sessions"]  # the session that trained the run is kept after the rerun of one notebook
+    h = man["runs"][0]["config_hash"]
+    assert first["runs_trained"] == [h] and [n["name"] for n in first["notebooks"]] == ["toy_tasks", "toy_train",
+                                                                                         "toy_analysis"]
+    assert second["runs_trained"] == [] and [n["name"] for n in second["notebooks"]] == ["toy_analysis"]
+    assert man["argv"] == second["argv"] and not any(a.startswith(str(ROOT)) for a in second["argv"])
+
+    assert study_main(common + runs + ["--export-to", str(tmp_path / "results")]) == 0
+    results, figures_manifest = _tree(tmp_path / "results"), (layout.figures_dir / "manifest.json").read_bytes()
+    capsys.readouterr()
+    assert study_main(common + ["--results-from", str(tmp_path / "results"), "--runs-root", str(tmp_path / "redraw"),
+                                "--only-notebooks", "toy_analysis"]) == 0
+    assert "1 notebooks executed (toy_analysis)" in capsys.readouterr().out
+    assert _tree(tmp_path / "results") == results  # the results read are never rewritten
+    assert (layout.figures_dir / "manifest.json").read_bytes() == figures_manifest  # still the study's record
+    redraw = json.loads((tmp_path / "redraw" / "good" / "manifest.json").read_text())
+    assert redraw["sessions"][-1]["results_root"] == str(tmp_path / "results")
+    params = nbformat.read(tmp_path / "redraw" / "good" / "executed" / "toy_analysis.ipynb", as_version=4).metadata.papermill.parameters
+    assert params["run_dirs"] == [str(tmp_path / "results" / "good" / "runs" / h)]
+    # a redraw needs every run finished where it reads them: it never trains
+    assert study_main(common + ["--results-from", str(tmp_path / "nothing"), "--runs-root", str(tmp_path / "redraw")]) == 2
+    assert "results_root: 1 of 1 runs are not finished" in capsys.readouterr().err
+
+
+def test_notebook_path_parameters_are_relative_to_the_notebook_inside_the_repository():
+    nb = driver_mod.NotebookSpec("03_alignment", ROOT / "notebooks" / "03_alignment.ipynb", {}, False, 60, ())
+    layout = Layout("cpu", ROOT / "runs", ROOT / "figures")
+    assert driver_mod._common_params(nb, load_profile("cpu"), layout) == {
+        "profile": "cpu", "figures_dir": "../figures/cpu", "runs_dir": "../runs/cpu/runs"}
+    assert driver_mod._nb_path(nb, Path("/elsewhere/figures")) == "/elsewhere/figures"

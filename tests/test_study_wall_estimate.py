@@ -1,11 +1,18 @@
-"""scripts/study_wall_estimate.py: the replay of the driver's schedule on a known case, and on the
-committed cpu study."""
+"""anira.pipeline.estimate: the replay of the driver's schedule on a known case and on the committed
+cpu study; the dry run's estimate from measured numbers; scripts/study_wall_estimate.py wraps it."""
 import importlib.util
 from pathlib import Path
 
 import pytest
 
+from anira.pipeline.driver import make_plan
+from anira.pipeline.estimate import estimate_plan, format_estimate, replay, run_times, step_work
+from anira.pipeline.profile import load_profile
+from anira.pipeline.runs import Layout
+from anira.study import main as study_main
+
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "data" / "results"
 
 
 def load_script():
@@ -21,19 +28,44 @@ def test_replay_starts_a_matched_run_when_its_run_is_done_or_after_the_first_wav
             {"hash": "b", "rank": (1, 3), "depends_on": "a", "seconds": 5.0},
             {"hash": "c", "rank": (2, 1), "depends_on": None, "seconds": 12.0},
             {"hash": "d", "rank": (3, 2), "depends_on": None, "seconds": 4.0}]
-    m = load_script()
-    assert m.replay(runs, workers=2) == 16.0  # B at 10-15, D at 12-16
-    assert m.replay(runs, workers=2, waves=True) == 19.0  # D at 10-14, then B at 14-19
-    assert m.replay(runs, workers=1) == 31.0  # one worker: the sum
+    assert replay(runs, workers=2) == 16.0  # B at 10-15, D at 12-16
+    assert replay(runs, workers=2, waves=True) == 19.0  # D at 10-14, then B at 14-19
+    assert replay(runs, workers=1) == 31.0  # one worker: the sum
+
+
+def test_step_work_counts_the_depth_a_fixed_run_uses():
+    base = {"batch_size": 64, "d_model": 128, "d_ff": 512, "max_depth": 6}
+    assert step_work({**base, "mechanism": "fixed", "fixed_depth": 1}) * 6 == step_work({**base, "mechanism": "online"})
 
 
 def test_committed_cpu_study_replays_between_its_lower_bound_and_the_sum(capsys):
-    if not (ROOT / "data" / "results" / "cpu" / "runs").is_dir():
+    if not (RESULTS / "cpu" / "runs").is_dir():
         pytest.skip("no committed cpu results in this checkout")
-    m = load_script()
-    runs, factor = m.run_times("cpu", ROOT / "data" / "results")
+    runs, factor = run_times(load_profile("cpu"), Layout("cpu", runs_root=RESULTS))
     assert factor >= 1.0 and any(not r["measured"] for r in runs) and any(r["measured"] for r in runs)
     work = sum(r["seconds"] for r in runs)
-    assert work / 2 <= m.replay(runs, 2) <= m.replay(runs, 2, waves=True) <= work
-    assert m.main(["--profile", "cpu", "--runs-root", str(ROOT / "data" / "results")]) == 0
+    assert work / 2 <= replay(runs, 2) <= replay(runs, 2, waves=True) <= work
+    assert load_script().main(["--profile", "cpu", "--runs-root", str(RESULTS)]) == 0
     assert "replayed sweep" in capsys.readouterr().out
+
+
+def test_dry_run_estimate_of_the_cpu_study_is_its_measured_schedule(tmp_path, capsys):
+    """From scratch (an empty runs root) the dry run times every run of the cpu profile from the
+    committed results: within 15 % of the replay of the runs' measured times."""
+    if not (RESULTS / "cpu" / "runs").is_dir():
+        pytest.skip("no committed cpu results in this checkout")
+    prof = load_profile("cpu")
+    est = estimate_plan(prof, make_plan(prof, Layout("cpu", runs_root=tmp_path)), workers=2)
+    measured = replay(run_times(prof, Layout("cpu", runs_root=RESULTS))[0], 2)
+    assert est["runs"] == 20 and est["how"]["same config"] >= 12
+    assert 0.85 * measured <= est["sweep_s"] <= 1.15 * measured
+    assert "estimated time: 2.5 h on 2 worker(s)" in format_estimate(est)
+    args = ["--profile", "cpu", "--runs-root", str(tmp_path), "--dry-run", "--executor", "local", "--workers", "2"]
+    assert study_main(args) == 0
+    assert "estimated time: 2.5 h on 2 worker(s): 20 runs to train" in capsys.readouterr().out
+
+
+def test_dry_run_estimates_a_profile_with_no_committed_runs(tmp_path, capsys):
+    assert study_main(["--profile", "smoke", "--runs-root", str(tmp_path), "--dry-run"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("estimated time: ") and "12 by the per-step rate" in line

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable
 from tqdm.auto import tqdm
 
 from anira.config import check_fields
+from anira.paths import portable, portable_argv
 from anira.pipeline.profile import REPO, NotebookSpec, Profile, RunSpec, config_dict, load_profile, resolve_derived
 from anira.pipeline.runs import (Layout, RequeueableRun, RunJob, RunResult, atomic_write_text, error_text,
                                  execute_notebook, execute_run, exit_with_driver, read_summary, run_state)
@@ -281,23 +282,30 @@ def _run_array(ex: Any, jobs: list[RunJob], cluster: str, layout: Layout, name: 
 # the study
 # ----------------------------------------------------------------------------------------------
 def select_notebooks(profile: Profile, only: Iterable[str] | None) -> list[NotebookSpec]:
-    """Notebooks named by ``only`` (full names or their number prefix, e.g. "03"), in profile order."""
+    """Notebooks named by ``only`` (full names or their number, e.g. "03" or "3"), in profile order."""
     if not only:
         return list(profile.notebooks)
     names = [nb.name for nb in profile.notebooks]
     chosen: set[str] = set()
     for token in only:
         token = token.strip()
-        hits = [n for n in names if n == token or n.split("_", 1)[0] == token]
+        hits = [n for n in names if n == token or n.split("_", 1)[0] == token
+                or (token.isdigit() and n.split("_", 1)[0].isdigit() and int(n.split("_", 1)[0]) == int(token))]
         if len(hits) != 1:
             raise ValueError(f"only_notebooks: {token!r} matches {len(hits)} notebooks of profile "
-                             f"{profile.name!r}; allowed: {names} or their number prefixes")
+                             f"{profile.name!r}; allowed: {names} or their numbers (03 or 3)")
         chosen.add(hits[0])
     return [nb for nb in profile.notebooks if nb.name in chosen]
 
 
+def _nb_path(nb: NotebookSpec, path: Path) -> str:
+    """A path parameter as the notebook reads it: relative to its folder (its cwd) inside the repository."""
+    return portable(path, nb.path.parent)
+
+
 def _common_params(nb: NotebookSpec, profile: Profile, layout: Layout) -> dict[str, Any]:
-    offered = {"profile": profile.name, "figures_dir": str(layout.figures_dir), "runs_dir": str(layout.runs_dir)}
+    offered = {"profile": profile.name, "figures_dir": _nb_path(nb, layout.figures_dir),
+               "runs_dir": _nb_path(nb, layout.runs_dir)}
     return {k: v for k, v in offered.items() if not nb.declared or k in nb.declared}
 
 
@@ -305,23 +313,35 @@ def _job(nb: NotebookSpec, profile: Profile, layout: Layout, p: PlannedRun) -> R
     h = p.config_hash
     assert h is not None
     params = {**_common_params(nb, profile, layout), **nb.params}
-    offered = {"run_config": config_dict(p.config), "run_dir": str(layout.run_dir(h)), "config_hash": h}
+    offered = {"run_config": config_dict(p.config), "run_dir": _nb_path(nb, layout.run_dir(h)), "config_hash": h}
     params.update({k: v for k, v in offered.items() if not nb.declared or k in nb.declared})
     return RunJob(config_hash=h, label=p.spec.label(), notebook=nb.path, executed=layout.executed(nb.name, h),
                   run_dir=layout.run_dir(h), params=params, timeout_s=nb.timeout_s)
 
 
 class _Manifest:
-    """runs/<profile>/manifest.json, rewritten atomically on every change (and copied to figures/)."""
+    """runs/<profile>/manifest.json, rewritten atomically on every change (and copied to figures/).
+
+    Its top-level ``argv``, ``git``, ``started_utc`` ... describe the latest invocation; ``sessions``
+    keeps every invocation on the same profile file, oldest first, with the notebooks it executed and
+    the runs it trained, so rerunning one analysis never erases the record of the session that
+    trained the study. A redraw from another results root (``layout.results_root``) writes its
+    manifest under its own runs root only: the figures' copy stays the record of the study."""
 
     def __init__(self, profile: Profile, layout: Layout, opts: ExecutorOptions, selected: list[NotebookSpec]):
         self.layout = layout
         self.per_run = profile.per_run_notebook
         try:  # notebooks not selected this time keep their rows from the last manifest of the same profile file
             prev = json.loads(layout.manifest.read_text())
-            prev_rows = {r["name"]: r for r in prev["notebooks"]} if prev.get("profile_sha256") == profile.sha256 else {}
-        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            if prev.get("profile_sha256") != profile.sha256:
+                prev = {}
+        except (FileNotFoundError, json.JSONDecodeError):
+            prev = {}
+        try:
+            prev_rows = {r["name"]: r for r in prev.get("notebooks", [])}
+        except (KeyError, TypeError):
             prev_rows = {}
+        sessions = list(prev.get("sessions") or ([_legacy_session(prev)] if prev.get("started_utc") else []))
         chosen = {nb.name for nb in selected}
         rows = [{"name": nb.name, "per_run": nb.per_run, "status": "pending", "wall_time_s": None, "executed": None}
                 if nb.name in chosen else prev_rows.get(nb.name, {"name": nb.name, "per_run": nb.per_run,
@@ -329,14 +349,22 @@ class _Manifest:
                                                                   "executed": None})
                 for nb in profile.notebooks]
         path = profile.path
+        self.session: dict[str, Any] = {
+            "argv": portable_argv(sys.argv), "git": git_state(), "versions": versions(), "executor": opts.kind,
+            "started_utc": _now(), "finished_utc": None, "status": "running",
+            "results_root": portable(layout.results_root) if layout.results_root is not None else None,
+            "notebooks": [], "runs_trained": [],
+        }
         self.data: dict[str, Any] = {
-            "profile": profile.name, "profile_file": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
+            "profile": profile.name, "profile_file": portable(path),
             "profile_sha256": profile.sha256,
-            "description": profile.description, "git": git_state(), "versions": versions(),
-            "executor": opts.kind, "argv": sys.argv, "started_utc": _now(), "finished_utc": None,
-            "status": "running", "run_class": f"{profile.run_cls.__module__}:{profile.run_cls.__qualname__}",
+            "description": profile.description, "git": self.session["git"], "versions": self.session["versions"],
+            "executor": opts.kind, "argv": self.session["argv"], "started_utc": self.session["started_utc"],
+            "finished_utc": None, "status": "running",
+            "run_class": f"{profile.run_cls.__module__}:{profile.run_cls.__qualname__}",
             "notebooks": rows,
             "runs": [],
+            "sessions": sessions + [self.session],
         }
 
     def set_runs(self, plan: list[PlannedRun]) -> None:
@@ -358,13 +386,18 @@ class _Manifest:
                 "status": "failed" if (row.get("status") == "failed" and row.get("config_hash") == p.config_hash
                                        and p.state != "done") else p.state,
                 "wall_time_s": row.get("wall_time_s"), "notebook_wall_s": row.get("notebook_wall_s"),
-                "run_dir": str(self.layout.run_dir(p.config_hash).relative_to(self.layout.base)) if p.config_hash else None,
+                "run_dir": self._rel(self.layout.run_dir(p.config_hash)) if p.config_hash else None,
                 "executed": row.get("executed"), "error": row.get("error") or p.error,
             })
         self.data["runs"] = rows
         self.write()
 
+    def _rel(self, path: Path) -> str:  # relative to runs/<profile>/, or to the repository (a results root)
+        return str(path.relative_to(self.layout.base)) if path.is_relative_to(self.layout.base) else portable(path)
+
     def run_result(self, job: RunJob, res: RunResult) -> None:
+        if res.status == "done":
+            self.session["runs_trained"].append(job.config_hash)
         for row in self.data["runs"]:
             if row["config_hash"] == job.config_hash:
                 summary = read_summary(job.run_dir) or {}
@@ -378,17 +411,27 @@ class _Manifest:
         for row in self.data["notebooks"]:
             if row["name"] == name:
                 row.update(kw)
+        if kw.get("status") in ("done", "failed"):
+            self.session["notebooks"].append({"name": name, "status": kw["status"], "wall_time_s": kw.get("wall_time_s")})
         self.write()
 
     def finish(self, status: str) -> None:
-        self.data["status"] = status
-        self.data["finished_utc"] = _now()
+        self.data["status"] = self.session["status"] = status
+        self.data["finished_utc"] = self.session["finished_utc"] = _now()
         self.write()
 
     def write(self) -> None:
         text = json.dumps(self.data, indent=1, default=str) + "\n"
         atomic_write_text(self.layout.manifest, text)
-        atomic_write_text(self.layout.figures_dir / "manifest.json", text)
+        if self.layout.results_root is None:
+            atomic_write_text(self.layout.figures_dir / "manifest.json", text)
+
+
+def _legacy_session(m: dict[str, Any]) -> dict[str, Any]:
+    """The one session an older manifest (without ``sessions``) describes in its top-level fields."""
+    return {"argv": portable_argv(m.get("argv") or []), "git": m.get("git"), "versions": m.get("versions"),
+            "executor": m.get("executor"), "started_utc": m.get("started_utc"), "finished_utc": m.get("finished_utc"),
+            "status": m.get("status"), "results_root": None, "notebooks": None, "runs_trained": None}
 
 
 def run_study(
@@ -399,10 +442,14 @@ def run_study(
     dry_run: bool = False,
     runs_root: Path | None = None,
     figures_root: Path | None = None,
+    results_root: Path | None = None,
     out: Any = None,
 ) -> dict[str, Any]:
     """Run ``profile`` (a loaded Profile, or a name/path for ``load_profile`` with the real trainer; see
     the module docstring); returns the manifest (the plan, for ``dry_run``).
+
+    ``results_root``: redraw from the finished runs under ``results_root/<profile>/runs`` (e.g. the
+    committed ``data/results``); nothing there is written, so every run must be finished there.
 
     Raises ValueError for bad input before anything runs, StudyError when runs or notebooks failed.
     """
@@ -410,11 +457,18 @@ def run_study(
         profile = load_profile(profile)
     opts = executor or ExecutorOptions()
     out = out or sys.stdout
-    layout = Layout(profile.name, **{k: Path(v) for k, v in (("runs_root", runs_root), ("figures_root", figures_root))
-                                     if v is not None})
+    layout = Layout(profile.name, **{k: Path(v) for k, v in (("runs_root", runs_root), ("figures_root", figures_root),
+                                                            ("results_root", results_root)) if v is not None})
+    if layout.results_root is not None and layout.runs_dir.resolve() == (layout.base / "runs").resolve():
+        raise ValueError(f"results_root = {str(results_root)!r} is the runs root itself; give another --runs-root")
     selected = select_notebooks(profile, only_notebooks)
     per_run = profile.per_run_notebook
     plan = make_plan(profile, layout)
+    if layout.results_root is not None:
+        missing = [p.spec.label() for p in plan if p.state != "done"]
+        if missing:
+            raise ValueError(f"results_root: {len(missing)} of {len(plan)} runs are not finished under {layout.runs_dir} "
+                             f"(a redraw trains nothing), e.g. {missing[0]}")
     pos = {nb.name: i for i, nb in enumerate(profile.notebooks)}
     after_sweep = [nb for nb in selected if per_run is not None and pos[nb.name] > pos[per_run.name]]
     if after_sweep and per_run not in selected:
@@ -424,6 +478,11 @@ def run_study(
                              f"{len(missing)} of {len(plan)} are not (include {per_run.name!r} to run them)")
     if dry_run:
         print(format_plan(profile, layout, plan, selected), file=out)
+        if per_run is None or per_run in selected:
+            from anira.pipeline.estimate import estimate_plan, format_estimate
+
+            workers = 1 if opts.kind == "sequential" else (opts.workers or 2)
+            print(format_estimate(estimate_plan(profile, plan, workers)), file=out)
         return {"profile": profile.name, "runs": [{"index": p.spec.index, "config_hash": p.config_hash,
                                                    "state": p.state, "values": p.spec.values} for p in plan]}
     check_kernel()
@@ -452,9 +511,9 @@ def run_study(
                 continue
             params = {**_common_params(nb, profile, layout), **nb.params}
             if (not nb.declared or "run_dirs" in nb.declared) and per_run is not None and pos[nb.name] > pos[per_run.name]:
-                params["run_dirs"] = [str(layout.run_dir(p.config_hash)) for p in make_plan(profile, layout)]
+                params["run_dirs"] = [_nb_path(nb, layout.run_dir(p.config_hash)) for p in make_plan(profile, layout)]
             target = layout.executed(nb.name)
-            tqdm.write(f"{nb.name}: executing -> {target}", file=out)
+            tqdm.write(f"{nb.name}: executing -> {portable(target)}", file=out)
             manifest.notebook(nb.name, status="running", executed=str(target.relative_to(layout.base)))
             try:
                 wall = execute_notebook(nb.path, target, params, nb.path.parent, nb.timeout_s)

@@ -14,6 +14,9 @@ The runs exported are those the manifest lists (the last study of the profile), 
 every finished run is. Checkpoints are not copied (tens of MB each): with exported results the
 analyses 03-07 redraw from the records (``python -m anira.study --profile cpu --runs-root
 data/results --only-notebooks 03,04,05,06,07``), except the wall-clock timing of 06, which needs the weights.
+
+What is exported holds paths relative to the repository (``make_portable``), never the absolute
+paths of the machine that ran the study: the results are committed and read on other clones.
 """
 from __future__ import annotations
 
@@ -21,9 +24,33 @@ import json
 import shutil
 from pathlib import Path
 
+from anira.paths import REPO, portable_argv, portable_notebook, portable_text
 from anira.pipeline.runs import Layout
 
 RUN_FILES = ("config.json", "summary.json", "log.jsonl", "records.csv.gz")
+
+
+def make_portable(path: str | Path, repo: str | Path = REPO) -> bool:
+    """Rewrite the JSON file or executed notebook ``path`` so that no absolute path of ``repo`` stays in
+    it (see ``anira.paths``; a run's recorded ``argv`` also loses paths outside ``repo``); returns
+    whether it changed. Other files are left alone."""
+    path = Path(path)
+    if path.suffix not in (".json", ".ipynb"):
+        return False
+    text = path.read_text()
+    doc = json.loads(text)
+    if path.suffix == ".ipynb":
+        doc = portable_notebook(doc, repo)
+    else:
+        if isinstance(doc, dict) and isinstance(doc.get("argv"), list):
+            doc["argv"] = portable_argv(doc["argv"], repo)
+        doc = json.loads(portable_text(json.dumps(doc), repo))
+    indent = 1 if text.startswith("{\n ") and not text.startswith("{\n  ") else 2
+    new = json.dumps(doc, indent=indent, ensure_ascii=False) + ("\n" if text.endswith("\n") else "")
+    if new == text:
+        return False
+    path.write_text(new)
+    return True
 
 
 def export_results(layout: Layout, dest_root: str | Path) -> Path:
@@ -59,7 +86,10 @@ def export_results(layout: Layout, dest_root: str | Path) -> Path:
         keep = {p.name for p in finished}  # per-run notebooks (executed/<notebook>/<hash>.ipynb) of these runs only
         shutil.copytree(layout.executed_dir, dest / "executed", ignore=lambda d, names: [
             n for n in names if Path(d) != layout.executed_dir and n.endswith(".ipynb") and n[:-6] not in keep])
+    for f in sorted(dest.rglob("*")):
+        if f.suffix in (".json", ".ipynb"):
+            make_portable(f)
     return dest
 
 
-__all__ = ["export_results", "RUN_FILES"]
+__all__ = ["export_results", "make_portable", "RUN_FILES"]

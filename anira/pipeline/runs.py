@@ -9,6 +9,10 @@ Layout of a profile ``P``::
     runs/P/manifest.json
     figures/P/                             what the notebooks write (their figures_dir)
 
+A redraw reads finished runs from another root (``results_root``, e.g. the committed
+``data/results``: ``results_root/P/runs/<config_hash>/``) and writes its executed notebooks and
+manifest under ``runs_root`` as usual, so the results it reads are never rewritten.
+
 Cache rule: a run is *done* when ``summary.json`` exists and its ``config_hash`` equals the directory's
 hash; *partial* when the directory holds anything else (a checkpoint: the trainer resumes from it);
 *new* otherwise. Any change of a hashed parameter gives a new hash, hence a new directory.
@@ -35,8 +39,9 @@ class Layout:
     """Where one profile's runs, executed notebooks, manifest and figures live (absolute paths)."""
 
     profile: str
-    runs_root: Path = RUNS_ROOT  # runs/ (git-ignored)
+    runs_root: Path = RUNS_ROOT  # runs/ (git-ignored): executed notebooks, manifest, and the runs themselves
     figures_root: Path = FIGURES_ROOT  # figures/
+    results_root: Path | None = None  # read the finished runs from results_root/<profile>/runs instead (a redraw)
 
     @property
     def base(self) -> Path:
@@ -44,6 +49,8 @@ class Layout:
 
     @property
     def runs_dir(self) -> Path:
+        if self.results_root is not None:
+            return Path(self.results_root).resolve() / self.profile / "runs"
         return self.base / "runs"
 
     @property

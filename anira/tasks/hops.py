@@ -20,7 +20,7 @@ Two designs (``HopsConfig.queries``); the default is the dense one.
 budget only when training covers its symbols densely (measured: a plain looped Transformer
 learns 1-4 hops in ~2,000 steps with 8 variables named from a pool of 8 letters and 4 queries
 over any variable, and is still at chance after 1,500 steps when the 8 names come from 26
-letters; docs/study.md). So:
+letters; see docs/study.md). So:
   1. n ~ U{min_vars..max_vars} variables named with n distinct letters of the first ``n_names``
      (training: 8-12 of a pool of 20, so every name occurs in about half the examples; the pool
      covers the extrapolation range, which therefore has no unseen name).
