@@ -645,3 +645,23 @@ def test_learning_bar_not_judged_without_a_floor_keeps_the_verdicts():
     assert C.UNTESTABLE not in [c.verdict for c in with_bar]
     task_rows = [c for c in with_bar if c.scope.startswith("hops")]
     assert task_rows and all("learning bar not judged: no floor" in c.note for c in task_rows)
+
+
+def test_extrapolation_untestable_where_the_out_of_range_set_is_not_certified():
+    """A task whose out-of-range set the bounded reader solves without more steps cannot test "no
+    extrapolation": its rows read NOT_CERTIFIED (the note gives the reader's numbers) and the
+    aggregate leaves it out; a certified task keeps its verdict; no certificate is said in the note."""
+    r = synthetic_records(tasks=("toposort", "hops"), seeds=(0,), n_examples=20,
+                          depth_mode={"early": "difficulty", "online": "difficulty"})
+    ex = extrapolation_table(r, boot=B)
+    ok = {"certified": True, "k": 4, "beyond_reader": 0.2, "n_beyond": 500, "floor_bar": 0.35, "beyond_solved": 0.0}
+    bad = {**ok, "certified": False, "beyond_reader": 1.0, "beyond_solved": 1.0}
+    by = {c.scope: c for c in C.extrapolation_claims(ex, certificates={"toposort": ok, "hops": bad})}
+    assert by["hops / online"].verdict == C.NOT_CERTIFIED and "1.000 solved by a shortcut" in by["hops / online"].note
+    assert by["toposort / online"].verdict == "reproduced"
+    assert by["all / online"].verdict == "reproduced" and "left out, out-of-range set not certified: hops" in by[
+        "all / online"].note
+    both_bad = {c.scope: c for c in C.extrapolation_claims(ex, certificates={"toposort": bad, "hops": bad})}
+    assert both_bad["all / online"].verdict == C.NOT_CERTIFIED
+    unchecked = {c.scope: c for c in C.extrapolation_claims(ex)}
+    assert unchecked["hops / online"].verdict == "reproduced" and "no certificate given" in unchecked["hops / online"].note

@@ -1,6 +1,8 @@
 """Notebook 07: each finding of the paper, the statistic that tests it, a threshold fixed in
 advance, the value measured, and a verdict: "reproduced", "not reproduced", "inconclusive",
-"untestable (not learned)" or, for decision timing, "untestable (depth constant)".
+"untestable (not learned)" or, for decision timing, "untestable (depth constant)", or, for
+extrapolation, "untestable (set not certified)" (``anira.data.certify``: the out-of-range set does not
+need more steps than training).
 
 The thresholds below were set before any run of this study and must not be tuned to results.
 
@@ -82,7 +84,10 @@ TASK_FRACTION = 2 / 3  # aggregate rule: reproduced on >= 2/3 of the algorithmic
 
 UNTESTABLE = "untestable (not learned)"  # a run of the row's task x mechanism failed the learning bar
 DEPTH_CONSTANT = "untestable (depth constant)"  # timing: no depth variance to explain
-VERDICTS = ("reproduced", "not reproduced", "inconclusive", UNTESTABLE, DEPTH_CONSTANT)
+NOT_CERTIFIED = "untestable (set not certified)"  # extrapolation: the out-of-range set needs no more steps
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", UNTESTABLE, DEPTH_CONSTANT, NOT_CERTIFIED)
+_UNTESTABLE_KINDS = ((UNTESTABLE, "not learned"), (DEPTH_CONSTANT, "depth constant"),
+                     (NOT_CERTIFIED, "out-of-range set not certified"))
 SANITY_VERDICTS = ("as predicted", "not as predicted", DEPTH_CONSTANT)  # the timing sanity rows
 
 
@@ -198,15 +203,16 @@ def _aggregate(finding: str, mech: str, parts: dict[str, Claim]) -> Claim:
     """The aggregate row over the algorithmic tasks with data (task -> its claim): the fraction of
     the testable ones reproduced against TASK_FRACTION; untestable tasks are left out, and those
     whose learning bar was not judged are named."""
-    untestable = [t for t, c in parts.items() if c.verdict in (UNTESTABLE, DEPTH_CONSTANT)]
-    testable = [c.verdict for c in parts.values() if c.verdict not in (UNTESTABLE, DEPTH_CONSTANT)]
+    kinds_all = [k for k, _ in _UNTESTABLE_KINDS]
+    untestable = [t for t, c in parts.items() if c.verdict in kinds_all]
+    testable = [c.verdict for c in parts.values() if c.verdict not in kinds_all]
     not_judged = [t for t, c in parts.items() if c.note.startswith("learning bar not judged")]
     verdict = aggregate_verdict(testable)
     if untestable and not testable:
         kinds = {parts[t].verdict for t in untestable}
-        verdict = DEPTH_CONSTANT if kinds == {DEPTH_CONSTANT} else UNTESTABLE
+        verdict = kinds.pop() if len(kinds) == 1 else UNTESTABLE
     notes = [] if parts else ["data missing"]
-    for kind, why in ((UNTESTABLE, "not learned"), (DEPTH_CONSTANT, "depth constant")):
+    for kind, why in _UNTESTABLE_KINDS:
         left = [t for t in untestable if parts[t].verdict == kind]
         if left:
             notes.append(f"left out, {why}: {', '.join(left)}")
@@ -241,7 +247,12 @@ def alignment_claims(alignment: pd.DataFrame | None, learning: pd.DataFrame | No
     return out
 
 
-def extrapolation_claims(extrapolation: pd.DataFrame | None, learning: pd.DataFrame | None = None) -> list[Claim]:
+def extrapolation_claims(extrapolation: pd.DataFrame | None, learning: pd.DataFrame | None = None,
+                         certificates: dict[str, dict] | None = None) -> list[Claim]:
+    """Per task x mechanism on the tokens of ``beyond_training``. ``certificates`` (task ->
+    ``anira.data.certify`` of the sets the records were scored on): a task whose out-of-range set is
+    not certified to need more steps than training is NOT_CERTIFIED (a model that "extrapolates"
+    there may only have used a shortcut); None = not checked (the note says so)."""
     finding = "No extrapolation: beyond training sizes, more compute but accuracy collapses"
     out = []
     for mech in EXTRAP_MECHANISMS:
@@ -261,6 +272,14 @@ def extrapolation_claims(extrapolation: pd.DataFrame | None, learning: pd.DataFr
                               f"{EXTRAP_DEPTH_INCREASE_MIN}", _f(r["acc_drop"]), v, _f(r["acc_drop_lo"]),
                               _f(r["acc_drop_hi"]), f"{task} / {mech}", note),
                         learning_status(learning, task, mech))
+            cert = (certificates or {}).get(task)
+            if cert is None:
+                c.note += "; out-of-range set not certified (no certificate given)"
+            elif not cert["certified"] and c.verdict != UNTESTABLE:
+                c.verdict = NOT_CERTIFIED
+                c.note = (f"bounded reader with k = {cert['k']}: {cert['beyond_reader']:.3f} on the "
+                          f"{cert['n_beyond']} out-of-range tokens needing more (bar {cert['floor_bar']}), "
+                          f"{cert['beyond_solved']:.3f} solved by a shortcut; {c.note}")
             out.append(c)
             parts[task] = c
         out.append(_aggregate(finding, mech, parts))
@@ -387,17 +406,18 @@ def timing_sanity(timing: pd.DataFrame | None, prediction: pd.DataFrame | None, 
 
 def evaluate_claims(alignment: pd.DataFrame | None = None, extrapolation: pd.DataFrame | None = None,
                     timing: pd.DataFrame | None = None, learning: pd.DataFrame | None = None,
-                    timing_prediction: pd.DataFrame | None = None) -> list[Claim]:
+                    timing_prediction: pd.DataFrame | None = None,
+                    certificates: dict[str, dict] | None = None) -> list[Claim]:
     """All claims from the tables of ``alignment_table``, ``extrapolation_table`` and
     ``timing_decomposition`` (None -> that claim is 'inconclusive', data missing), with the learning
     bar of ``learning_table`` applied (None -> no bar: verdicts as if every run had learned), and the
     timing sanity rows judged against ``timing_prediction`` (``timing.rule_prediction``)."""
-    return (alignment_claims(alignment, learning) + extrapolation_claims(extrapolation, learning)
+    return (alignment_claims(alignment, learning) + extrapolation_claims(extrapolation, learning, certificates)
             + timing_claims(timing, learning, timing_prediction))
 
 
 def claim_inputs(records: pd.DataFrame, boot=None, n_splits: int = 5,
-                 timing_model: str = "linear") -> dict[str, pd.DataFrame | None]:
+                 timing_model: str = "linear", certify: bool = True) -> dict[str, pd.DataFrame | None]:
     """The three tables ``evaluate_claims`` reads, computed from per-token records.
 
     Uses the mechanisms the claims are about (ALIGN_MECHANISMS, EXTRAP_MECHANISMS) on the
@@ -406,8 +426,12 @@ def claim_inputs(records: pd.DataFrame, boot=None, n_splits: int = 5,
     A table without data is None (its claims become 'inconclusive: data missing'). "learning" is
     ``learning_table`` over every run of the records (fixed runs included, for reading beside the
     claims; the claims consult only the rows of their own task x mechanism).
-    Returns {"alignment": ..., "extrapolation": ..., "timing": ..., "learning": ..., "timing_prediction": ...}.
+    "certificates" is ``anira.data.certify`` of each task's frozen sets (those under ``ANIRA_DATA``:
+    the sets the records were scored on, which the driver checks), or None with ``certify=False``.
+    Returns {"alignment": ..., "extrapolation": ..., "timing": ..., "learning": ..., "timing_prediction": ...,
+    "certificates": ...}.
     """
+    from anira import data
     from anira.analysis._stats import select
     from anira.analysis.alignment import alignment_table
     from anira.analysis.generalization import extrapolation_table
@@ -426,6 +450,7 @@ def claim_inputs(records: pd.DataFrame, boot=None, n_splits: int = 5,
         "timing": timing_decomposition(tm, model=timing_model, n_splits=n_splits, boot=boot) if len(tm) else None,
         "learning": learning_table(records) if len(records) else None,
         "timing_prediction": rule_prediction(tm, model=timing_model, n_splits=n_splits, boot=boot) if len(tm) else None,
+        "certificates": ({t: data.certify(t) for t in sorted(set(ex["task"]))} if certify and len(ex) else None),
     }
 
 
