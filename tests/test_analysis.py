@@ -637,7 +637,7 @@ def test_learning_bar_not_judged_without_a_floor_keeps_the_verdicts():
     r = synthetic_records(tasks=("hops",), seeds=(0,), n_examples=20,
                           depth_mode={"early": "difficulty", "online": "random"})
     inputs = C.claim_inputs(r, boot=B, n_splits=3)  # hops only: no timing table
-    assert set(inputs) == {"alignment", "extrapolation", "timing", "learning", "timing_prediction"}
+    assert set(inputs) == {"alignment", "extrapolation", "timing", "learning", "timing_prediction", "certificates"}
     assert inputs["learning"]["learned"].isna().all()
     with_bar = evaluate_claims(**inputs)
     without = evaluate_claims(**{k: v for k, v in inputs.items() if k != "learning"})
