@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
 
 import pandas as pd
 import pytest
@@ -109,6 +111,41 @@ def test_resume_gives_the_same_final_weights(tmp_path, mech, kw):
     wa, wb = weights(tmp_path / "full"), weights(tmp_path / "resumed")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert log_rows(tmp_path / "full") == log_rows(tmp_path / "resumed")
+
+
+@pytest.mark.parametrize("how", ["SIGUSR2", "SIGTERM", "request"])
+def test_a_checkpoint_asked_for_between_two_log_rows_resumes_exactly(tmp_path, monkeypatch, how):
+    """Slurm's warning (SIGUSR2), a requeue's SIGTERM or a request file (what the Slurm job process
+    writes) makes the loop save the step it is at, not the last ``ckpt_every`` one; resuming there,
+    between two log rows and before the halting gate decided, gives the uninterrupted run's weights,
+    log and byte-identical records."""
+    cfg = tiny(mechanism="early", ds_until_acc=0.05, ds_warmup_steps=4, steps=9, ckpt_every=100, log_every=3)
+    run(cfg, tmp_path / "full")
+    out = tmp_path / "cut"
+    clip = torch.nn.utils.clip_grad_norm_
+    calls = []
+
+    def clip_and_ask(*a, **k):  # called once per optimizer step
+        calls.append(1)
+        if len(calls) == 5:
+            if how == "request":
+                (out / ".checkpoint_request").write_text("pid 1\n")
+            else:
+                os.kill(os.getpid(), getattr(signal, how))  # the handler runs before the next step
+        return clip(*a, **k)
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM)}
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_and_ask)
+    assert run(cfg, out, interrupt_at=1) == {"interrupted_at": 5}  # the first checkpoint is the asked one
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 5
+    assert {s: signal.getsignal(s) for s in before} == before  # the trainer's handlers are gone again
+    assert not (out / ".checkpoint_request").exists() and not (out / ".training").exists()
+    run(cfg, out)
+    wa, wb = weights(tmp_path / "full"), weights(out)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert log_rows(tmp_path / "full") == log_rows(out)
+    assert (tmp_path / "full" / "records.csv.gz").read_bytes() == (out / "records.csv.gz").read_bytes()
 
 
 def test_finished_run_is_cached_and_other_config_refused(tmp_path, monkeypatch):
