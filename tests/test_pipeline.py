@@ -605,3 +605,24 @@ def test_an_attempt_that_saved_nothing_is_not_requeued(tmp_path):
     assert time.time() - t0 < 1
     (out / "checkpoint.json").write_text("{}")  # this attempt saved something: requeue
     assert rr.checkpoint(_job_for(out)).args == (_job_for(out),)
+
+
+def test_without_accounting_job_states_come_from_squeue_with_one_line(tmp_path, monkeypatch, capsys):
+    """sacct fails on a cluster without accounting storage; submitit warned at every poll and never
+    saw a job leave the queue. The driver's watcher says it once and asks squeue."""
+    from anira.pipeline.slurm import GONE, QuietSlurmWatcher
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sacct").write_text("#!/bin/sh\necho 'Slurm accounting storage is disabled' >&2\nexit 1\n")
+    (bin_dir / "squeue").write_text("#!/bin/sh\nprintf '7_0|RUNNING|n1\\n7_1|PENDING|\\n'\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    w = QuietSlurmWatcher()
+    for j in ("7_0", "7_1", "7_2"):
+        w.register_job(j)
+    assert [w.get_state(j, mode="force") for j in ("7_0", "7_1", "7_2")] == ["RUNNING", "PENDING", GONE]
+    assert not w.is_done("7_0", mode="cache") and w.is_done("7_2", mode="cache")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sacct does not answer (Slurm accounting storage is disabled)" in err

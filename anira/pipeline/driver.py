@@ -261,10 +261,15 @@ def _run_jobs(jobs: list[RunJob], opts: ExecutorOptions, layout: Layout, name: s
         if opts.workers is not None:
             params["slurm_array_parallelism"] = opts.workers
         ex.update_parameters(**params)
+        watcher = None
+        if cluster == "slurm":  # job states for this driver's jobs (submitit's shared watcher is left alone)
+            from anira.pipeline.slurm import QuietSlurmWatcher
+
+            watcher = QuietSlurmWatcher()
         batch = queue
         while batch:
             _run_array(ex, batch, cluster, layout, name, on_result,
-                       ack_timeout_s=max(5.0, (params.get("slurm_signal_delay_s") or 30) - 5.0))
+                       ack_timeout_s=max(5.0, (params.get("slurm_signal_delay_s") or 30) - 5.0), watcher=watcher)
             batch = more()
 
 
@@ -282,7 +287,7 @@ def signal_delay_s(time_min: int) -> int:
 
 
 def _run_array(ex: Any, jobs: list[RunJob], cluster: str, layout: Layout, name: str,
-               on_result: Callable[[RunJob, RunResult], None], ack_timeout_s: float) -> None:
+               on_result: Callable[[RunJob, RunResult], None], ack_timeout_s: float, watcher: Any = None) -> None:
     """One submitit job array: submit ``jobs``, wait for each, report its result. A signalled job
     waits up to ``ack_timeout_s`` (less than the signal's lead on the time limit; submitit-local's is
     30 s) for its trainer's checkpoint."""
@@ -292,6 +297,10 @@ def _run_array(ex: Any, jobs: list[RunJob], cluster: str, layout: Layout, name: 
     by_id = {sj.job_id: job for sj, job in zip(sjobs, jobs)}
     tqdm.write(f"{name}: submitted {len(sjobs)} {cluster} job(s) ({sjobs[0].job_id} ...), logs in {layout.base / 'submitit'}")
     poll = 0.5 if cluster == "local" else 15.0
+    if watcher is not None:
+        for sj in sjobs:
+            sj.watcher = watcher
+            watcher.register_job(sj.job_id)
     for sj in submitit.helpers.as_completed(sjobs, poll_frequency=poll):
         job = by_id[sj.job_id]
         try:
