@@ -446,9 +446,10 @@ class CheckpointRequests:
 
     * ``SIGUSR2``: the warning Slurm sends (``--signal``, submitit's time-out/preemption signal) to every
       process of the job, the Jupyter kernel that trains included;
-    * ``SIGTERM``: the job is being ended (``scontrol requeue``, preemption, ``scancel``); Slurm sends
-      SIGKILL ``KillWait`` seconds later. Training goes on after the checkpoint: the job's end is up
-      to whoever sent the signal, and a job that is not killed loses nothing;
+    * ``SIGTERM``: the process is being ended. In a Slurm job (``scontrol requeue``, preemption,
+      ``scancel``) training goes on after the checkpoint until Slurm's SIGKILL ``KillWait`` seconds
+      later: ending the kernel first would end the job with a failed result while Slurm requeues it.
+      Elsewhere the checkpoint is followed by SIGTERM's previous meaning (``terminate``);
     * the file ``out_dir/.checkpoint_request``: written by the job process (``anira.pipeline.runs``)
       when submitit's signal handler runs there, for launchers that signal only that process; removed
       here once the checkpoint is saved, which tells the writer it may requeue the job.
@@ -485,6 +486,12 @@ class CheckpointRequests:
     def done(self) -> None:
         self.signalled = None
         self.request.unlink(missing_ok=True)
+
+    def terminate(self) -> None:
+        """After the checkpoint a SIGTERM asked for outside Slurm: deliver it as if never caught."""
+        if self.signalled == signal.SIGTERM and "SLURM_JOB_ID" not in os.environ:
+            self.__exit__()
+            signal.raise_signal(signal.SIGTERM)
 
     def __exit__(self, *exc: Any) -> None:
         for s, h in self._previous.items():
@@ -684,8 +691,9 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
                 elapsed = time.perf_counter() - t0
                 checkpoint()
                 if why:
-                    requests.done()
                     tqdm.write(f"checkpoint at step {step} of {cfg.steps} ({why})", file=sys.stderr)
+                    requests.terminate()
+                    requests.done()
                 if interrupt_at is not None and step >= interrupt_at and step < cfg.steps:
                     bar.close()
                     return {"interrupted_at": step}
