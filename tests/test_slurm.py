@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from contextlib import contextmanager
