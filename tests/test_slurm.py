@@ -1,7 +1,7 @@
 """The Slurm executor against a real Slurm: the smoke study, a time-out and a requeue.
 
 ``scripts/slurm_local.sh up`` brings up a single-node Slurm (root; it installs slurm-wlm and munge
-with apt when missing) and the module tears it down again; where that is impossible the tests
+with apt when missing) and the session tears it down again; where that is impossible the tests
 are skipped and say why. Select them with ``-m slurm``.
 
 Slurm holds a requeued job for two minutes (its BeginTime) before it may start again; the tests
@@ -30,9 +30,10 @@ PARTITION = "cpu"
 pytestmark = pytest.mark.slurm
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: set up before the session's smoke study, which is skipped with it
 def slurm():
-    """A running Slurm with partition ``cpu``: one this script brought up earlier, or a new one."""
+    """A running Slurm with partition ``cpu``: one this script brought up earlier, or a new one
+    (stopped again at the end of the session)."""
     if subprocess.run([str(SCRIPT), "status"], capture_output=True).returncode == 0:
         yield
         return
