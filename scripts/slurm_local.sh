@@ -8,9 +8,11 @@
 #
 # Idempotent: `up` on a running one returns at once, `down` on a stopped one does nothing. Debian or
 # Ubuntu, as root. It refuses to overwrite a slurm.conf it did not write (a real cluster's).
-# One node (this host, all its CPUs), one partition `cpu`, no accounting, no cgroups
-# (proctrack/linuxproc), and short scheduler and kill intervals so that a requeued job starts again
-# within seconds. Environment: SLURM_LOCAL_PARTITION (default cpu).
+# One node (this host, all its CPUs, reached on 127.0.0.1 whether or not the host name resolves),
+# one partition `cpu`, no accounting, no cgroups (proctrack/linuxproc), a 2 s scheduler interval
+# and a 5 s KillWait. (Slurm still holds a requeued job about two minutes before it may start
+# again; `scontrol update JobId=<id> StartTime=now` lifts that.) Environment:
+# SLURM_LOCAL_PARTITION (default cpu).
 set -euo pipefail
 
 PARTITION=${SLURM_LOCAL_PARTITION:-cpu}
@@ -55,7 +57,7 @@ write_conf() {
     cat >"$CONF.tmp" <<EOF
 $MARK: one node, no accounting
 ClusterName=anira-local
-SlurmctldHost=$HOST
+SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
 ProctrackType=proctrack/linuxproc
@@ -72,7 +74,7 @@ SlurmctldPidFile=$STATE/slurmctld.pid
 SlurmdPidFile=$STATE/slurmd.pid
 SlurmctldLogFile=$LOGS/slurmctld.log
 SlurmdLogFile=$LOGS/slurmd.log
-NodeName=$HOST CPUs=$cpus State=UNKNOWN
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus State=UNKNOWN
 PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
     mv "$CONF.tmp" "$CONF"

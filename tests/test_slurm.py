@@ -126,7 +126,7 @@ def test_smoke_study_under_slurm_gives_the_local_records(slurm, smoke_manifest, 
 # ------------------------------------------------------------------------------------------------
 # one run longer than a job's time limit; only a checkpoint taken on a signal can carry it over
 # (ckpt_every is beyond its steps)
-LONG_STEPS = 1200  # about a minute of training on one core
+LONG_STEPS = 1800  # 50-90 s of training on one core: more than one job attempt of --time 1 allows
 
 
 def long_profile(d: Path) -> Path:
