@@ -20,7 +20,9 @@ setup: $(VENV)/.installed
 study: setup
 	$(PY) -m anira.study --profile $(PROFILE) --executor local --workers $(WORKERS)
 
-# Unit tests + every notebook executed by nbval on its default (smoke) parameters.
+# Unit tests + every notebook executed by nbval on its default (smoke) parameters. As root on
+# Debian/Ubuntu, tests/test_slurm.py also brings up a local Slurm (scripts/slurm_local.sh) and runs
+# the study's Slurm executor on it; elsewhere those tests are skipped, saying why.
 test: setup
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 

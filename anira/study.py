@@ -38,10 +38,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, help="local: worker processes (default 2); slurm: max jobs at once")
     p.add_argument("--partition", help="slurm partition")
     p.add_argument("--time", type=int, dest="time_min", metavar="MIN",
-                   help="per-job time limit in minutes (slurm/submitit-local, default 240; a timed-out job is "
-                        "requeued and resumes from its checkpoint)")
+                   help="per-job time limit in minutes (slurm/submitit-local, default 240; a job warned of its "
+                        "time-out saves a checkpoint at once, is requeued and resumes from it)")
     p.add_argument("--gpus", type=int, help="GPUs per job (slurm/submitit-local)")
     p.add_argument("--cpus-per-task", type=int, help="CPUs per job (slurm/submitit-local)")
+    p.add_argument("--max-requeues", type=int, metavar="N",
+                   help="time-outs after which a run's job is requeued (slurm/submitit-local; default: as many as "
+                        "the run needs, since every attempt saves its progress; an attempt that saved nothing is "
+                        "not requeued)")
     p.add_argument("--only-notebooks", metavar="LIST",
                    help="comma-separated notebook names or number prefixes, e.g. 03,04")
     p.add_argument("--dry-run", action="store_true",
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         opts = ExecutorOptions(kind=args.executor, workers=args.workers, partition=args.partition,
-                               time_min=args.time_min, gpus=args.gpus, cpus_per_task=args.cpus_per_task)
+                               time_min=args.time_min, gpus=args.gpus, cpus_per_task=args.cpus_per_task,
+                               max_requeues=args.max_requeues)
         profile = load_profile(args.profile, profiles_dir=args.profiles_dir, notebooks_dir=args.notebooks_dir,
                                run_cls=args.run_class)
         if args.export_to is not None:

@@ -5,7 +5,9 @@ returns the cached ``summary.json`` when it was already finished with the same c
 writes into ``out_dir``:
 
     config.json      the config, its hash, argv and library versions
-    checkpoint.pt    model, optimizer, scheduler, RNG states and data position (atomic write)
+    checkpoint.pt    model, optimizer, scheduler, RNG states and data position (atomic write), every
+                     ``ckpt_every`` steps and at once when asked (``CheckpointRequests``: SIGUSR2,
+                     SIGTERM or a ``.checkpoint_request`` file), so a job that is stopped keeps its progress
     log.jsonl        every ``log_every`` steps: loss terms, accuracy, mean depth, depth histogram,
                      lr, elapsed; every ``eval_every`` steps an evaluation row (real early exit)
     records.csv.gz   one row per scored token of the frozen eval sets (``evaluate``)
@@ -21,6 +23,7 @@ Training data are ``task.sample(rng)`` draws from ``random.Random(seed)`` -- the
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -28,7 +31,9 @@ import math
 import os
 import platform
 import random
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -433,6 +438,70 @@ class NonFiniteLossError(FloatingPointError):
     pass
 
 
+CHECKPOINT_REQUEST = ".checkpoint_request"  # in the run folder: save a checkpoint now (removed once saved)
+TRAINING_MARK = ".training"  # in the run folder while the training loop runs: "<host> <pid>"
+
+
+class CheckpointRequests:
+    """Asks the training loop to save a checkpoint after the current step: a signal or a file.
+
+    * ``SIGUSR2``: the warning Slurm sends (``--signal``, submitit's time-out/preemption signal) to every
+      process of the job, the Jupyter kernel that trains included;
+    * ``SIGTERM``: the process is being ended. In a Slurm job (``scontrol requeue``, preemption,
+      ``scancel``) training goes on after the checkpoint until Slurm's SIGKILL ``KillWait`` seconds
+      later: ending the kernel first would end the job with a failed result while Slurm requeues it.
+      Elsewhere the checkpoint is followed by SIGTERM's previous meaning (``terminate``);
+    * the file ``out_dir/.checkpoint_request``: written by the job process (``anira.pipeline.runs``)
+      when submitit's signal handler runs there, for launchers that signal only that process; removed
+      here once the checkpoint is saved, which tells the writer it may requeue the job.
+
+    While the loop runs, ``out_dir/.training`` holds "<host> <pid>", so a requester knows whether
+    anyone will answer. Handlers are installed only in the main thread (Python's rule; the kernel
+    runs cells there) and the previous ones are restored on exit.
+    """
+
+    SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
+    def __init__(self, out_dir: Path):
+        self.request = Path(out_dir) / CHECKPOINT_REQUEST
+        self.mark = Path(out_dir) / TRAINING_MARK
+        self.signalled: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.signalled = signum
+
+    def __enter__(self) -> "CheckpointRequests":
+        self.request.unlink(missing_ok=True)  # a request left by an attempt that was killed first
+        _atomic_write_text(f"{platform.node()} {os.getpid()}\n", self.mark)
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+        return self
+
+    def pending(self) -> str | None:
+        """Why a checkpoint is due now ("SIGUSR2", "SIGTERM", "request"), or None."""
+        if self.signalled is not None:
+            return signal.Signals(self.signalled).name
+        return "request" if self.request.exists() else None
+
+    def done(self) -> None:
+        self.signalled = None
+        self.request.unlink(missing_ok=True)
+
+    def terminate(self) -> None:
+        """After the checkpoint a SIGTERM asked for outside Slurm: deliver it as if never caught."""
+        if self.signalled == signal.SIGTERM and "SLURM_JOB_ID" not in os.environ:
+            self.__exit__()
+            signal.raise_signal(signal.SIGTERM)
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+        self._previous = {}
+        self.mark.unlink(missing_ok=True)
+        self.request.unlink(missing_ok=True)  # nothing newer to save: the caller need not wait
+
+
 def _versions() -> dict[str, str]:
     import anira
 
@@ -542,18 +611,22 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
                       "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                       "torch_rng": torch.get_rng_state(), "gen_rng": gen.get_state(),
                       "data_rng": data_rng.getstate(), "cpu_elapsed": time.process_time() - c0,
-                      "halt_start": halt_start}, ckpt_path)
+                      "halt_start": halt_start, "gate": (gate_right, gate_total), "stats": acc_stats.state()},
+                     ckpt_path)
 
     stages: dict[int | float, Task] = {}  # curriculum stage value -> task
     eval_subset = eval_sets["in"][: cfg.eval_examples] if cfg.eval_examples else eval_sets["in"]
     M = cfg.max_depth
     acc_stats = _Stats(M)
+    gate_right = gate_total = 0  # full-depth read-out accuracy since the last gate check
+    if checked.checkpoint is not None and "stats" in checked.checkpoint:  # saved between two log rows
+        acc_stats.load_state(checked.checkpoint["stats"])
+        gate_right, gate_total = checked.checkpoint["gate"]
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, mininterval=2.0, desc=f"{cfg.mechanism} {h[:8]}")
     model.train()
     t0 = time.perf_counter() - elapsed
     c0 = time.process_time() - cpu_elapsed  # CPU seconds of this process (all its threads)
-    gate_right = gate_total = 0  # full-depth read-out accuracy since the last gate check
-    with log_path.open("a") as log:
+    with log_path.open("a") as log, CheckpointRequests(out_dir) as requests:
         while step < cfg.steps:
             src = task
             if cfg.curriculum_param is not None:  # the stage is a function of the step: resume-safe
@@ -614,9 +687,14 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
                 log.write(json.dumps({**row, "elapsed": elapsed}) + "\n")
                 log.flush()
                 model.train()
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            why = requests.pending()
+            if step % cfg.ckpt_every == 0 or step == cfg.steps or why:
                 elapsed = time.perf_counter() - t0
                 checkpoint()
+                if why:
+                    tqdm.write(f"checkpoint at step {step} of {cfg.steps} ({why})", file=sys.stderr)
+                    requests.terminate()
+                    requests.done()
                 if interrupt_at is not None and step >= interrupt_at and step < cfg.steps:
                     bar.close()
                     return {"interrupted_at": step}
@@ -692,6 +770,13 @@ class _Stats:
                 a[0] += int(sel.sum())
                 a[1] += int(correct[m].cpu()[sel].sum())
                 a[2] += int(d[sel].sum())
+
+    def state(self) -> dict[str, Any]:
+        """What was gathered since the last log row (a checkpoint between two rows keeps it)."""
+        return copy.deepcopy({k: v for k, v in vars(self).items() if k != "M"})
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        vars(self).update(copy.deepcopy(state))
 
     def flush(self) -> dict[str, Any]:
         n, tok = max(self.n, 1), max(self.tokens, 1)

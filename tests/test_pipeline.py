@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import threading
@@ -603,3 +604,91 @@ def test_notebook_path_parameters_are_relative_to_the_notebook_inside_the_reposi
     assert driver_mod._common_params(nb, load_profile("cpu"), layout) == {
         "profile": "cpu", "figures_dir": "../figures/cpu", "runs_dir": "../runs/cpu/runs"}
     assert driver_mod._nb_path(nb, Path("/elsewhere/figures")) == "/elsewhere/figures"
+
+# ------------------------------------------------------------------------------------------------
+# Slurm time-outs and preemption, without a cluster (tests/test_slurm.py runs them on a real one)
+# ------------------------------------------------------------------------------------------------
+def test_cluster_options_max_requeues_and_the_signal_lead():
+    assert ExecutorOptions(kind="slurm", max_requeues=0).max_requeues == 0
+    with pytest.raises(ValueError, match=r"max_requeues = -1 is out of range; allowed: \[0, inf\)"):
+        ExecutorOptions(kind="slurm", max_requeues=-1)
+    with pytest.raises(ValueError, match="max_requeues.*only with executor 'slurm' or 'submitit-local'"):
+        ExecutorOptions(kind="local", max_requeues=3)
+    # a tenth of the limit, within [10, 90] s: a short job keeps most of its time
+    assert [driver_mod.signal_delay_s(m) for m in (1, 2, 10, 15, 240)] == [10, 12, 60, 90, 90]
+
+
+def _job_for(run_dir: Path) -> RunJob:
+    return RunJob(config_hash="h", label="x", notebook=NB_DIR / "toy_train.ipynb", executed=run_dir / "x.ipynb",
+                  run_dir=run_dir, params={}, timeout_s=60)
+
+
+def test_a_signalled_job_gets_the_trainers_current_step_saved_before_it_is_requeued(tmp_path):
+    """submitit calls ``checkpoint`` in the job process when Slurm warns the job; it asks the trainer
+    (another process: the notebook's kernel) to save its step now, waits until it has, and returns
+    the resubmission. The trainer's ``ckpt_every`` is beyond its steps: only the request saves."""
+    import torch
+
+    from anira.pipeline.runs import RequeueableRun
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "anira.train", "--out", str(out), "task=hops", "mechanism=online", "steps=100000",
+           "d_model=16", "n_heads=2", "d_ff=32", "max_depth=3", "batch_size=4", "ckpt_every=1000000",
+           "eval_every=1000000", "log_every=7", "progress=false", "num_threads=1", "ds_until_acc=null"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        rr = RequeueableRun(ack_timeout_s=30)
+        rr._started = time.time()  # as if this job attempt had just started (it runs the trainer)
+        deadline = time.time() + 60
+        while not ((out / ".training").exists() and (out / "log.jsonl").exists()):
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() else "no start"
+            time.sleep(0.1)
+        t0 = time.time()
+        resubmission = rr.checkpoint(_job_for(out))
+        assert time.time() - t0 < 10
+        step = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
+        assert step >= 1 and proc.poll() is None  # saved; training goes on until the job is killed
+        assert not (out / ".checkpoint_request").exists()
+        assert isinstance(resubmission.function, RequeueableRun) and resubmission.args == (_job_for(out),)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_an_attempt_that_saved_nothing_is_not_requeued(tmp_path):
+    """A job whose time limit ends before its trainer saved anything would be requeued forever (up to
+    the requeue limit): the run fails at once, saying why. With nothing training, ``checkpoint``
+    does not wait."""
+    from anira.pipeline.runs import NoProgressError, RequeueableRun
+
+    out = tmp_path / "run"
+    out.mkdir()
+    rr = RequeueableRun(ack_timeout_s=30)
+    rr._started = time.time()
+    t0 = time.time()
+    with pytest.raises(NoProgressError, match="saved no checkpoint of run h before it was stopped.*--time"):
+        rr.checkpoint(_job_for(out))
+    assert time.time() - t0 < 1
+    (out / "checkpoint.json").write_text("{}")  # this attempt saved something: requeue
+    assert rr.checkpoint(_job_for(out)).args == (_job_for(out),)
+
+
+def test_without_accounting_job_states_come_from_squeue_with_one_line(tmp_path, monkeypatch, capsys):
+    """sacct fails on a cluster without accounting storage; submitit warned at every poll and never
+    saw a job leave the queue. The driver's watcher says it once and asks squeue."""
+    from anira.pipeline.slurm import GONE, QuietSlurmWatcher
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sacct").write_text("#!/bin/sh\necho 'Slurm accounting storage is disabled' >&2\nexit 1\n")
+    (bin_dir / "squeue").write_text("#!/bin/sh\nprintf '7_0|RUNNING|n1\\n7_1|PENDING|\\n'\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    w = QuietSlurmWatcher()
+    for j in ("7_0", "7_1", "7_2"):
+        w.register_job(j)
+    assert [w.get_state(j, mode="force") for j in ("7_0", "7_1", "7_2")] == ["RUNNING", "PENDING", GONE]
+    assert not w.is_done("7_0", mode="cache") and w.is_done("7_2", mode="cache")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sacct does not answer (Slurm accounting storage is disabled)" in err

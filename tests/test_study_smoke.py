@@ -3,15 +3,13 @@
 It writes to the default places (runs/smoke, figures/smoke) on purpose: nbval executes the
 notebooks on their default (smoke) parameters right after the unit tests (`make test`), and the
 analysis notebooks then read these runs; the training notebook's default run is in the cache.
+The study runs once per session (``smoke_manifest``, tests/conftest.py): tests/test_slurm.py
+compares its Slurm runs with these.
 """
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
-import pytest
 import yaml
 
 from anira.config import from_dict
@@ -27,15 +25,6 @@ def _default_run_config() -> dict:
     scope: dict = {}
     exec(cell.source, scope)
     return scope["run_config"]
-
-
-@pytest.fixture(scope="module")
-def smoke_manifest() -> dict:
-    env = {**os.environ, "MPLBACKEND": "agg"}
-    proc = subprocess.run([sys.executable, "-m", "anira.study", "--profile", "smoke"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=1800)
-    assert proc.returncode == 0, f"driver failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return json.loads((ROOT / "runs" / "smoke" / "manifest.json").read_text())
 
 
 def test_smoke_driver_runs_every_run_and_notebook(smoke_manifest):

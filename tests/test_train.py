@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
 
 import pandas as pd
 import pytest
@@ -109,6 +111,68 @@ def test_resume_gives_the_same_final_weights(tmp_path, mech, kw):
     wa, wb = weights(tmp_path / "full"), weights(tmp_path / "resumed")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert log_rows(tmp_path / "full") == log_rows(tmp_path / "resumed")
+
+
+@pytest.mark.parametrize("how", ["SIGUSR2", "SIGTERM", "request"])
+def test_a_checkpoint_asked_for_between_two_log_rows_resumes_exactly(tmp_path, monkeypatch, how):
+    """Slurm's warning (SIGUSR2), a requeue's SIGTERM or a request file (what the Slurm job process
+    writes) makes the loop save the step it is at, not the last ``ckpt_every`` one; resuming there,
+    between two log rows and before the halting gate decided, gives the uninterrupted run's weights,
+    log and byte-identical records."""
+    cfg = tiny(mechanism="early", ds_until_acc=0.05, ds_warmup_steps=4, steps=9, ckpt_every=100, log_every=3)
+    run(cfg, tmp_path / "full")
+    out = tmp_path / "cut"
+    clip = torch.nn.utils.clip_grad_norm_
+    calls = []
+
+    def clip_and_ask(*a, **k):  # called once per optimizer step
+        calls.append(1)
+        if len(calls) == 5:
+            if how == "request":
+                (out / ".checkpoint_request").write_text("pid 1\n")
+            else:
+                os.kill(os.getpid(), getattr(signal, how))  # the handler runs before the next step
+        return clip(*a, **k)
+
+    monkeypatch.setenv("SLURM_JOB_ID", "1")  # in a Slurm job SIGTERM does not end the trainer (Slurm will)
+    before = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM)}
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_and_ask)
+    assert run(cfg, out, interrupt_at=1) == {"interrupted_at": 5}  # the first checkpoint is the asked one
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 5
+    assert {s: signal.getsignal(s) for s in before} == before  # the trainer's handlers are gone again
+    assert not (out / ".checkpoint_request").exists() and not (out / ".training").exists()
+    run(cfg, out)
+    wa, wb = weights(tmp_path / "full"), weights(out)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert log_rows(tmp_path / "full") == log_rows(out)
+    assert (tmp_path / "full" / "records.csv.gz").read_bytes() == (out / "records.csv.gz").read_bytes()
+
+
+def test_sigterm_outside_slurm_saves_the_step_then_terminates(tmp_path):
+    """Outside a Slurm job SIGTERM keeps its meaning, after the trainer saved the step it was at."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    cmd = [sys.executable, "-m", "anira.train", "--out", str(out), "task=hops", "steps=100000", "d_model=16",
+           "n_heads=2", "d_ff=32", "max_depth=3", "batch_size=4", "ckpt_every=1000000", "eval_every=1000000",
+           "progress=false", "num_threads=1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not ((out / ".training").exists() and (out / "log.jsonl").exists()):
+            assert proc.poll() is None and time.time() < deadline, "the trainer did not start"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        proc.kill()
+        err = proc.communicate()[1]
+    step = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
+    assert 1 <= step < 100000 and f"checkpoint at step {step} of 100000 (SIGTERM)" in err
 
 
 def test_finished_run_is_cached_and_other_config_refused(tmp_path, monkeypatch):

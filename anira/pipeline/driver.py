@@ -55,6 +55,9 @@ class ExecutorOptions:
     time_min: int | None = None  # per-job time limit (minutes); a timed-out Slurm job is requeued and resumes
     gpus: int | None = None  # GPUs per job
     cpus_per_task: int | None = None  # CPUs per job
+    # time-outs after which a run's job is requeued; None: as many as the run needs (every attempt
+    # saves its progress, and an attempt that saved nothing is not requeued: see RequeueableRun)
+    max_requeues: int | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -65,16 +68,16 @@ class ExecutorOptions:
         if self.workers is not None and self.kind == "sequential":
             raise ValueError("workers: only with executor 'local', 'slurm' or 'submitit-local'")
         cluster_only = {"partition": self.partition, "time": self.time_min, "gpus": self.gpus,
-                        "cpus_per_task": self.cpus_per_task}
+                        "cpus_per_task": self.cpus_per_task, "max_requeues": self.max_requeues}
         given = [k for k, v in cluster_only.items() if v is not None]
         if given and self.kind in ("sequential", "local"):
             raise ValueError(f"{given}: only with executor 'slurm' or 'submitit-local'")
         if self.partition is not None and self.kind != "slurm":
             raise ValueError("partition: only with executor 'slurm'")
-        for k in ("time", "gpus", "cpus_per_task"):
-            v = cluster_only[k]
-            if v is not None and v < (0 if k == "gpus" else 1):
-                raise ValueError(f"{k} = {v!r} is out of range; allowed: [{0 if k == 'gpus' else 1}, inf)")
+        for k in ("time", "gpus", "cpus_per_task", "max_requeues"):
+            v, low = cluster_only[k], 0 if k in ("gpus", "max_requeues") else 1
+            if v is not None and v < low:
+                raise ValueError(f"{k} = {v!r} is out of range; allowed: [{low}, inf)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -243,8 +246,13 @@ def _run_jobs(jobs: list[RunJob], opts: ExecutorOptions, layout: Layout, name: s
         import submitit
 
         cluster = "slurm" if opts.kind == "slurm" else "local"
-        ex = submitit.AutoExecutor(folder=str(layout.base / "submitit" / "%j"), cluster=cluster)
-        params: dict[str, Any] = {"name": f"anira-{layout.profile}", "timeout_min": opts.time_min or 240}
+        time_min = opts.time_min or 240
+        requeues = UNBOUNDED_REQUEUES if opts.max_requeues is None else opts.max_requeues
+        ex = submitit.AutoExecutor(folder=str(layout.base / "submitit" / "%j"), cluster=cluster,
+                                   **{f"{cluster}_max_num_timeout": requeues})
+        params: dict[str, Any] = {"name": f"anira-{layout.profile}", "timeout_min": time_min}
+        if cluster == "slurm":
+            params["slurm_signal_delay_s"] = signal_delay_s(time_min)
         if opts.gpus is not None:
             params["gpus_per_node"] = opts.gpus
         if opts.cpus_per_task is not None:
@@ -254,21 +262,46 @@ def _run_jobs(jobs: list[RunJob], opts: ExecutorOptions, layout: Layout, name: s
         if opts.workers is not None:
             params["slurm_array_parallelism"] = opts.workers
         ex.update_parameters(**params)
+        watcher = None
+        if cluster == "slurm":  # job states for this driver's jobs (submitit's shared watcher is left alone)
+            from anira.pipeline.slurm import QuietSlurmWatcher
+
+            watcher = QuietSlurmWatcher()
         batch = queue
         while batch:
-            _run_array(ex, batch, cluster, layout, name, on_result)
+            _run_array(ex, batch, cluster, layout, name, on_result,
+                       ack_timeout_s=max(5.0, (params.get("slurm_signal_delay_s") or 30) - 5.0), watcher=watcher)
             batch = more()
 
 
+UNBOUNDED_REQUEUES = 1000  # submitit's time-out budget when --max-requeues is not given
+
+
+def signal_delay_s(time_min: int) -> int:
+    """Seconds before a job's time limit at which Slurm warns it (``--signal=USR2@...``).
+
+    submitit's 90 s leaves nothing of a short job: Slurm sends the warning up to a minute earlier
+    than asked (it checks time limits every 30 s or so), and submitit requeues the job as soon as the
+    warning comes. Saving a checkpoint takes a step and a write, so a tenth of the limit (10 to 90 s)
+    is enough."""
+    return min(90, max(10, time_min * 60 // 10))
+
+
 def _run_array(ex: Any, jobs: list[RunJob], cluster: str, layout: Layout, name: str,
-               on_result: Callable[[RunJob, RunResult], None]) -> None:
-    """One submitit job array: submit ``jobs``, wait for each, report its result."""
+               on_result: Callable[[RunJob, RunResult], None], ack_timeout_s: float, watcher: Any = None) -> None:
+    """One submitit job array: submit ``jobs``, wait for each, report its result. A signalled job
+    waits up to ``ack_timeout_s`` (less than the signal's lead on the time limit; submitit-local's is
+    30 s) for its trainer's checkpoint."""
     import submitit
 
-    sjobs = ex.map_array(RequeueableRun(), jobs)
+    sjobs = ex.map_array(RequeueableRun(ack_timeout_s=ack_timeout_s), jobs)
     by_id = {sj.job_id: job for sj, job in zip(sjobs, jobs)}
     tqdm.write(f"{name}: submitted {len(sjobs)} {cluster} job(s) ({sjobs[0].job_id} ...), logs in {layout.base / 'submitit'}")
     poll = 0.5 if cluster == "local" else 15.0
+    if watcher is not None:
+        for sj in sjobs:
+            sj.watcher = watcher
+            watcher.register_job(sj.job_id)
     for sj in submitit.helpers.as_completed(sjobs, poll_frequency=poll):
         job = by_id[sj.job_id]
         try:

@@ -228,14 +228,85 @@ def execute_run(job: RunJob) -> RunResult:
         return RunResult(job.config_hash, "done", wall, host=host)
 
 
-try:  # Slurm jobs: on preemption or time-out submitit requeues the job, which resumes the run
+# the trainer's side of a checkpoint request (anira.train.CheckpointRequests); plain names here, so
+# that the driver and the job process need not import torch
+CHECKPOINT_REQUEST = ".checkpoint_request"
+TRAINING_MARK = ".training"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def request_checkpoint(run_dir: Path, timeout_s: float = 60.0) -> str:
+    """Ask the training loop running ``run_dir`` (in this host's notebook kernel) to save a checkpoint
+    after its current step, and wait until it has; returns what happened, for the job's log.
+
+    The loop announces itself in ``run_dir/.training`` ("<host> <pid>"); without a live one on this
+    host there is nothing newer than the last checkpoint to save and this returns at once."""
+    run_dir = Path(run_dir)
+    mark, request = run_dir / TRAINING_MARK, run_dir / CHECKPOINT_REQUEST
+    try:
+        host, pid = mark.read_text().split()
+    except (FileNotFoundError, ValueError):
+        return "no training loop running: nothing to save"
+    if host != socket.gethostname() or not _alive(int(pid)):
+        return f"the training loop of {mark} ({host} {pid}) is not running here: nothing to save"
+    t0 = time.monotonic()
+    atomic_write_text(request, f"pid {os.getpid()} on {socket.gethostname()}\n")
+    while request.exists() and mark.exists() and time.monotonic() - t0 < timeout_s:
+        time.sleep(0.05)
+    if request.exists() and mark.exists():
+        return f"the training loop did not save a checkpoint within {timeout_s:.0f} s"
+    return f"checkpoint saved in {time.monotonic() - t0:.1f} s"
+
+
+class NoProgressError(RuntimeError):
+    """A job attempt was stopped before its run saved anything: requeueing it again would not help."""
+
+
+try:  # Slurm jobs: on preemption or time-out submitit calls ``checkpoint`` and requeues the job
     from submitit.helpers import Checkpointable as _Checkpointable
+    from submitit.helpers import DelayedSubmission as _DelayedSubmission
 except ImportError:  # pragma: no cover - submitit is a declared dependency
     _Checkpointable = object  # type: ignore[misc,assignment]
+    _DelayedSubmission = None  # type: ignore[assignment,misc]
 
 
 class RequeueableRun(_Checkpointable):  # type: ignore[misc,valid-type]
-    """``execute_run`` as a submitit callable; ``checkpoint`` (inherited) resubmits the same job."""
+    """``execute_run`` as a submitit callable that keeps its progress when the job is stopped.
+
+    When Slurm warns the job (``--signal``: time-out or preemption), submitit's handler in this
+    process calls ``checkpoint``: the running trainer saves its current step at once (it also got the
+    signal; ``request_checkpoint`` makes sure, and waits for it), then submitit requeues the job and
+    the next attempt resumes from that step. An attempt that saved no checkpoint at all (its time
+    limit is too short for the start-up, or for the final evaluation) is not requeued: the run fails
+    with a ``NoProgressError`` that says so, rather than being requeued until the requeue limit.
+    """
+
+    def __init__(self, ack_timeout_s: float = 60.0) -> None:
+        self.ack_timeout_s = ack_timeout_s  # how long ``checkpoint`` waits for the trainer
+        self._started: float | None = None  # wall clock at the start of this attempt
 
     def __call__(self, job: RunJob) -> RunResult:
+        self._started = time.time()
         return execute_run(job)
+
+    def checkpoint(self, job: RunJob) -> Any:
+        run_dir = Path(job.run_dir)
+        what = request_checkpoint(run_dir, self.ack_timeout_s)
+        print(f"{job.config_hash}: signalled; {what}", file=sys.stderr, flush=True)
+        ckpt = [p for p in run_dir.glob("checkpoint.*") if not p.name.endswith(".tmp")]
+        progressed = self._started is None or any(p.stat().st_mtime >= self._started for p in ckpt)
+        if not progressed and read_summary(run_dir) is None:
+            raise NoProgressError(
+                f"this job attempt ({time.time() - self._started:.0f} s) saved no checkpoint of run "
+                f"{job.config_hash} before it was stopped, so a requeue would not progress either; "
+                f"give the jobs more time (--time)")
+        return _DelayedSubmission(type(self)(self.ack_timeout_s), job)
