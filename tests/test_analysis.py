@@ -665,3 +665,10 @@ def test_extrapolation_untestable_where_the_out_of_range_set_is_not_certified():
     assert both_bad["all / online"].verdict == C.NOT_CERTIFIED
     unchecked = {c.scope: c for c in C.extrapolation_claims(ex)}
     assert unchecked["hops / online"].verdict == "reproduced" and "no certificate given" in unchecked["hops / online"].note
+
+
+def test_extrapolation_k_and_within_accuracy_for_groups_with_a_missing_key():
+    """Adaptive runs have fixed_depth NaN: k and acc_out_within are still found for their rows."""
+    r = synthetic_records(tasks=("hops",), seeds=(0,), n_examples=20, depth_mode={"online": "difficulty"})
+    e = extrapolation_table(r.assign(fixed_depth=np.nan), groups=["task", "mechanism", "fixed_depth"], boot=B)
+    assert e["k"].tolist() == [4] and e["acc_out_within"].notna().all()

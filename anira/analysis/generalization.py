@@ -102,8 +102,9 @@ def extrapolation_table(records: pd.DataFrame, groups: Sequence[str] = ("task", 
     check_columns(df, ["split", "correct", "is_answer", depth_col], "extrapolation_table")
     k = training_steps(df) if "difficulty" in df else pd.Series(np.nan, index=df.index)
     within = df[(df["split"] == "out") & (df["is_answer"] == 1) & (df.get("difficulty", np.inf) <= k)]
-    within_acc = within.groupby(groups, dropna=False)["correct"].mean()
-    k_of = pd.concat([df[groups], k.rename("k")], axis=1).groupby(groups, dropna=False)["k"].max()
+    within_acc = {group_key(g): v for g, v in within.groupby(groups, dropna=False)["correct"].mean().items()}
+    k_of = {group_key(g): v for g, v in
+            pd.concat([df[groups], k.rename("k")], axis=1).groupby(groups, dropna=False)["k"].max().items()}
     if tokens == "beyond":
         df = df[beyond_training(df)]
     check_one_config(df, groups)
@@ -128,9 +129,8 @@ def extrapolation_table(records: pd.DataFrame, groups: Sequence[str] = ("task", 
                                                else (np.nan, np.nan))
                 row |= dict(depth_increase=d, depth_increase_lo=lo, depth_increase_hi=hi)
         row["n_seeds"] = int(sub["n_seeds"].max())
-        key = gkey if len(groups) > 1 else gkey[0]
-        row["k"] = k_of.get(key, np.nan)
-        row["acc_out_within"] = within_acc.get(key, np.nan)
+        row["k"] = k_of.get(group_key(gkey), np.nan)
+        row["acc_out_within"] = within_acc.get(group_key(gkey), np.nan)
         rows.append(row)
     cols = groups + ["acc_in", "acc_out", "acc_drop", "acc_drop_lo", "acc_drop_hi", "depth_in", "depth_out",
                      "depth_increase", "depth_increase_lo", "depth_increase_hi", "n_seeds", "k", "acc_out_within"]
