@@ -202,3 +202,80 @@ def test_pareto_writes_beta_beside_points_only_for_a_sweep():
 def test_axis_label_does_not_nest_parentheses():
     assert P.axis_label("size", "longest chain (variables)") == "input size: longest chain (variables)"
     assert P.axis_label("depth") == "mean depth (iterations / token)"
+
+
+def test_task_example_colours_are_discrete_with_a_legend_entry_each():
+    """01_task_examples: an integer difficulty gets one colour (tokens of the same difficulty share
+    it, distinct difficulties differ), every difficulty shown has a labelled swatch, the unscored
+    style has its own entry, the legend says what difficulty means, and there is no continuous
+    colourbar."""
+    from anira import overview
+    from anira.tasks import TASK_NAMES, make_task
+
+    for name in TASK_NAMES:
+        task = make_task(name)
+        ex = task.generate(1, 0)[0]
+        table = overview.token_table(task, ex)
+        fig, ax = plt.subplots(figsize=(8, 2))
+        overview.plot_example_tokens(task, ex, ax, max_difficulty=4)
+        assert len(fig.axes) == 1, "no colourbar axes: the scale is the discrete legend"
+        faces = [mcolors.to_hex(t.get_bbox_patch().get_facecolor()) for t in ax.texts]
+        assert len(faces) == len(table)
+        by_diff: dict = {}
+        for face, d in zip(faces, table.difficulty):
+            by_diff.setdefault("unscored" if np.isnan(d) else int(d), set()).add(face)
+        assert all(len(f) == 1 for f in by_diff.values()), f"{name}: one colour per difficulty: {by_diff}"
+        colours = [next(iter(f)) for f in by_diff.values()]
+        assert len(set(colours)) == len(colours), f"{name}: distinct difficulties share a colour: {by_diff}"
+        assert by_diff.get("unscored", {"#ffffff"}) == {"#ffffff"}
+        leg = ax.get_legend()
+        present = sorted(d for d in by_diff if d != "unscored")
+        assert [t.get_text() for t in leg.get_texts()] == [str(d) for d in present] + [overview.UNSCORED_LABEL]
+        swatches = [mcolors.to_hex(h.get_facecolor()) for h in leg.legend_handles]
+        assert swatches[:-1] == [next(iter(by_diff[d])) for d in present]
+        assert task.difficulty_name and task.difficulty_name in leg.get_title().get_text()
+        plt.close(fig)
+    assert overview.difficulty_colors(4) == overview.difficulty_colors(4)  # fixed: same number, same colour
+    assert len(set(overview.difficulty_colors(11).values())) == 12
+
+
+def test_task_example_rows_wrap_at_separators_and_fill_the_figure():
+    """01_task_examples: rows break between assignments / edges / sentences, never inside one; the
+    figure is sized to its rows (no large empty regions); no text overlaps: token boxes, legends and
+    titles."""
+    from anira import overview
+    from anira.tasks import TASK_NAMES, make_task
+
+    bad_start = {"hops": lambda t, i: t[i] in {"=", ";", "|"} or t[i].isdigit() or t[i - 1] in {"=", "?"},
+                 "toposort": lambda t, i: t[i] in {">", ":", "="} or t[i - 1] == ">",
+                 "addition": lambda t, i: t[i - 1].isdigit() and t[i].isdigit(),
+                 "language": lambda t, i: t[i - 1] not in {".", "<bos>"} and t[i - 2] != "?"}
+    examples = [(make_task(n), make_task(n).generate(1, s)[0]) for n in TASK_NAMES for s in (0, 1)]
+    for task, ex in examples:
+        words = task.render(ex)
+        layout = overview.token_layout(words, 116, overview.KEEP_TOGETHER[task.name])
+        starts = [i for i in range(1, len(words)) if layout[i][0] > layout[i - 1][0]]
+        assert not [words[i - 2:i + 2] for i in starts if bad_start[task.name](words, i)], task.name
+    P.setup_style()
+    fig = overview.plot_task_examples(examples[::2], max_difficulty=4)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    n_rows = sum(1 + max(round(-t.get_position()[1]) for t in ax.texts) for ax in fig.axes)
+    assert fig.get_figheight() <= 0.7 * len(fig.axes) + 0.25 * n_rows  # was 2.3 inches a panel
+    assert fig.get_figwidth() <= 8.0
+    boxes, texts = [], []
+    for ax in fig.axes:
+        tok = [t.get_bbox_patch().get_window_extent() for t in ax.texts]
+        boxes += tok
+        texts += [ax.title.get_window_extent(renderer), ax.get_legend().get_window_extent(renderer)]
+        axw = ax.get_window_extent()
+        if len({round(b.y0) for b in tok}) > 1:  # wrapped panel: its rows reach across the axes
+            assert max(b.x1 for b in tok) - axw.x0 >= 0.8 * axw.width
+        heights = sorted({round(b.y0) for b in tok})
+        h = max(b.height for b in tok)
+        assert all(b - a <= 2 * h for a, b in zip(heights, heights[1:])), "rows far apart"
+    every = boxes + texts
+    for i, a in enumerate(every):
+        for b in every[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+    plt.close(fig)

@@ -137,6 +137,7 @@ class AdditionTask(Task):
     recipe = {"steps": 5000}
     adaptive_recipe = {"ds_power": 2.0}
     size_name = "number of digits per operand"
+    difficulty_name = "columns below still needed to fix the digit's carry (open carry chain)"
     # a digit whose carry chain is out of the reader's reach is one of two values (the carry is one bit),
     # so the bounded reader's floor beyond k is 1/2 in every two-operand design (not the usual 0.35)
     extrapolation_floor_bar = 0.5

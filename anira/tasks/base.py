@@ -94,6 +94,7 @@ class Task(ABC):
     static_features: ClassVar[tuple[str, ...]]  # read off ``features`` (__init_subclass__)
     dynamic_features: ClassVar[tuple[str, ...]]
     size_name: ClassVar[str]  # what "size" means for this task, in words (for figures/docs)
+    difficulty_name: ClassVar[str]  # what "difficulty" of a scored token means, in words (for figures)
     # The training recipe measured for this task, as RunConfig overrides of the library defaults:
     # ``recipe`` for every run, ``adaptive_recipe`` on top for early and online (objective fields that
     # the imposed-depth mechanisms do not use). The learning diagnostic trains with them; a profile

@@ -157,6 +157,7 @@ class HopsTask(Task):
                 derived="position - 1 - distance"),
     )
     size_name = "longest chain (variables)"  # dense design; the earlier design's size was the number of variables
+    difficulty_name = "pointer hops from the queried variable to its digit"
     floor_reader = "answers a 1-hop query by one lookup, guesses any other among the digits it cannot rule out"
 
     @classmethod

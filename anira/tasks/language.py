@@ -154,6 +154,7 @@ class LanguageTask(Task):
         Feature("n_branching", "dynamic", "tokens the grammar allows given the prefix"),
     )
     size_name = "number of event sentences"
+    difficulty_name = "chained facts an answer needs (0: grammar or free-choice token)"
     floor_reader = ("follows the grammar, guesses free choices uniformly, answers a 1-fact question by "
                     "one lookup and guesses any other among the grammatical answers")
 

@@ -129,6 +129,7 @@ class ToposortTask(Task):
     # stay two full-depth models; ds_power 2 as on `addition` (README)
     adaptive_recipe = {"ds_power": 2.0, "ds_until_acc": 0.9}
     size_name = "number of nodes"
+    difficulty_name = "pending nodes with a smaller label that a smallest-first scan must rule out"
     floor_reader = "knows which nodes are available (the frontier) and guesses one of them"
 
     @classmethod
