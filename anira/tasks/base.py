@@ -37,6 +37,7 @@ from anira.config import from_dict, to_dict
 PAD, BOS = "<pad>", "<bos>"
 PAD_ID, BOS_ID = 0, 1
 COMMON_FEATURES = ("difficulty", "size", "position", "is_answer")
+MAX_REDRAWS = 1000  # a task that redraws examples over a difficulty cap gives up (with an error) after this many
 
 
 @dataclass
