@@ -272,7 +272,9 @@ def test_training_curves_read_the_logged_evaluations_and_plot_one_line_per_run(t
     assert len(axes) == 3 and axes[0].get_title() == "hops" and axes[2].get_xlabel() == "optimizer step"
     # 2 runs + 2 halting-start markers (+ the rho = 0 line; + the legend's halting-start entry on the first panel)
     assert [len(ax.get_lines()) for ax in axes] == [5, 4, 5]
-    assert [t.get_text() for t in fig.legends[0].texts] == ["online (ANIRA-O)"]  # seeds share one entry
+    texts = [t.get_text() for t in fig.legends[0].texts]  # seeds told apart; halting start in the legend
+    assert texts[:2] == ["online (ANIRA-O), seed 0", "online (ANIRA-O), seed 1"] and len(texts) == 3
+    assert "halting" in texts[2]
     plt.close(fig)
     with pytest.raises(ValueError, match="run_dirs"):
         training_curves([tmp_path / "missing"])
