@@ -12,6 +12,17 @@ from anira.pipeline.runs import Layout
 from anira.study import main as study_main
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def study2_data(tmp_path_factory, monkeypatch):
+    """The committed cpu study was scored on the second study's sets (``anira.data --earlier v2``)."""
+    from anira import data
+
+    root = tmp_path_factory.mktemp("data-v2")
+    assert data.main(["--earlier", "v2", "--root", str(root)]) == 0
+    monkeypatch.setenv("ANIRA_DATA", str(root))
+    return root
 RESULTS = ROOT / "data" / "results"
 
 
@@ -38,7 +49,7 @@ def test_step_work_counts_the_depth_a_fixed_run_uses():
     assert step_work({**base, "mechanism": "fixed", "fixed_depth": 1}) * 6 == step_work({**base, "mechanism": "online"})
 
 
-def test_committed_cpu_study_replays_between_its_lower_bound_and_the_sum(capsys):
+def test_committed_cpu_study_replays_between_its_lower_bound_and_the_sum(capsys, study2_data):
     if not (RESULTS / "cpu" / "runs").is_dir():
         pytest.skip("no committed cpu results in this checkout")
     runs, factor = run_times(load_profile("cpu"), Layout("cpu", runs_root=RESULTS))
@@ -49,7 +60,7 @@ def test_committed_cpu_study_replays_between_its_lower_bound_and_the_sum(capsys)
     assert "replayed sweep" in capsys.readouterr().out
 
 
-def test_dry_run_estimate_of_the_cpu_study_is_its_measured_schedule(tmp_path, capsys):
+def test_dry_run_estimate_of_the_cpu_study_is_its_measured_schedule(tmp_path, capsys, study2_data):
     """From scratch (an empty runs root) the dry run times every run of the cpu profile from the
     committed results: within 15 % of the replay of the runs' measured times."""
     if not (RESULTS / "cpu" / "runs").is_dir():
