@@ -77,7 +77,7 @@ import random
 from dataclasses import dataclass
 
 from anira.config import check_range
-from anira.tasks.base import MAX_REDRAWS, Example, Task, Vocab
+from anira.tasks.base import Example, Task, Vocab
 from anira.tasks.features import Feature, common
 
 MAX_DIGITS = 32  # largest supported operand width
@@ -181,12 +181,7 @@ class AdditionTask(Task):
 
     # ------------------------------------------------------------------------------------
     def sample(self, rng: random.Random) -> Example:
-        for _ in range(MAX_REDRAWS):
-            ex = self._sample_once(rng)
-            if not self.config.max_difficulty or max(f["difficulty"] for f in ex.features) <= self.config.max_difficulty:
-                return ex
-        raise ValueError(f"max_difficulty = {self.config.max_difficulty}: {MAX_REDRAWS} examples in a row exceeded it; "
-                         f"allowed: 0 (no cap) or a cap these sizes can meet")
+        return self.redraw_over_cap(self._sample_once, rng)
 
     def _sample_once(self, rng: random.Random) -> Example:
         c = self.config

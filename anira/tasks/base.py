@@ -172,6 +172,17 @@ class Task(ABC):
         the tokens on which depth can pay, and on which the learning bars are judged."""
         return cls.floor(records) < 1
 
+    def redraw_over_cap(self, draw, rng: random.Random) -> Example:
+        """``draw(rng)`` until no token's difficulty exceeds ``config.max_difficulty`` (0: no cap);
+        a task that caps its training range (so the extrapolation range needs more steps) uses it."""
+        cap = self.config.max_difficulty
+        for _ in range(MAX_REDRAWS):
+            ex = draw(rng)
+            if not cap or max(f["difficulty"] for f in ex.features) <= cap:
+                return ex
+        raise ValueError(f"max_difficulty = {cap}: {MAX_REDRAWS} examples in a row exceeded it; "
+                         f"allowed: 0 (no cap) or a cap these sizes can meet")
+
     # --- the bounded reader (certifies an extrapolation set) -------------------------------------
     extrapolation_floor_bar: ClassVar[float] = 0.35  # the bounded reader's floor beyond k must not exceed this
 

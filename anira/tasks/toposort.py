@@ -62,7 +62,7 @@ import random
 from dataclasses import dataclass
 
 from anira.config import check_range
-from anira.tasks.base import MAX_REDRAWS, BOS_ID, Example, Task, Vocab
+from anira.tasks.base import BOS_ID, Example, Task, Vocab
 from anira.tasks.features import Feature, common
 
 N_LABELS = 32  # size of the node-label pool; fixes the vocabulary for every config
@@ -166,12 +166,7 @@ class ToposortTask(Task):
 
     # ------------------------------------------------------------------------------------
     def sample(self, rng: random.Random) -> Example:
-        for _ in range(MAX_REDRAWS):
-            ex = self._sample_once(rng)
-            if not self.config.max_difficulty or max(f["difficulty"] for f in ex.features) <= self.config.max_difficulty:
-                return ex
-        raise ValueError(f"max_difficulty = {self.config.max_difficulty}: {MAX_REDRAWS} examples in a row exceeded it; "
-                         f"allowed: 0 (no cap) or a cap these sizes can meet")
+        return self.redraw_over_cap(self._sample_once, rng)
 
     def _sample_once(self, rng: random.Random) -> Example:
         c = self.config
