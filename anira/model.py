@@ -35,6 +35,11 @@ the first n where the cumulative probability sum_{j<=n} p_j >= ``halt_threshold`
 
 * ``fixed``   depth = ``fixed_depth`` for every token (p one-hot).
 * ``early``   (ANIRA-E) p = softmax(Router(e)), decided from the prelude output before the loop.
+              With ``prelude_in_loop=False`` the prelude is the router's own shallow encoder instead:
+              p = softmax(Router(LN_r(Prelude(e)))), while the loop starts from e = LN_e(x) without it
+              (the other mechanisms then have no prelude, as only online has a halting head). Why:
+              on `hops` a prelude in the loop let depth 1 resolve 2 hops outright and stalled the
+              learning of 3-4 hops (README, "A shallow encoder for the early router").
 * ``online``  (ANIRA-O) lambda_n = sigmoid(w . h^n + b) read from the token's current state,
               p_n = lambda_n prod_{j<n} (1 - lambda_j), lambda_S = 1 (PonderNet).
 * ``oracle``  depth = clamp(round(oracle_offset + oracle_scale * difficulty), 1, S) from the
@@ -126,6 +131,7 @@ class ModelConfig:
     n_heads: int = 4  # attention heads; d_model must be divisible by it
     d_ff: int = 512  # MLP hidden width (4 x d_model, the usual ratio)
     n_prelude: int = 0  # layers before the loop; the early router reads their output (0: the embedding + conv)
+    prelude_in_loop: bool = True  # False: the prelude is the early router's own shallow encoder (see docstring)
     n_coda: int = 0  # layers after the loop, run once on every token's final state
     # (0 and 0 in the recipe: with a prelude and a coda, depth 1 already resolves 2 hops on `hops`, so
     # the loop would not be needed for them; without, every lookup is a loop step -- README)
@@ -159,6 +165,8 @@ class ModelConfig:
             raise ValueError(f"d_model = {self.d_model} must be divisible by n_heads = {self.n_heads}")
         check_range("d_ff", self.d_ff, 1)
         check_range("n_prelude", self.n_prelude, 0)
+        if not isinstance(self.prelude_in_loop, bool):
+            raise ValueError(f"prelude_in_loop = {self.prelude_in_loop!r} must be true or false")
         check_range("conv_width", self.conv_width, 0)
         check_range("n_coda", self.n_coda, 0)
         check_range("max_depth", self.max_depth, 1, MAX_DEPTH)
@@ -445,7 +453,7 @@ class EarlyRouter(Decision):
     M > S: zero mass on the extra depths; M < S: the mass beyond M folded onto M."""
 
     def decide(self, e, difficulty, generator):
-        self.router_logits = self.model.router(e)  # (B, T, S)
+        self.router_logits = self.model.router(self.model.router_features(e))  # (B, T, S)
         p = torch.softmax(self.router_logits, dim=-1)
         M, S = self.M, self.cfg.max_depth
         if M > S:
@@ -662,7 +670,7 @@ class AniraModel(nn.Module):
         self.pos_emb = nn.Embedding(cfg.max_len, D) if cfg.pos_encoding == "learned" else None
         # local token mixing: x_t + sum_{k<w} W_k x_{t-k} (full channel mixing, causal padding)
         self.conv = nn.Conv1d(D, D, cfg.conv_width, padding=cfg.conv_width - 1) if cfg.conv_width else None
-        self.prelude = nn.ModuleList(Layer(cfg) for _ in range(cfg.n_prelude))
+        self.prelude = nn.ModuleList(Layer(cfg) for _ in range(cfg.n_prelude if cfg.prelude_in_loop else 0))
         self.ln_e = nn.LayerNorm(D) if cfg.state_norm else nn.Identity()
         self.core = self.make_core(cfg)
         self.coda = nn.ModuleList(Layer(cfg) for _ in range(cfg.n_coda))
@@ -671,6 +679,11 @@ class AniraModel(nn.Module):
         # decision heads: only the one the mechanism uses exists, so parameter counts stay honest
         self.halt = nn.Linear(D, 1) if cfg.mechanism == "online" else None  # lambda_n = sigmoid(w.h^n + b)
         self.router = nn.Linear(D, cfg.max_depth) if cfg.mechanism == "early" else None  # p = softmax(R e)
+        # prelude_in_loop=False: the prelude belongs to the early router (its decision head), built last so
+        # every other parameter starts exactly as without it; the other mechanisms have none
+        own = cfg.mechanism == "early" and not cfg.prelude_in_loop and cfg.n_prelude > 0
+        self.router_prelude = nn.ModuleList(Layer(cfg) for _ in range(cfg.n_prelude)) if own else None
+        self.ln_r = nn.LayerNorm(D) if own else None
         self.block_calls_total = 0  # running count of recurrent-block token invocations (all forwards)
         self._init_weights()
 
@@ -689,7 +702,7 @@ class AniraModel(nn.Module):
                         nn.init.zeros_(m.bias)
                 elif isinstance(m, nn.Embedding):
                     nn.init.normal_(m.weight, std=0.02)
-            n_res = 2 * (self.cfg.n_prelude + self.cfg.n_coda + 1)
+            n_res = 2 * (len(self.prelude) + self.cfg.n_coda + 1)
             for name, p in self.named_parameters():
                 if name.endswith("wo.weight") or name.endswith("mlp.proj.weight"):
                     nn.init.normal_(p, std=0.02 / math.sqrt(n_res))
@@ -723,6 +736,17 @@ class AniraModel(nn.Module):
         for layer in self.prelude:
             x = layer(x, pos)
         return self.ln_e(x), pos
+
+    def router_features(self, e: torch.Tensor) -> torch.Tensor:
+        """What the early router reads: e itself, or with ``prelude_in_loop=False`` its own prelude's
+        output LN_r(Prelude_r(e)) (B, T, D), computed once per forward, before the loop."""
+        if self.router_prelude is None:
+            return e
+        pos = torch.arange(e.shape[1], device=e.device)
+        x = e
+        for layer in self.router_prelude:
+            x = layer(x, pos)
+        return self.ln_r(x)
 
     def readout(self, h: torch.Tensor, pos: torch.Tensor, rows: torch.Tensor | None = None,
                 context: torch.Tensor | None = None) -> torch.Tensor:

@@ -115,6 +115,10 @@ class RunConfig:
     eval_examples: int = 256  # examples used by the periodic evaluation (0 = all)
     eval_batch_size: int = 128
     eval_max_depth: int | None = None  # extra test-time depth for the final evaluation (None = off)
+    # halting threshold of early/online for the final evaluation: halt_threshold as configured
+    # ("fixed"), or chosen after training by the rule of ``choose_operating_point`` on a validation
+    # split of its own seed ("validation"); the choice is in summary.json and used by load_model
+    operating_point: Literal["fixed", "validation"] = "fixed"
     log_every: int = 50
     ckpt_every: int = 500
     device: Literal["cpu", "cuda"] = "cpu"
@@ -166,6 +170,7 @@ class RunConfig:
         if self.ds_until_acc is not None and not (isinstance(self.ds_until_acc, (int, float)) and 0.0 < self.ds_until_acc <= 1.0):
             raise ValueError(f"ds_until_acc = {self.ds_until_acc!r} is out of range; allowed: (0, 1] or None")
         check_choice("train_mode", self.train_mode, TRAIN_MODES)
+        check_choice("operating_point", self.operating_point, OPERATING_POINTS)
         check_range("steps", self.steps, 1)
         check_range("batch_size", self.batch_size, 1)
         if not self.lr > 0:
@@ -205,12 +210,30 @@ class RunConfig:
         return from_dict(cls, {**{k: v for k, v in _LEGACY_VALUES.items() if k not in values}, **values}, where=where)
 
 
+OPERATING_POINTS = ("fixed", "validation")
 _UNHASHED = ("num_threads", "progress")
 # fields added after results were recorded, with the behaviour they had before they existed: hashed
 # only when they differ from it, so the cached and committed runs made before them keep their
 # config hash (tests/test_train.py checks a committed record)
 _LEGACY_VALUES = {"curriculum_values": None, "reinject": "adapter", "step_signal": True, "ds_until_acc": None,
-                  "init": "gpt2", "ds_power": 0.0}
+                  "init": "gpt2", "ds_power": 0.0, "prelude_in_loop": True, "operating_point": "fixed"}
+
+
+def depth_probs(hist: dict, max_depth: int) -> tuple[float, ...]:
+    """A depth histogram {depth: count} (keys may be strings, as in summary.json's ``depth_hist``)
+    as the probabilities of depths 1..max_depth (summary.json's ``in.depth_probs``): what ``random``
+    draws from (``random_depth_probs``) to match an adaptive run's whole depth distribution, not
+    only its mean."""
+    try:
+        counts = {int(k): float(v) for k, v in hist.items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"depth histogram {hist!r}: must map depths to counts") from None
+    bad = sorted(k for k in counts if not 1 <= k <= max_depth)
+    total = sum(counts.values())
+    if bad or total <= 0 or any(v < 0 for v in counts.values()):
+        raise ValueError(f"depth histogram {hist!r}: needs depths in 1..max_depth = {max_depth} "
+                         f"and non-negative counts with a positive total")
+    return tuple(counts.get(n, 0.0) / total for n in range(1, max_depth + 1))
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -424,14 +447,61 @@ def _atomic_write_text(text: str, path: Path) -> None:
 
 
 def load_model(out_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, AniraModel]:
-    """The config and trained model of a run directory (from its checkpoint)."""
+    """The config and trained model of a run directory (from its checkpoint), at the halting
+    threshold its final evaluation used (``operating_point`` in summary.json, when chosen)."""
     out_dir = Path(out_dir)
     cfg = RunConfig.from_record(json.loads((out_dir / "config.json").read_text())["config"], where=str(out_dir))
     task = make_task(cfg.task, range="train", **cfg.task_params)
     model = AniraModel(cfg.model_config(vocab_size=len(task.vocab)))
     ckpt = torch.load(out_dir / "checkpoint.pt", map_location=device, weights_only=False)
     model.load_state_dict(ckpt["model"])
+    summary = out_dir / "summary.json"
+    op = json.loads(summary.read_text()).get("operating_point") if summary.is_file() else None
+    if op:
+        model.cfg = dataclasses.replace(model.cfg, halt_threshold=op["threshold"])
     return cfg, model.to(device).eval()
+
+
+# The operating-point rule, fixed before any run it was applied to (issue "depth-used"): after
+# training, on VALIDATION_EXAMPLES examples of the training range drawn with VALIDATION_SEED (never
+# the frozen evaluation sets, whose seeds are anira.data.eval_seed's), evaluate the adaptive model under real early
+# exit at every halting threshold of OP_THRESHOLDS, and the same weights with every token at max
+# depth. Keep the thresholds whose accuracy on the multi-step tokens (Task.multi_step) is within
+# OP_TOLERANCE of that full-depth accuracy; choose the one with the least mean depth (ties: the
+# larger threshold). If none is within it, choose the one with the highest such accuracy.
+OP_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+OP_TOLERANCE = 0.02
+VALIDATION_SEED = 30_001
+VALIDATION_EXAMPLES = 512
+
+
+def choose_operating_point(model: AniraModel, cfg: RunConfig) -> dict[str, Any]:
+    """The halting threshold for the final evaluation, by the rule above. Returns {"threshold",
+    "met" (a threshold was within OP_TOLERANCE), "acc_multi_full_depth", "grid": [{threshold,
+    acc_multi, mean_depth}, ...], "n_examples", "seed", "tolerance"}; the model is left unchanged."""
+    from anira.tasks import task_class
+
+    examples = make_task(cfg.task, range="train", **cfg.task_params).generate(VALIDATION_EXAMPLES, seed=VALIDATION_SEED)
+    multi_step = task_class(cfg.task).multi_step
+    base = model.cfg
+
+    def acc_depth(mcfg: ModelConfig) -> tuple[float, float]:
+        model.cfg = mcfg
+        rec = evaluate(model, examples, batch_size=cfg.eval_batch_size, seed=cfg.seed + 3)
+        multi = np.asarray(multi_step(rec), dtype=bool)
+        return float(rec["correct"].to_numpy()[multi].mean()), float(rec["depth"].mean())
+
+    try:
+        full, _ = acc_depth(dataclasses.replace(base, mechanism="fixed", fixed_depth=base.max_depth))
+        grid = [dict(zip(("threshold", "acc_multi", "mean_depth"), (q, *acc_depth(dataclasses.replace(base, halt_threshold=q)))))
+                for q in OP_THRESHOLDS]
+    finally:
+        model.cfg = base
+    ok = [g for g in grid if g["acc_multi"] >= full - OP_TOLERANCE - 1e-12]
+    chosen = (min(ok, key=lambda g: (g["mean_depth"], -g["threshold"])) if ok
+              else max(grid, key=lambda g: (g["acc_multi"], g["threshold"])))
+    return {"threshold": chosen["threshold"], "met": bool(ok), "acc_multi_full_depth": full, "grid": grid,
+            "n_examples": VALIDATION_EXAMPLES, "seed": VALIDATION_SEED, "tolerance": OP_TOLERANCE}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -705,11 +775,17 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
     info = {"run_id": h, "task": cfg.task, "mechanism": cfg.mechanism, "seed": cfg.seed, "beta": cfg.beta,
             "max_depth": cfg.max_depth}
     depths = (None,) if cfg.eval_max_depth is None else (None, cfg.eval_max_depth)
+    op = None
+    if cfg.operating_point == "validation" and cfg.mechanism in ADAPTIVE:
+        op = choose_operating_point(model, cfg)
+        model.cfg = dataclasses.replace(model.cfg, halt_threshold=op["threshold"])
     frames, summary = [], {"config_hash": h, "run_id": h, "summary_version": SUMMARY_VERSION,
                            "inputs_sha256": eval_sets_sha256(eval_sets), "steps": cfg.steps,
                            "train_time_s": train_time, "train_cpu_s": train_cpu,
                            "steps_per_s": cfg.steps / max(train_time, 1e-9),
                            "halt_start": (None if halt_start == math.inf else int(halt_start)) if cfg.mechanism in ADAPTIVE else None}
+    if op is not None:
+        summary["operating_point"] = op
     t_eval = time.perf_counter()
     for split, exs in eval_sets.items():
         df = evaluate(model, exs, max_depths=depths, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2, info=info)
@@ -718,6 +794,8 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
         for md, d in df.groupby("eval_max_depth"):
             key = split if md == cfg.max_depth else f"{split}@{md}"
             summary[key] = summarize(d)
+            if md == cfg.max_depth:  # what a `random` control draws from to match this run's depths
+                summary[key]["depth_probs"] = list(depth_probs(summary[key]["depth_hist"], cfg.max_depth))
     summary["eval_time_s"] = time.perf_counter() - t_eval
     records = pd.concat(frames, ignore_index=True)
     tmp = out_dir / "records.csv.gz.tmp"

@@ -1,4 +1,6 @@
 """Analyses on synthetic records whose answer is known (anira.analysis.synthetic)."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -354,7 +356,7 @@ def test_claim_verdicts_flip_when_the_data_flip():
 
 def test_constant_depth_timing_is_untestable_never_a_verdict():
     """A mechanism whose depth never varies (or varies on too few tokens) has nothing for static or
-    dynamic features to explain: "untestable (depth constant)", and the aggregate leaves it out."""
+    dynamic features to explain: "untestable (no depth variance)", and the aggregate leaves it out."""
     r = synthetic_records(tasks=("toposort",), seeds=(0,), n_examples=20, depth_mode={"early": "constant",
                                                                                     "online": "dynamic"})
     by = {c.scope: c for c in evaluate_claims(timing=timing_decomposition(r, STATIC, DYNAMIC, boot=B))
@@ -590,7 +592,9 @@ def test_claims_untestable_exactly_where_a_run_failed_the_learning_bar():
     ], ignore_index=True))
     others = [good.assign(task=t, mechanism=m, run_id=f"{t}-{m}") for t in ("toposort", "addition")
               for m in ("early", "online")]
-    learning = pd.concat([hops] + others, ignore_index=True)
+    # the committed early run is pinned at max depth; room is tested in test_pinned_or_uniform_depth_is_never_reproduced,
+    # here only the learning bar is
+    learning = pd.concat([hops] + others, ignore_index=True).assign(room=True, depth_varies=True)
     claims = evaluate_claims(**_tables(), learning=learning)
     by = {(c.scope, c.finding.split(":")[0]): c for c in claims}
     untestable = {k for k, c in by.items() if c.verdict == C.UNTESTABLE}
@@ -611,7 +615,8 @@ def test_claims_untestable_exactly_where_a_run_failed_the_learning_bar():
     assert all(c.verdict == "reproduced" and "learning" not in c.note for c in evaluate_claims(**_tables()))
     # one below the bar: hops / early becomes untestable too
     below = learning_table(_as_run(_with_multi_correct(runs["early_s0"], k - 1), "h-early-0"))
-    learning2 = pd.concat([hops[hops["mechanism"] != "early"], below] + others, ignore_index=True)
+    learning2 = pd.concat([hops[hops["mechanism"] != "early"], below] + others, ignore_index=True).assign(
+        room=True, depth_varies=True)
     by2 = {(c.scope, c.finding.split(":")[0]): c for c in evaluate_claims(**_tables(), learning=learning2)}
     assert by2[("hops / early", "Alignment")].verdict == C.UNTESTABLE
     agg2 = by2[("all / early", "Alignment")]
@@ -672,3 +677,92 @@ def test_extrapolation_k_and_within_accuracy_for_groups_with_a_missing_key():
     r = synthetic_records(tasks=("hops",), seeds=(0,), n_examples=20, depth_mode={"online": "difficulty"})
     e = extrapolation_table(r.assign(fixed_depth=np.nan), groups=["task", "mechanism", "fixed_depth"], boot=B)
     assert e["k"].tolist() == [4] and e["acc_out_within"].notna().all()
+
+
+def _with_depth(rec: pd.DataFrame, depth) -> pd.DataFrame:
+    """The run with its in-range answer tokens (trained depth) at ``depth`` (a scalar or, per token, an array)."""
+    rec = rec.copy()
+    inn = select(rec, split="in", eval_depth="train", answer_only=True)
+    rec.loc[inn.index, "depth"] = depth if np.isscalar(depth) else np.asarray(depth)[: len(inn)]
+    return rec
+
+
+def test_pinned_or_uniform_depth_is_never_reproduced():
+    """Room to allocate (issue depth-used): a run pinned near max depth makes alignment, extrapolation
+    and timing "untestable (no room to allocate)"; a run that saves compute uniformly below max depth
+    is a real "not reproduced" for alignment and "untestable (no depth variance)" for timing. The same
+    tables with a depth that varies below the ceiling stay reproduced, so the bar can go either way."""
+    from anira.analysis import learning_table
+    from anira.analysis.learning import MIN_DEPTH_SD, ROOM_MAX_FRACTION
+
+    online = _diagnostic_runs()["online_s1"]
+    S = int(online["max_depth"].iloc[0])
+    n = len(select(online, split="in", eval_depth="train", answer_only=True))
+    varied = np.resize([2, 3, 4, 5], n)  # mean 3.5 <= 0.85 S, SD 1.1
+    cases = {"pinned": float(S), "uniform": 4.0, "varied": varied}
+    tables = {}
+    for name, depth in cases.items():
+        t = learning_table(_as_run(_with_depth(online, depth), f"h-{name}"))
+        tables[name] = pd.concat([t.assign(task=task, mechanism=m) for task in ("hops", "toposort", "addition")
+                                  for m in ("early", "online")], ignore_index=True)
+    row = {k: v.iloc[0] for k, v in tables.items()}
+    assert row["pinned"]["depth_mean"] == S and row["pinned"]["room"] == False  # noqa: E712
+    assert row["uniform"]["room"] == True and row["uniform"]["depth_varies"] == False  # noqa: E712
+    assert row["varied"]["room"] == True and row["varied"]["depth_varies"] == True  # noqa: E712
+    assert row["varied"]["depth_sd"] >= MIN_DEPTH_SD and row["varied"]["depth_mean"] <= ROOM_MAX_FRACTION * S
+    # fixed runs are not judged for room: their depth is not a decision
+    fixed = learning_table(_diagnostic_runs()["fixed6_s0"])
+    assert fixed["room"].isna().all() and fixed["depth_varies"].isna().all()
+
+    def verdicts(learning):
+        return {(c.scope, c.finding.split(":")[0]): c for c in evaluate_claims(**_tables(), learning=learning)}
+
+    pinned, uniform, varied = (verdicts(tables[k]) for k in ("pinned", "uniform", "varied"))
+    for finding in ("Alignment", "No extrapolation", "Decision timing"):
+        assert pinned[("hops / online", finding)].verdict == C.NO_ROOM
+        assert pinned[("all / online", finding)].verdict == C.NO_ROOM  # no testable task left
+        assert varied[("hops / online", finding)].verdict == "reproduced"
+    assert f"> {ROOM_MAX_FRACTION} x max depth {S}" in pinned[("hops / online", "Alignment")].note
+    assert uniform[("hops / online", "Alignment")].verdict == "not reproduced"  # the table's rho 0.6 notwithstanding
+    assert "saved uniformly" in uniform[("hops / online", "Alignment")].note
+    assert uniform[("hops / online", "Decision timing")].verdict == C.DEPTH_CONSTANT
+    assert uniform[("hops / online", "No extrapolation")].verdict == "reproduced"  # room to add depth out of range
+    # the learning bar comes first: a run that did not learn stays "untestable (not learned)"
+    failed = learning_table(_as_run(_with_depth(_diagnostic_runs()["fixed1_s0"], float(S)), "h-f", mechanism="online"))
+    both = verdicts(pd.concat([failed, tables["varied"][tables["varied"]["task"] != "hops"]], ignore_index=True))
+    assert both[("hops / online", "Alignment")].verdict == C.UNTESTABLE
+
+
+def test_random_control_matched_in_distribution_not_only_mean():
+    """The committed hops `random` was matched in mean only (depths 4 and 5 where online spans 3-6):
+    the table says so (TV 0.23 > 0.1). Drawing from the online run's depth histogram instead
+    (``in.depth_probs`` -> ``random_depth_probs``) lands within the bar."""
+    import torch
+
+    from anira.analysis.learning import RANDOM_MATCH_TV, random_match_table
+    from anira.model import AniraModel, ModelConfig
+    from anira.train import depth_probs
+
+    runs = Path(__file__).resolve().parents[1] / "data" / "results" / "cpu" / "runs"
+    paths = {h: runs / h / "records.csv.gz" for h in ("bb874af967a064a6", "47cf6298b84959f8")}  # hops random, online
+    if not all(p.is_file() for p in paths.values()):
+        pytest.skip("the committed cpu study is not in this checkout")
+    from anira.analysis import load_records
+
+    rec = pd.concat([load_records(p) for p in paths.values()], ignore_index=True)
+    t = random_match_table(rec).iloc[0]
+    assert t["online_run_id"] == "47cf6298b84959f8" and abs(t["depth_mean"] - t["online_depth_mean"]) < 0.05
+    assert t["tv"] == pytest.approx(0.228, abs=0.001) and not t["matched"]
+    online = select(rec[rec["mechanism"] == "online"], split="in", eval_depth="train", answer_only=True)
+    probs = depth_probs(online["depth"].value_counts().to_dict(), 6)
+    m = AniraModel(ModelConfig(vocab_size=11, max_len=64, d_model=16, n_heads=2, d_ff=32, max_depth=6,
+                               mechanism="random", random_depth_probs=probs))
+    ids = torch.zeros(len(online) // 32 + 1, 32, dtype=torch.long)
+    with torch.no_grad():
+        drawn = m(ids, exit="exit", generator=torch.Generator().manual_seed(0)).depth.flatten()[: len(online)]
+    matched = pd.concat([online.assign(run_id="random-matched", mechanism="random", depth=drawn.numpy()),
+                         rec[rec["mechanism"] == "online"]], ignore_index=True)
+    t2 = random_match_table(matched).iloc[0]
+    assert t2["tv"] <= RANDOM_MATCH_TV / 2 and t2["matched"]
+    with pytest.raises(ValueError, match="max_depth = 6"):
+        depth_probs({"7": 3}, 6)

@@ -475,3 +475,53 @@ def test_init_schemes():
         assert (m.core.adapter.weight - eye).abs().max().item() < 0.2
     with pytest.raises(ValueError, match="init = 'xavier'.*'gpt2', 'torch'"):
         ModelConfig(init="xavier")
+
+
+@pytest.mark.parametrize("mode", ["dense", "masked", "exit", "frozen"])
+def test_router_prelude_is_causal_and_exit_equals_masked(mode):
+    """prelude_in_loop=False: the early router reads its own prelude; the decision stays causal and
+    real early exit still computes what the masked reference does."""
+    m = make("early", "rope", prelude_in_loop=False)
+    assert m.router_prelude is not None and len(m.prelude) == 0
+    ids, diff = inputs()
+    k = 11
+    ids2 = ids.clone()
+    ids2[:, k:] = (ids[:, k:] + 1 + torch.arange(T - k)) % V
+    a, b = fwd(m, ids, diff, mode), fwd(m, ids2, diff, mode)
+    assert torch.allclose(a.logits[:, :k], b.logits[:, :k], atol=1e-5)
+    assert torch.equal(a.depth[:, :k], b.depth[:, :k])
+    if mode == "exit":
+        ref = fwd(m, ids, diff, "masked")
+        assert torch.equal(ref.depth, a.depth) and torch.allclose(ref.logits, a.logits, atol=1e-5)
+        assert torch.equal(a.block_calls, a.depth) and len(set(a.depth.flatten().tolist())) > 1
+
+
+def test_router_prelude_changes_only_the_early_decision():
+    """With prelude_in_loop=False the loop starts from the embedding: a fixed or online model is, weight
+    for weight and number for number, the model without a prelude (the prelude is early's decision
+    head, as the halting head is online's); an early model differs from it only in what its router
+    reads, and the router's prelude gets gradient from the halting objective."""
+    ids, diff = inputs()
+    for mech in ("fixed", "online"):
+        base = AniraModel(ModelConfig(vocab_size=V, max_len=64, d_model=32, n_heads=4, d_ff=64, mechanism=mech,
+                                      fixed_depth=3 if mech == "fixed" else None, n_prelude=0))
+        torch.manual_seed(0)
+        base = AniraModel(base.cfg)
+        torch.manual_seed(0)
+        side = AniraModel(ModelConfig(**{**base.cfg.__dict__, "n_prelude": 1, "prelude_in_loop": False}))
+        assert side.router_prelude is None and base.state_dict().keys() == side.state_dict().keys()
+        assert all(torch.equal(v, side.state_dict()[k]) for k, v in base.state_dict().items())
+        assert torch.equal(fwd(base, ids, diff, "exit").logits, fwd(side, ids, diff, "exit").logits)
+    torch.manual_seed(0)
+    loop = AniraModel(ModelConfig(vocab_size=V, max_len=64, d_model=32, n_heads=4, d_ff=64, mechanism="early"))
+    torch.manual_seed(0)
+    early = AniraModel(ModelConfig(**{**loop.cfg.__dict__, "n_prelude": 1, "prelude_in_loop": False}))
+    shared = {k: v for k, v in early.state_dict().items() if not k.startswith(("router_prelude", "ln_r"))}
+    assert shared.keys() == loop.state_dict().keys()
+    assert all(torch.equal(v, loop.state_dict()[k]) for k, v in shared.items())  # same init as without it
+    torch.nn.init.normal_(early.router.weight, std=1.0)
+    out = early(ids, exit="dense")
+    out.p_n.mul(torch.arange(1, 7)).sum().backward()  # any function of the decision
+    assert early.router_prelude[0].attn.wo.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="prelude_in_loop"):
+        ModelConfig(vocab_size=V, prelude_in_loop="no")

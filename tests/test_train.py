@@ -367,3 +367,44 @@ def fixed_rule_unchanged(tmp_path):
     run(tiny(mechanism="online"), tmp_path / "fixed_rule")
     rows = [r for r in log_rows(tmp_path / "fixed_rule") if r["kind"] == "train"]
     return all((r["beta_t"] > 0) == (r["step"] > 2) for r in rows) and "halt_start" not in str(rows)
+
+
+def test_operating_point_is_chosen_on_a_validation_split_by_the_fixed_rule(tmp_path, monkeypatch):
+    """operating_point="validation": after training, the halting threshold of early/online is chosen on
+    examples of the training range drawn with their own seed (never the frozen sets), by the rule
+    (least mean depth among the thresholds within OP_TOLERANCE of full-depth accuracy on the
+    multi-step tokens); the final records use it, the summary records it and load_model restores it."""
+    seen = []
+    real_generate = tr.make_task("hops", range="train").__class__.generate
+
+    def spy(self, n, seed):
+        seen.append(seed)
+        return real_generate(self, n, seed)
+
+    monkeypatch.setattr(tr, "VALIDATION_EXAMPLES", 8)
+    monkeypatch.setattr(type(make_task("hops", range="train")), "generate", spy)
+    cfg = tiny(mechanism="online", operating_point="validation", halt_bias_init=0.0)
+    assert config_hash(cfg) != config_hash(tiny(mechanism="online", halt_bias_init=0.0))
+    summary = run(cfg, tmp_path / "r")
+    op = summary["operating_point"]
+    assert seen[-1] == tr.VALIDATION_SEED not in seen[:-1]  # the stand-in frozen sets are drawn first (fixture)
+    from anira.data import eval_seed
+    assert op["seed"] == tr.VALIDATION_SEED and all(eval_seed(t, sp) != tr.VALIDATION_SEED
+                                                    for t in ("hops", "addition", "toposort", "language") for sp in ("in", "out"))
+    assert [g["threshold"] for g in op["grid"]] == list(tr.OP_THRESHOLDS)
+    ok = [g for g in op["grid"] if g["acc_multi"] >= op["acc_multi_full_depth"] - tr.OP_TOLERANCE - 1e-12]
+    assert op["met"] == bool(ok)
+    if ok:
+        assert op["threshold"] == min(ok, key=lambda g: (g["mean_depth"], -g["threshold"]))["threshold"]
+    depths = [g["mean_depth"] for g in op["grid"]]
+    assert depths == sorted(depths)  # a higher threshold never halts earlier
+    _, model = tr.load_model(tmp_path / "r")
+    assert model.cfg.halt_threshold == op["threshold"]
+    rec = pd.read_csv(tmp_path / "r" / "records.csv.gz")
+    again = evaluate(model, tr.load_eval_sets(cfg, None)["in"], batch_size=cfg.eval_batch_size, seed=cfg.seed + 2)
+    inn = rec[(rec.split == "in") & (rec.eval_max_depth == rec.max_depth)]
+    assert inn["depth"].tolist() == again["depth"].tolist()  # the records were scored at the chosen threshold
+    # fixed runs have nothing to choose; "fixed" (the default) keeps halt_threshold and hashes as before
+    assert "operating_point" not in run(tiny(mechanism="fixed", fixed_depth=2, operating_point="validation"), tmp_path / "f")
+    with pytest.raises(ValueError, match="operating_point"):
+        tiny(operating_point="best")

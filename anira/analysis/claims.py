@@ -1,8 +1,8 @@
 """Notebook 07: each finding of the paper, the statistic that tests it, a threshold fixed in
 advance, the value measured, and a verdict: "reproduced", "not reproduced", "inconclusive",
-"untestable (not learned)" or, for decision timing, "untestable (depth constant)", or, for
-extrapolation, "untestable (set not certified)" (``anira.data.certify``: the out-of-range set does not
-need more steps than training).
+"untestable (not learned)", "untestable (no room to allocate)", for decision timing "untestable (no
+depth variance)", or, for extrapolation, "untestable (set not certified)" (``anira.data.certify``:
+the out-of-range set does not need more steps than training).
 
 The thresholds below were set before any run of this study and must not be tuned to results.
 
@@ -23,7 +23,7 @@ dynamic explains more), linear model as in the paper:
     d_adverse = the same with the progress features on the side the claim argues against (early:
     with the dynamic features; online: with the static ones), so a counter of output progress
     cannot carry the verdict.
-    untestable (depth constant)  the depth's SD (mean over seeds, in-range tokens) < TIMING_MIN_DEPTH_SD
+    untestable (no depth variance)  the depth's SD (mean over seeds, in-range tokens) < TIMING_MIN_DEPTH_SD
     inconclusive                 total R^2 (static + dynamic) < TIMING_MIN_R2: nothing to attribute
     reproduced                   sign * d > TIMING_MARGIN by its CI, and sign * d_adverse too
     not reproduced               the CI of sign * d lies entirely below the margin
@@ -34,7 +34,7 @@ dynamic explains more), linear model as in the paper:
   predicts the label's own decomposition (``timing.rule_prediction``); "as predicted" when d and the
   total R^2 are within SANITY_TOL of it. ``random`` (depth independent of the token): the rule
   predicts total R^2 (every class) < TIMING_MIN_R2 and neither direction reproduced. A sanity row
-  whose depth is constant is "untestable (depth constant)".
+  whose depth is constant is "untestable (no depth variance)".
 Aggregate rows (per mechanism over the algorithmic tasks with a testable row, T of them):
     value = fraction of the T tasks reproduced; reproduced if it is >= TASK_FRACTION, not
     reproduced if even the inconclusive tasks could not lift it there, inconclusive otherwise
@@ -49,6 +49,14 @@ counts neither for nor against an aggregate: T above counts the testable tasks o
 aggregate with no testable task is itself untestable. Where the bar cannot be judged (records
 without the task's feature columns, so no floor) the verdict is kept and the note says "learning
 bar not judged: no floor". Without a learning table (``learning=None``) no bar is applied.
+Room to allocate (the same table's ``room`` and ``depth_varies``, see ``learning``), applied after
+the learning bar to the rows of early and online:
+    no room      a run's in-range answer depth > ROOM_MAX_FRACTION (0.85) x max_depth, pinned near the
+                 ceiling: alignment, extrapolation and timing rows read NO_ROOM, "untestable (no
+                 room to allocate)" (depth cannot follow difficulty, nor grow out of range).
+    no variance  room, but the depth's SD < MIN_DEPTH_SD (0.2): compute saved uniformly. Alignment
+                 is then a real "not reproduced" (never "reproduced"); timing is "untestable (no
+                 depth variance)" (nothing to explain).
 """
 from __future__ import annotations
 
@@ -59,7 +67,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from anira.analysis.learning import LEARN_FLOOR_GAP, failed_bar_note
+from anira.analysis.learning import LEARN_FLOOR_GAP, MIN_DEPTH_SD, ROOM_MAX_FRACTION, failed_bar_note
 from anira.analysis.timing import PAPER_R2_SIZE_EARLY
 from anira.config import ADAPTIVE
 
@@ -78,15 +86,16 @@ TIMING_MIN_R2 = 0.05  # below this total R^2 there is no allocation signal to at
 # below 0.2 (sqrt(p (1 - p)) < 0.2 for p < 0.042): effectively constant, too little variance for a
 # decomposition over 5-10 features. Set with the rule, before this rule was run on any study (the
 # cpu study's toposort runs were known to be near-constant: online SD 0.08).
-TIMING_MIN_DEPTH_SD = 0.2
+TIMING_MIN_DEPTH_SD = MIN_DEPTH_SD  # 0.2, one constant with the learning table's depth_varies
 SANITY_TOL = 0.02  # oracle: d and total R^2 within this of the label's own decomposition
 TASK_FRACTION = 2 / 3  # aggregate rule: reproduced on >= 2/3 of the algorithmic tasks with data
 
 UNTESTABLE = "untestable (not learned)"  # a run of the row's task x mechanism failed the learning bar
-DEPTH_CONSTANT = "untestable (depth constant)"  # timing: no depth variance to explain
+NO_ROOM = "untestable (no room to allocate)"  # an adaptive run pinned near max depth (learning.room)
+DEPTH_CONSTANT = "untestable (no depth variance)"  # timing: no depth variance to explain
 NOT_CERTIFIED = "untestable (set not certified)"  # extrapolation: the out-of-range set needs no more steps
-VERDICTS = ("reproduced", "not reproduced", "inconclusive", UNTESTABLE, DEPTH_CONSTANT, NOT_CERTIFIED)
-_UNTESTABLE_KINDS = ((UNTESTABLE, "not learned"), (DEPTH_CONSTANT, "depth constant"),
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", UNTESTABLE, NO_ROOM, DEPTH_CONSTANT, NOT_CERTIFIED)
+_UNTESTABLE_KINDS = ((UNTESTABLE, "not learned"), (NO_ROOM, "no room to allocate"), (DEPTH_CONSTANT, "no depth variance"),
                      (NOT_CERTIFIED, "out-of-range set not certified"))
 SANITY_VERDICTS = ("as predicted", "not as predicted", DEPTH_CONSTANT)  # the timing sanity rows
 
@@ -199,6 +208,40 @@ def _judged(claim: Claim, status: tuple[str, str]) -> Claim:
     return claim
 
 
+def depth_status(learning: pd.DataFrame | None, task: str, mech: str) -> tuple[str, str]:
+    """(status, note) of the room-to-allocate bars for one task x mechanism: "no room" when any run
+    is pinned near max depth, else "no variance" when any run's depth does not vary, else "" (also
+    without a learning table, or where the table has no depth columns)."""
+    if learning is None or "room" not in learning.columns:
+        return "", ""
+    sub = learning[(learning["task"] == task) & (learning["mechanism"] == mech)]
+    pinned = sub[sub["room"].astype("boolean").fillna(True) == False]  # noqa: E712
+    if len(pinned):
+        return "no room", "; ".join(
+            f"{r['mechanism']} seed {r['seed']}: answer depth {r['depth_mean']:.2f} > {ROOM_MAX_FRACTION} x "
+            f"max depth {int(r['max_depth'])}" for _, r in pinned.iterrows())
+    flat = sub[sub["depth_varies"].astype("boolean").fillna(True) == False]  # noqa: E712
+    if len(flat):
+        return "no variance", "; ".join(
+            f"{r['mechanism']} seed {r['seed']}: answer depth {r['depth_mean']:.2f}, SD {r['depth_sd']:.3f} < "
+            f"{MIN_DEPTH_SD} (compute saved uniformly)" for _, r in flat.iterrows())
+    return "", ""
+
+
+def _room(claim: Claim, status: tuple[str, str], no_variance: str | None) -> Claim:
+    """The claim with the room bars applied after the learning bar: NO_ROOM when pinned; when the
+    depth does not vary, ``no_variance`` (a verdict) replaces the verdict (None: kept as it is)."""
+    state, note = status
+    if claim.verdict == UNTESTABLE or not state:
+        return claim
+    if state == "no room":
+        claim.verdict = NO_ROOM
+    elif no_variance is not None:
+        claim.verdict = no_variance
+    claim.note = note + (f"; {claim.note}" if claim.note else "")
+    return claim
+
+
 def _aggregate(finding: str, mech: str, parts: dict[str, Claim]) -> Claim:
     """The aggregate row over the algorithmic tasks with data (task -> its claim): the fraction of
     the testable ones reproduced against TASK_FRACTION; untestable tasks are left out, and those
@@ -241,6 +284,7 @@ def alignment_claims(alignment: pd.DataFrame | None, learning: pd.DataFrame | No
                               f"rho > {ALIGN_RHO_MIN} and CI low > {ALIGN_CI_LO_MIN}", _f(r["rho"]), v,
                               _f(r["rho_lo"]), _f(r["rho_hi"]), f"{task} / {mech}", note),
                         learning_status(learning, task, mech))
+            c = _room(c, depth_status(learning, task, mech), "not reproduced")
             out.append(c)
             parts[task] = c
         out.append(_aggregate(finding, mech, parts))
@@ -272,10 +316,12 @@ def extrapolation_claims(extrapolation: pd.DataFrame | None, learning: pd.DataFr
                               f"{EXTRAP_DEPTH_INCREASE_MIN}", _f(r["acc_drop"]), v, _f(r["acc_drop_lo"]),
                               _f(r["acc_drop_hi"]), f"{task} / {mech}", note),
                         learning_status(learning, task, mech))
+            room = depth_status(learning, task, mech)
+            c = _room(c, room if room[0] == "no room" else ("", ""), None)
             cert = (certificates or {}).get(task)
             if cert is None:
                 c.note += "; out-of-range set not certified (no certificate given)"
-            elif not cert["certified"] and c.verdict != UNTESTABLE:
+            elif not cert["certified"] and c.verdict not in (UNTESTABLE, NO_ROOM):
                 c.verdict = NOT_CERTIFIED
                 c.note = (f"bounded reader with k = {cert['k']}: {cert['beyond_reader']:.3f} on the "
                           f"{cert['n_beyond']} out-of-range tokens needing more (bar {cert['floor_bar']}), "
@@ -354,6 +400,8 @@ def timing_claims(timing: pd.DataFrame | None, learning: pd.DataFrame | None = N
                 c = Claim(finding, stat, TIMING_MARGIN, comp, _f(r["dynamic_minus_static"]), v,
                           _f(r["dynamic_minus_static_lo"]), _f(r["dynamic_minus_static_hi"]), f"{task} / {mech}", note)
             c = _judged(c, status)
+            if r is not None:
+                c = _room(c, depth_status(learning, task, mech), DEPTH_CONSTANT)
             out.append(c)
             if r is not None:
                 parts[task] = c
@@ -466,12 +514,12 @@ def thresholds() -> dict[str, float | str | tuple]:
                 EXTRAP_DEPTH_INCREASE_MIN=EXTRAP_DEPTH_INCREASE_MIN, TIMING_DIRECTION=TIMING_DIRECTION,
                 TIMING_MARGIN=TIMING_MARGIN, TIMING_MIN_R2=TIMING_MIN_R2, TIMING_MIN_DEPTH_SD=TIMING_MIN_DEPTH_SD,
                 SANITY_TOL=SANITY_TOL, TASK_FRACTION=TASK_FRACTION,
-                LEARN_FLOOR_GAP=LEARN_FLOOR_GAP)
+                LEARN_FLOOR_GAP=LEARN_FLOOR_GAP, ROOM_MAX_FRACTION=ROOM_MAX_FRACTION, MIN_DEPTH_SD=MIN_DEPTH_SD)
 
 
 __all__ = ["Claim", "evaluate_claims", "claim_inputs", "claims_table", "thresholds", "interval_verdict", "aggregate_verdict",
            "combine_all", "alignment_claims", "extrapolation_claims", "timing_claims", "learning_status", "VERDICTS",
-           "UNTESTABLE", "LEARN_FLOOR_GAP",
+           "UNTESTABLE", "NO_ROOM", "LEARN_FLOOR_GAP", "depth_status",
            "ALGORITHMIC_TASKS", "ALIGN_MECHANISMS", "ALIGN_RHO_MIN", "ALIGN_CI_LO_MIN", "EXTRAP_MECHANISMS",
            "EXTRAP_ACC_DROP_MIN", "EXTRAP_DEPTH_INCREASE_MIN", "TIMING_DIRECTION", "TIMING_SANITY", "TIMING_MARGIN",
            "TIMING_MIN_R2", "TIMING_MIN_DEPTH_SD", "SANITY_TOL", "TASK_FRACTION", "DEPTH_CONSTANT", "SANITY_VERDICTS",

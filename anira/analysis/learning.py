@@ -17,6 +17,15 @@ fixed with it before the study: about ten standard errors of an accuracy over th
 tokens of a frozen evaluation set (sd <= 0.5 / sqrt(1000) = 0.016), and more than the seed-to-seed
 spread measured on ``hops``. A gap that size is not noise; a smaller one is not evidence of learning.
 
+Room to allocate (the depth-used bars, judged beside the learning bar). An adaptive run can only
+show where it puts its depth if its depth is free to move: ``room`` is True when its mean depth on
+the in-range answer tokens at the trained depth is at most ROOM_MAX_FRACTION (0.85) x max_depth,
+so it has room to allocate, and out of range to add; ``depth_varies`` is True when the depth's SD
+on those tokens is at least MIN_DEPTH_SD (0.2: one-step deviations from the mode on fewer than ~4%
+of tokens give less). Both are NA for fixed-depth runs, whose depth is not a decision. The claims
+call a row whose run has no room "untestable (no room to allocate)", and a timing row whose depth
+does not vary "untestable (no depth variance)"; neither is ever "reproduced".
+
 Where the records lack the task's feature columns (e.g. synthetic records), or a run has no
 multi-step tokens, the bar cannot be judged: ``learned`` is NA and ``note`` says why.
 """
@@ -32,10 +41,12 @@ import pandas as pd
 from anira.analysis._stats import _fixed_depths, check_columns, select
 
 LEARN_FLOOR_GAP = 0.15  # acc_multi must be >= floor_multi + this (the diagnostic's floor bar)
+ROOM_MAX_FRACTION = 0.85  # an adaptive run has room when its in-range answer depth <= this x max_depth
+MIN_DEPTH_SD = 0.2  # below this SD of the in-range answer depth, depth does not vary (see claims)
 _TOL = 1e-9  # an accuracy exactly at the bar passes ("at least"), whatever the float rounding
 
 LEARNING_COLUMNS = ("task", "mechanism", "seed", "run_id", "fixed_depth", "acc_multi", "floor_multi", "bar", "gap",
-                    "n_multi", "learned", "note")
+                    "n_multi", "learned", "max_depth", "depth_mean", "depth_sd", "room", "depth_varies", "note")
 
 
 def _floor_and_multi(run: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None, str]:
@@ -61,7 +72,9 @@ def learning_table(records: pd.DataFrame) -> pd.DataFrame:
     Columns: task, mechanism, seed, run_id, fixed_depth (the depth of a fixed run, else NaN),
     acc_multi (accuracy on the multi-step tokens), floor_multi (mean floor on them),
     bar = floor_multi + LEARN_FLOOR_GAP, gap = acc_multi - floor_multi, n_multi (their number),
-    learned (True / False, NA where not judged) and note (why not judged, else empty).
+    learned (True / False, NA where not judged), max_depth (the trained depth S), depth_mean and
+    depth_sd (over the answer tokens), room (depth_mean <= ROOM_MAX_FRACTION x S) and depth_varies
+    (depth_sd >= MIN_DEPTH_SD), both NA for fixed runs, and note (why not judged, else empty).
     Rows are sorted by task, mechanism, fixed_depth, seed.
     """
     check_columns(records, ["run_id", "task", "mechanism", "seed", "correct"], "learning_table")
@@ -74,7 +87,7 @@ def learning_table(records: pd.DataFrame) -> pd.DataFrame:
                "run_id": run_id,
                "fixed_depth": float(fixed.get(run_id, np.nan)) if fixed is not None else np.nan,
                "acc_multi": np.nan, "floor_multi": np.nan, "bar": np.nan, "gap": np.nan, "n_multi": 0,
-               "learned": pd.NA, "note": why}
+               "learned": pd.NA, **_depth_use(run, run["mechanism"].iloc[0] == "fixed"), "note": why}
         if floor is not None:
             n = int(multi.sum())
             row["n_multi"] = n
@@ -87,11 +100,52 @@ def learning_table(records: pd.DataFrame) -> pd.DataFrame:
                            learned=bool(acc - fl >= LEARN_FLOOR_GAP - _TOL))
         rows.append(row)
     out = pd.DataFrame(rows, columns=list(LEARNING_COLUMNS))
-    out["learned"] = out["learned"].astype("boolean")
+    for col in ("learned", "room", "depth_varies"):
+        out[col] = out[col].astype("boolean")
     out["n_multi"] = out["n_multi"].astype(int)
     if len(out):
         out = out.sort_values(["task", "mechanism", "fixed_depth", "seed"], na_position="first", kind="stable")
     return out.reset_index(drop=True)
+
+
+def _depth_use(run: pd.DataFrame, is_fixed: bool) -> dict:
+    """max_depth, depth_mean, depth_sd over the run's answer tokens; room and depth_varies (NA for fixed runs)."""
+    ans = run[run["is_answer"] == 1] if "is_answer" in run.columns else run
+    S = int(run["max_depth"].iloc[0]) if "max_depth" in run.columns else np.nan
+    if "depth" not in ans.columns or ans.empty:
+        return {"max_depth": S, "depth_mean": np.nan, "depth_sd": np.nan, "room": pd.NA, "depth_varies": pd.NA}
+    depth = ans["depth"].to_numpy(dtype=float)
+    m, sd = float(depth.mean()), float(depth.std())
+    judged = not is_fixed and np.isfinite(S)
+    return {"max_depth": S, "depth_mean": m, "depth_sd": sd,
+            "room": bool(m <= ROOM_MAX_FRACTION * S + _TOL) if judged else pd.NA,
+            "depth_varies": bool(sd >= MIN_DEPTH_SD - _TOL) if judged else pd.NA}
+
+
+RANDOM_MATCH_TV = 0.1  # the depth-used bar: random within this total variation of its online run
+
+
+def random_match_table(records: pd.DataFrame) -> pd.DataFrame:
+    """Is each ``random`` control matched to its ``online`` run (same task, seed and max_depth) in its
+    whole depth distribution, not only its mean? In-range answer tokens at the trained depth.
+    Columns: task, seed, run_id (the random run), online_run_id, depth_mean, online_depth_mean,
+    tv (total variation distance between the two depth distributions, 0..1) and matched
+    (tv <= RANDOM_MATCH_TV); a random run without an online run of its task and seed is left out."""
+    check_columns(records, ["run_id", "task", "mechanism", "seed", "depth"], "random_match_table")
+    df = select(records, split="in", eval_depth="train", answer_only="is_answer" in records.columns)
+    rows = []
+    for run_id, rnd in df[df["mechanism"] == "random"].groupby("run_id", sort=True):
+        task, seed, S = rnd["task"].iloc[0], rnd["seed"].iloc[0], rnd["max_depth"].iloc[0]
+        on = df[(df["mechanism"] == "online") & (df["task"] == task) & (df["seed"] == seed) & (df["max_depth"] == S)]
+        for on_id, o in on.groupby("run_id", sort=True):
+            p = rnd["depth"].value_counts(normalize=True)
+            q = o["depth"].value_counts(normalize=True)
+            tv = 0.5 * float(p.sub(q, fill_value=0.0).abs().sum())
+            rows.append({"task": task, "seed": seed, "run_id": run_id, "online_run_id": on_id,
+                         "depth_mean": float(rnd["depth"].mean()), "online_depth_mean": float(o["depth"].mean()),
+                         "tv": tv, "matched": tv <= RANDOM_MATCH_TV + _TOL})
+    return pd.DataFrame(rows, columns=["task", "seed", "run_id", "online_run_id", "depth_mean", "online_depth_mean",
+                                       "tv", "matched"])
 
 
 def failed_bar_note(row: pd.Series) -> str:
@@ -140,5 +194,5 @@ def training_curves(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
     return out.sort_values(["task", "mechanism", "seed", "run_id", "step"], kind="stable").reset_index(drop=True)
 
 
-__all__ = ["LEARN_FLOOR_GAP", "LEARNING_COLUMNS", "TRAINING_CURVE_COLUMNS", "learning_table", "failed_bar_note",
+__all__ = ["LEARN_FLOOR_GAP", "ROOM_MAX_FRACTION", "MIN_DEPTH_SD", "RANDOM_MATCH_TV", "random_match_table", "LEARNING_COLUMNS", "TRAINING_CURVE_COLUMNS", "learning_table", "failed_bar_note",
            "training_curves"]

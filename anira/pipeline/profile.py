@@ -17,7 +17,9 @@ the file, the key and what is allowed)::
         seed: [0]
         from_run:
           match: {mechanism: online}                  # the matched run = this entry with these values
-          set: {random_mean_depth: in.mean_depth}     # field <- dotted key of its summary.json
+          set: {random_depth_probs: in.depth_probs}   # field <- dotted key of its summary.json
+                                                      # (in.depth_probs: its answer depths' distribution;
+                                                      # in.mean_depth: their mean, for random_mean_depth)
     notebooks:                    # run in this order
       - {name: 01_tasks, params: {n_examples: 3}}
       - {name: 02_train, per_run: true}               # once per run of the sweep
