@@ -542,11 +542,34 @@ class CheckpointRequests:
         self.signalled = signum
 
     def __enter__(self) -> "CheckpointRequests":
+        other = self.training_elsewhere()
+        if other is not None:
+            raise RuntimeError(f"out_dir {self.mark.parent} is being trained by process {other} on this host "
+                               f"({TRAINING_MARK}); two processes must not train one run folder. Wait for it, or "
+                               f"end it (its checkpoint resumes), or remove {self.mark} if that process is not training")
         self.request.unlink(missing_ok=True)  # a request left by an attempt that was killed first
         _atomic_write_text(f"{platform.node()} {os.getpid()}\n", self.mark)
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
+
+    def training_elsewhere(self) -> int | None:
+        """The pid of another live process of this host whose mark is in the run folder, else None
+        (no mark, a mark of another host, or of a process that has ended)."""
+        try:
+            host, pid = self.mark.read_text().split()
+            pid = int(pid)
+        except (FileNotFoundError, ValueError):
+            return None
+        if host != platform.node() or pid == os.getpid():
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, another user's
+        return pid
 
     def pending(self) -> str | None:
         """Why a checkpoint is due now ("SIGUSR2", "SIGTERM", "request"), or None."""

@@ -408,3 +408,31 @@ def test_operating_point_is_chosen_on_a_validation_split_by_the_fixed_rule(tmp_p
     assert "operating_point" not in run(tiny(mechanism="fixed", fixed_depth=2, operating_point="validation"), tmp_path / "f")
     with pytest.raises(ValueError, match="operating_point"):
         tiny(operating_point="best")
+
+
+def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path):
+    """Two processes training one run folder would both write its checkpoint, log and records: the
+    second is refused while the first (its mark: host and pid) is alive; a mark left by a process
+    that has ended, or by another host, does not block a resume."""
+    import platform
+    import subprocess
+    import sys
+
+    cfg = tiny(mechanism="fixed", fixed_depth=2)
+    out = tmp_path / "r"
+    out.mkdir()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / tr.TRAINING_MARK).write_text(f"{platform.node()} {alive.pid}\n")
+        with pytest.raises(RuntimeError, match=rf"being trained by process {alive.pid} on this host"):
+            run(cfg, out)
+        assert not (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()
+    finally:
+        alive.kill()
+        alive.wait()
+    run(cfg, out)  # the mark of an ended process: resumed as usual
+    assert (out / "summary.json").exists() and not (out / tr.TRAINING_MARK).exists()
+    (out2 := tmp_path / "s").mkdir()
+    (out2 / tr.TRAINING_MARK).write_text(f"another-host {os.getpid()}\n")
+    run(cfg, out2)
+    assert (out2 / "summary.json").exists()
