@@ -16,6 +16,7 @@ Exit status: 0 done, 1 some runs or notebooks failed (rerun to resume), 2 bad in
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -67,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    data_root = os.environ.get("ANIRA_DATA")
+    if data_root and not os.path.isabs(data_root):  # the notebooks run in notebooks/: pass them the same folder
+        os.environ["ANIRA_DATA"] = os.path.abspath(data_root)
     try:
         opts = ExecutorOptions(kind=args.executor, workers=args.workers, partition=args.partition,
                                time_min=args.time_min, gpus=args.gpus, cpus_per_task=args.cpus_per_task,

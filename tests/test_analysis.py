@@ -766,3 +766,14 @@ def test_random_control_matched_in_distribution_not_only_mean():
     assert t2["tv"] <= RANDOM_MATCH_TV / 2 and t2["matched"]
     with pytest.raises(ValueError, match="max_depth = 6"):
         depth_probs({"7": 3}, 6)
+
+
+def test_aggregate_untestable_for_different_reasons_says_so():
+    """An aggregate whose tasks are all untestable, for different reasons, must not borrow one task's
+    reason: it reads "untestable (several reasons)" and its note names each task's."""
+    parts = {"hops": C.Claim("f", "s", 0.2, "c", 0.5, C.NOT_CERTIFIED), "toposort": C.Claim("f", "s", 0.2, "c", 0.5, C.NO_ROOM)}
+    agg = C._aggregate("f", "online", parts)
+    assert agg.verdict == C.UNTESTABLE_MIXED != C.UNTESTABLE and agg.verdict in C.VERDICTS
+    assert "no room to allocate: toposort" in agg.note and "not certified: hops" in agg.note
+    same = C._aggregate("f", "online", {t: C.Claim("f", "s", 0.2, "c", 0.5, C.NO_ROOM) for t in ("hops", "addition")})
+    assert same.verdict == C.NO_ROOM

@@ -94,7 +94,9 @@ UNTESTABLE = "untestable (not learned)"  # a run of the row's task x mechanism f
 NO_ROOM = "untestable (no room to allocate)"  # an adaptive run pinned near max depth (learning.room)
 DEPTH_CONSTANT = "untestable (no depth variance)"  # timing: no depth variance to explain
 NOT_CERTIFIED = "untestable (set not certified)"  # extrapolation: the out-of-range set needs no more steps
-VERDICTS = ("reproduced", "not reproduced", "inconclusive", UNTESTABLE, NO_ROOM, DEPTH_CONSTANT, NOT_CERTIFIED)
+UNTESTABLE_MIXED = "untestable (several reasons)"  # an aggregate whose tasks are untestable for different reasons
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", UNTESTABLE, NO_ROOM, DEPTH_CONSTANT, NOT_CERTIFIED,
+            UNTESTABLE_MIXED)
 _UNTESTABLE_KINDS = ((UNTESTABLE, "not learned"), (NO_ROOM, "no room to allocate"), (DEPTH_CONSTANT, "no depth variance"),
                      (NOT_CERTIFIED, "out-of-range set not certified"))
 SANITY_VERDICTS = ("as predicted", "not as predicted", DEPTH_CONSTANT)  # the timing sanity rows
@@ -253,7 +255,7 @@ def _aggregate(finding: str, mech: str, parts: dict[str, Claim]) -> Claim:
     verdict = aggregate_verdict(testable)
     if untestable and not testable:
         kinds = {parts[t].verdict for t in untestable}
-        verdict = kinds.pop() if len(kinds) == 1 else UNTESTABLE
+        verdict = kinds.pop() if len(kinds) == 1 else UNTESTABLE_MIXED  # the note names each task's reason
     notes = [] if parts else ["data missing"]
     for kind, why in _UNTESTABLE_KINDS:
         left = [t for t in untestable if parts[t].verdict == kind]
@@ -519,7 +521,7 @@ def thresholds() -> dict[str, float | str | tuple]:
 
 __all__ = ["Claim", "evaluate_claims", "claim_inputs", "claims_table", "thresholds", "interval_verdict", "aggregate_verdict",
            "combine_all", "alignment_claims", "extrapolation_claims", "timing_claims", "learning_status", "VERDICTS",
-           "UNTESTABLE", "NO_ROOM", "LEARN_FLOOR_GAP", "depth_status",
+           "UNTESTABLE", "NO_ROOM", "UNTESTABLE_MIXED", "LEARN_FLOOR_GAP", "depth_status",
            "ALGORITHMIC_TASKS", "ALIGN_MECHANISMS", "ALIGN_RHO_MIN", "ALIGN_CI_LO_MIN", "EXTRAP_MECHANISMS",
            "EXTRAP_ACC_DROP_MIN", "EXTRAP_DEPTH_INCREASE_MIN", "TIMING_DIRECTION", "TIMING_SANITY", "TIMING_MARGIN",
            "TIMING_MIN_R2", "TIMING_MIN_DEPTH_SD", "SANITY_TOL", "TASK_FRACTION", "DEPTH_CONSTANT", "SANITY_VERDICTS",
