@@ -51,7 +51,7 @@ from anira.config import (ADAPTIVE, MAX_DEPTH, MECHANISMS, check_choice, check_f
 from anira.losses import LossConfig, PonderLoss, task_loss, token_ce
 from anira.paths import portable_argv
 from anira.model import AniraModel, ModelConfig
-from anira.tasks import PAD_ID, TASK_NAMES, Example, Task, collate, make_task
+from anira.tasks import PAD_ID, TASK_NAMES, Example, Task, collate, make_task, task_class
 
 TRAIN_MODES = ("dense", "frozen")
 SUMMARY_VERSION = 1
@@ -479,8 +479,6 @@ def choose_operating_point(model: AniraModel, cfg: RunConfig) -> dict[str, Any]:
     """The halting threshold for the final evaluation, by the rule above. Returns {"threshold",
     "met" (a threshold was within OP_TOLERANCE), "acc_multi_full_depth", "grid": [{threshold,
     acc_multi, mean_depth}, ...], "n_examples", "seed", "tolerance"}; the model is left unchanged."""
-    from anira.tasks import task_class
-
     examples = make_task(cfg.task, range="train", **cfg.task_params).generate(VALIDATION_EXAMPLES, seed=VALIDATION_SEED)
     multi_step = task_class(cfg.task).multi_step
     base = model.cfg
@@ -493,8 +491,10 @@ def choose_operating_point(model: AniraModel, cfg: RunConfig) -> dict[str, Any]:
 
     try:
         full, _ = acc_depth(dataclasses.replace(base, mechanism="fixed", fixed_depth=base.max_depth))
-        grid = [dict(zip(("threshold", "acc_multi", "mean_depth"), (q, *acc_depth(dataclasses.replace(base, halt_threshold=q)))))
-                for q in OP_THRESHOLDS]
+        grid = []
+        for q in OP_THRESHOLDS:
+            acc, depth = acc_depth(dataclasses.replace(base, halt_threshold=q))
+            grid.append({"threshold": q, "acc_multi": acc, "mean_depth": depth})
     finally:
         model.cfg = base
     ok = [g for g in grid if g["acc_multi"] >= full - OP_TOLERANCE - 1e-12]

@@ -771,7 +771,8 @@ def test_random_control_matched_in_distribution_not_only_mean():
 def test_aggregate_untestable_for_different_reasons_says_so():
     """An aggregate whose tasks are all untestable, for different reasons, must not borrow one task's
     reason: it reads "untestable (several reasons)" and its note names each task's."""
-    parts = {"hops": C.Claim("f", "s", 0.2, "c", 0.5, C.NOT_CERTIFIED), "toposort": C.Claim("f", "s", 0.2, "c", 0.5, C.NO_ROOM)}
+    parts = {"hops": C.Claim("f", "s", 0.2, "c", 0.5, C.NOT_CERTIFIED),
+             "toposort": C.Claim("f", "s", 0.2, "c", 0.5, C.NO_ROOM)}
     agg = C._aggregate("f", "online", parts)
     assert agg.verdict == C.UNTESTABLE_MIXED != C.UNTESTABLE and agg.verdict in C.VERDICTS
     assert "no room to allocate: toposort" in agg.note and "not certified: hops" in agg.note

@@ -97,8 +97,8 @@ NOT_CERTIFIED = "untestable (set not certified)"  # extrapolation: the out-of-ra
 UNTESTABLE_MIXED = "untestable (several reasons)"  # an aggregate whose tasks are untestable for different reasons
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", UNTESTABLE, NO_ROOM, DEPTH_CONSTANT, NOT_CERTIFIED,
             UNTESTABLE_MIXED)
-_UNTESTABLE_KINDS = ((UNTESTABLE, "not learned"), (NO_ROOM, "no room to allocate"), (DEPTH_CONSTANT, "no depth variance"),
-                     (NOT_CERTIFIED, "out-of-range set not certified"))
+_UNTESTABLE_KINDS = ((UNTESTABLE, "not learned"), (NO_ROOM, "no room to allocate"),
+                     (DEPTH_CONSTANT, "no depth variance"), (NOT_CERTIFIED, "out-of-range set not certified"))
 SANITY_VERDICTS = ("as predicted", "not as predicted", DEPTH_CONSTANT)  # the timing sanity rows
 
 

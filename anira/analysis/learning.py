@@ -194,5 +194,5 @@ def training_curves(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
     return out.sort_values(["task", "mechanism", "seed", "run_id", "step"], kind="stable").reset_index(drop=True)
 
 
-__all__ = ["LEARN_FLOOR_GAP", "ROOM_MAX_FRACTION", "MIN_DEPTH_SD", "RANDOM_MATCH_TV", "random_match_table", "LEARNING_COLUMNS", "TRAINING_CURVE_COLUMNS", "learning_table", "failed_bar_note",
-           "training_curves"]
+__all__ = ["LEARN_FLOOR_GAP", "ROOM_MAX_FRACTION", "MIN_DEPTH_SD", "RANDOM_MATCH_TV", "LEARNING_COLUMNS",
+           "TRAINING_CURVE_COLUMNS", "learning_table", "random_match_table", "failed_bar_note", "training_curves"]
