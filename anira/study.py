@@ -2,13 +2,14 @@
 
 Every notebook of the profile runs in order through papermill; the training notebook once per run
 of the sweep. Finished runs are cached under ``runs/<profile>/runs/<config_hash>/`` and skipped;
-interrupted ones resume. Examples::
+interrupted ones resume; finished runs committed under ``data/results/<profile>/runs`` (with
+their weights) are copied into the cache first and not trained again (``--no-reuse``). Examples::
 
     python -m anira.study --profile smoke --dry-run            # the plan (runs, hashes, cached or not), estimated time
     python -m anira.study --profile cpu --executor local --workers 2
     python -m anira.study --profile full --executor slurm --partition gpu --time 240 --gpus 1
     python -m anira.study --profile cpu --only-notebooks 03,04 # re-run two analyses on finished runs
-    python -m anira.study --profile cpu --export-to data/results  # copy the light results (no weights)
+    python -m anira.study --profile cpu --export-to data/results  # copy the results and weights to commit
     python -m anira.study --profile cpu --results-from data/results --only-notebooks 3,4,5,6,7  # redraw the figures
 
 Exit status: 0 done, 1 some runs or notebooks failed (rerun to resume), 2 bad input (nothing ran).
@@ -60,8 +61,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="redraw from the finished runs under DIR/<profile>/runs (e.g. data/results); nothing is "
                         "trained and nothing under DIR is written (executed notebooks and manifest go to --runs-root)")
     p.add_argument("--export-to", type=Path, metavar="DIR",
-                   help="copy the finished runs' records, summaries, logs, the manifest and the executed notebooks "
-                        "to DIR/<profile>/ (nothing is run); redraw from there with --runs-root DIR")
+                   help="copy the finished runs' records, summaries, logs, trained weights, the manifest and the "
+                        "executed notebooks to DIR/<profile>/ (nothing is run); redraw from there with --results-from DIR")
+    p.add_argument("--partial", action="store_true",
+                   help="with --export-to: export the finished runs of a study that is not finished yet")
+    p.add_argument("--reuse-from", type=Path, metavar="DIR", default=REPO / "data" / "results",
+                   help="before training, copy the finished runs of DIR/<profile>/runs that have their weights "
+                        "(a study committed part by part) into the run cache instead of training them again "
+                        "(default: data/results)")
+    p.add_argument("--no-reuse", action="store_true", help="train every run here, reusing no committed run")
     p.add_argument("--run-class", help=argparse.SUPPRESS)  # "module:Class" (tests use a toy trainer)
     return p.parse_args(argv)
 
@@ -79,14 +87,15 @@ def main(argv: list[str] | None = None) -> int:
                                run_cls=args.run_class)
         if args.export_to is not None:
             layout = Layout(profile.name, **({"runs_root": args.runs_root} if args.runs_root else {}))
-            print(f"exported {profile.name} results to {export_results(layout, args.export_to)}")
+            print(f"exported {profile.name} results to {export_results(layout, args.export_to, partial=args.partial)}")
             return 0
         only = [t for t in args.only_notebooks.split(",") if t.strip()] if args.only_notebooks else None
         runs_root = args.runs_root
         if args.results_from is not None and runs_root is None:
             runs_root = REDRAW_ROOT
         manifest = run_study(profile, executor=opts, only_notebooks=only, dry_run=args.dry_run,
-                             runs_root=runs_root, figures_root=args.figures_root, results_root=args.results_from)
+                             runs_root=runs_root, figures_root=args.figures_root, results_root=args.results_from,
+                             reuse_from=None if args.no_reuse else args.reuse_from)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -446,20 +446,102 @@ def _atomic_write_text(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def record_info(cfg: RunConfig, run_id: str) -> dict[str, Any]:
+    """The run's columns at the front of every record row."""
+    return {"run_id": run_id, "task": cfg.task, "mechanism": cfg.mechanism, "seed": cfg.seed, "beta": cfg.beta,
+            "max_depth": cfg.max_depth}
+
+
+def score_split(model: AniraModel, cfg: RunConfig, split: str, examples: Sequence[Example],
+                info: dict[str, Any]) -> pd.DataFrame:
+    """The final records of one frozen set: real early exit at the trained depth (and at
+    ``eval_max_depth``), the ``random`` draws seeded as in training's final evaluation."""
+    depths = (None,) if cfg.eval_max_depth is None else (None, cfg.eval_max_depth)
+    df = evaluate(model, examples, max_depths=depths, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2, info=info)
+    df.insert(list(df.columns).index("eval_max_depth") + 1, "split", split)
+    return df
+
+
+# A finished run's trained weights without the optimizer state (what is committed with a study):
+# {"config_hash", "dtype", "state_dict"}. load_model reads checkpoint.pt when there is one, else this.
+WEIGHTS_FILE = "weights.pt"
+WEIGHT_DTYPES = ("float16", "float32")
+
+
+def save_weights(model: AniraModel, out_path: str | Path, config_hash: str, dtype: str = "float16") -> Path:
+    """Write ``model``'s floating-point parameters and buffers in ``dtype`` (one of WEIGHT_DTYPES) to ``out_path``."""
+    if dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"dtype = {dtype!r}; allowed values: {list(WEIGHT_DTYPES)}")
+    to = getattr(torch, dtype)
+    state = {k: v.detach().to("cpu", to) if v.is_floating_point() else v.detach().cpu() for k, v in model.state_dict().items()}
+    out_path = Path(out_path)
+    _atomic_save({"config_hash": config_hash, "dtype": dtype, "state_dict": state}, out_path)
+    return out_path
+
+
 def load_model(out_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, AniraModel]:
-    """The config and trained model of a run directory (from its checkpoint), at the halting
-    threshold its final evaluation used (``operating_point`` in summary.json, when chosen)."""
+    """The config and trained model of a run directory, at the halting threshold its final
+    evaluation used (``operating_point`` in summary.json, when chosen). The weights come from
+    ``checkpoint.pt`` (a run trained here) or, without one, from ``weights.pt`` (a committed run;
+    float16 weights are cast back to float32)."""
     out_dir = Path(out_dir)
     cfg = RunConfig.from_record(json.loads((out_dir / "config.json").read_text())["config"], where=str(out_dir))
     task = make_task(cfg.task, range="train", **cfg.task_params)
     model = AniraModel(cfg.model_config(vocab_size=len(task.vocab)))
-    ckpt = torch.load(out_dir / "checkpoint.pt", map_location=device, weights_only=False)
-    model.load_state_dict(ckpt["model"])
+    if (out_dir / "checkpoint.pt").is_file():
+        state = torch.load(out_dir / "checkpoint.pt", map_location=device, weights_only=False)["model"]
+    elif (out_dir / WEIGHTS_FILE).is_file():
+        saved = torch.load(out_dir / WEIGHTS_FILE, map_location=device, weights_only=True)
+        if saved["config_hash"] != config_hash(cfg):
+            raise ValueError(f"{out_dir / WEIGHTS_FILE} holds the weights of config hash {saved['config_hash']}, "
+                             f"not {config_hash(cfg)} (this folder's config.json)")
+        state = {k: v.float() if v.is_floating_point() else v for k, v in saved["state_dict"].items()}
+    else:
+        raise FileNotFoundError(f"{out_dir}: no trained weights (neither checkpoint.pt nor {WEIGHTS_FILE}); "
+                                f"finish the run first (python -m anira.train --out {out_dir} ...)")
+    model.load_state_dict(state)
     summary = out_dir / "summary.json"
     op = json.loads(summary.read_text()).get("operating_point") if summary.is_file() else None
     if op:
         model.cfg = dataclasses.replace(model.cfg, halt_threshold=op["threshold"])
     return cfg, model.to(device).eval()
+
+
+def rescore(out_dir: str | Path, model: AniraModel | None = None) -> pd.DataFrame:
+    """The records of a finished run recomputed from its weights (``model``, default ``load_model``),
+    in the row order of its ``records.csv.gz``: the committed weights reproduce the committed records."""
+    out_dir = Path(out_dir)
+    cfg, loaded = load_model(out_dir)
+    model = loaded if model is None else model
+    sets = load_eval_sets(cfg, make_task(cfg.task, range="train"))
+    h = json.loads((out_dir / "config.json").read_text())["config_hash"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.num_threads)  # as in training's final evaluation
+    try:
+        return pd.concat([score_split(model, cfg, split, exs, record_info(cfg, h)) for split, exs in sets.items()],
+                         ignore_index=True)
+    finally:
+        torch.set_num_threads(threads)
+
+
+RECORD_KEYS = ("split", "eval_max_depth", "example", "target")  # a record row's identity
+RECORD_DECISIONS = ("pred", "correct", "depth", "block_calls")  # what must be equal for the same result
+
+
+def records_differ(committed: pd.DataFrame, recomputed: pd.DataFrame) -> str | None:
+    """None when ``recomputed`` has the rows of ``committed`` in the same order with every
+    prediction, correctness, depth and block count equal; else what differs, in words. (Losses and
+    halting probabilities are real numbers: float16 weights move them in the fourth digit.)"""
+    if len(committed) != len(recomputed):
+        return f"{len(recomputed)} rows instead of {len(committed)}"
+    for col in RECORD_KEYS + RECORD_DECISIONS:
+        a, b = committed[col].to_numpy(), recomputed[col].to_numpy()
+        if col == "correct":
+            a, b = a.astype(bool), b.astype(bool)
+        bad = np.flatnonzero(a != b)
+        if len(bad):
+            return f"{len(bad)} of {len(a)} rows differ in {col!r} (first at row {bad[0]}: {a[bad[0]]!r} vs {b[bad[0]]!r})"
+    return None
 
 
 # The operating-point rule, fixed before any run it was applied to (issue "depth-used"): after
@@ -795,9 +877,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
     train_time = time.perf_counter() - t0
     train_cpu = time.process_time() - c0
     # final evaluation on the frozen sets with real early exit
-    info = {"run_id": h, "task": cfg.task, "mechanism": cfg.mechanism, "seed": cfg.seed, "beta": cfg.beta,
-            "max_depth": cfg.max_depth}
-    depths = (None,) if cfg.eval_max_depth is None else (None, cfg.eval_max_depth)
+    info = record_info(cfg, h)
     op = None
     if cfg.operating_point == "validation" and cfg.mechanism in ADAPTIVE:
         op = choose_operating_point(model, cfg)
@@ -811,8 +891,7 @@ def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None)
         summary["operating_point"] = op
     t_eval = time.perf_counter()
     for split, exs in eval_sets.items():
-        df = evaluate(model, exs, max_depths=depths, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2, info=info)
-        df.insert(list(df.columns).index("eval_max_depth") + 1, "split", split)
+        df = score_split(model, cfg, split, exs, info)
         frames.append(df)
         for md, d in df.groupby("eval_max_depth"):
             key = split if md == cfg.max_depth else f"{split}@{md}"

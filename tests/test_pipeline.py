@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import torch
 import pytest
 
 NB_DIR = Path(__file__).parent / "notebooks"
@@ -53,6 +54,20 @@ def load(path: Path, **kw):
 
 def study(path: Path, root: Path, **kw):
     return run_study(load(path), runs_root=root / "runs", figures_root=root / "figures", **kw)
+
+
+def count_notebooks(monkeypatch) -> list[str]:
+    """The names of the notebooks the driver executes from now on, in order."""
+    calls: list[str] = []
+    real = driver_mod.execute_notebook
+
+    def counting(nb_path, *a, **kw):
+        calls.append(Path(nb_path).stem)
+        return real(nb_path, *a, **kw)
+
+    monkeypatch.setattr(driver_mod, "execute_notebook", counting)
+    monkeypatch.setattr("anira.pipeline.runs.execute_notebook", counting)
+    return calls
 
 
 def attempts(run_dir: Path) -> list[tuple[int, int]]:
@@ -299,15 +314,7 @@ sweep:
 
 def test_driver_end_to_end_failure_resume_and_cache(tmp_path, monkeypatch):
     path = write_profile(tmp_path, "e2e", E2E)
-    calls: list[str] = []
-    real = driver_mod.execute_notebook
-
-    def counting(nb_path, *a, **kw):
-        calls.append(Path(nb_path).stem)
-        return real(nb_path, *a, **kw)
-
-    monkeypatch.setattr(driver_mod, "execute_notebook", counting)
-    monkeypatch.setattr("anira.pipeline.runs.execute_notebook", counting)
+    calls = count_notebooks(monkeypatch)
     layout = Layout("e2e", tmp_path / "runs", tmp_path / "figures")
     prof = load(path)
     hashes = [r.config_hash for r in prof.runs if r.config_hash]
@@ -692,3 +699,38 @@ def test_without_accounting_job_states_come_from_squeue_with_one_line(tmp_path, 
     assert not w.is_done("7_0", mode="cache") and w.is_done("7_2", mode="cache")
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "sacct does not answer (Slurm accounting storage is disabled)" in err
+
+
+def test_a_study_committed_part_by_part_is_completed_not_retrained(tmp_path, monkeypatch):
+    """Sitting 1 finishes some runs and exports them (--export-to --partial); on a fresh run cache,
+    sitting 2 copies the exported runs that carry weights (reuse_from) and trains only the rest.
+    A run exported without weights, and a dry run, copy nothing."""
+    from anira.pipeline.export import export_results
+
+    path = write_profile(tmp_path, "e2e", E2E)
+    calls = count_notebooks(monkeypatch)
+    first = Layout("e2e", tmp_path / "one" / "runs", tmp_path / "one" / "figures")
+    crashing = next(r.config_hash for r in load(path).runs if r.config is not None and r.config.crash_once_at)
+    with pytest.raises(StudyError, match="1 of 4 runs did not finish"):
+        study(path, tmp_path / "one")
+    finished = sorted(p.name for p in first.runs_dir.iterdir() if (p / "summary.json").is_file())
+    assert len(finished) == 3 and crashing not in finished
+    for h in finished[:2]:  # the toy trainer keeps no weights: two runs get a stand-in weights.pt
+        torch.save({"config_hash": h, "dtype": "float32", "state_dict": {}}, first.run_dir(h) / "weights.pt")
+    with pytest.raises(ValueError, match=r"unfinished runs(.|\n)*--partial"):
+        export_results(first, tmp_path / "results")
+    dest = export_results(first, tmp_path / "results", partial=True)
+    assert sorted(p.name for p in (dest / "runs").iterdir()) == finished
+    second = Layout("e2e", tmp_path / "two" / "runs", tmp_path / "two" / "figures")
+    study(path, tmp_path / "two", dry_run=True, reuse_from=tmp_path / "results")
+    assert not second.runs_dir.exists()  # a dry run writes nothing
+    calls.clear()
+    with pytest.raises(StudyError, match="1 of 4 runs did not finish"):  # the toy run crashes once per run cache
+        study(path, tmp_path / "two", reuse_from=tmp_path / "results")
+    assert calls.count("toy_train") == 2  # the run exported without weights and the crashing one, not the two reused
+    man = study(path, tmp_path / "two", reuse_from=tmp_path / "results")
+    assert man["status"] == "complete" and calls.count("toy_train") == 3
+    for h in finished[:2]:
+        assert (second.run_dir(h) / "weights.pt").read_bytes() == (first.run_dir(h) / "weights.pt").read_bytes()
+        assert json.loads((second.run_dir(h) / "summary.json").read_text()) == json.loads((first.run_dir(h) / "summary.json").read_text())
+    assert driver_mod.reuse_finished(second, tmp_path / "results" / "e2e" / "runs") == []  # nothing left to copy

@@ -436,3 +436,49 @@ def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path):
     (out2 / tr.TRAINING_MARK).write_text(f"another-host {os.getpid()}\n")
     run(cfg, out2)
     assert (out2 / "summary.json").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# the trained weights alone (what a committed study ships), loaded without a checkpoint
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mechanism", ["online", "random"])
+def test_exported_weights_load_without_a_checkpoint_and_reproduce_the_records(tmp_path, mechanism):
+    from anira.pipeline.export import export_weights
+
+    cfg = tiny(mechanism=mechanism, eval_max_depth=4, **({"random_mean_depth": 2.0} if mechanism == "random" else {}))
+    run(cfg, tmp_path / "r")
+    dest = tmp_path / "shipped"
+    dest.mkdir()
+    for name in ("config.json", "summary.json", "records.csv.gz"):
+        (dest / name).write_bytes((tmp_path / "r" / name).read_bytes())
+    info = export_weights(tmp_path / "r", dest)
+    assert info["dtype"] in tr.WEIGHT_DTYPES and (info["float16_differs"] is None) == (info["dtype"] == "float16")
+    saved = torch.load(dest / tr.WEIGHTS_FILE, weights_only=True)
+    assert saved["config_hash"] == config_hash(cfg) and "optimizer" not in saved
+    assert {v.dtype for v in saved["state_dict"].values() if v.is_floating_point()} == {getattr(torch, info["dtype"])}
+    committed = pd.read_csv(dest / "records.csv.gz")
+    assert tr.records_differ(committed, tr.rescore(dest)) is None  # from weights.pt alone: same predictions and depths
+    # the check can fail: one changed prediction or one row less is reported
+    changed = committed.copy()
+    changed.loc[3, "pred"] = changed.loc[3, "pred"] + 1
+    assert "1 of" in tr.records_differ(changed, committed) and "'pred'" in tr.records_differ(changed, committed)
+    assert "rows instead of" in tr.records_differ(committed, committed.iloc[1:])
+    # an exported run is exported again as it is
+    again = tmp_path / "again"
+    again.mkdir()
+    assert export_weights(dest, again)["dtype"] == info["dtype"]
+    assert (again / tr.WEIGHTS_FILE).read_bytes() == (dest / tr.WEIGHTS_FILE).read_bytes()
+
+
+def test_load_model_names_what_is_missing_or_mismatched(tmp_path):
+    cfg = tiny(mechanism="fixed", fixed_depth=2)
+    run(cfg, tmp_path / "r")
+    (tmp_path / "r" / "checkpoint.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"neither checkpoint.pt nor weights.pt"):
+        tr.load_model(tmp_path / "r")
+    _, other = tr.build(tiny(mechanism="fixed", fixed_depth=1))
+    tr.save_weights(other, tmp_path / "r" / tr.WEIGHTS_FILE, config_hash(tiny(mechanism="fixed", fixed_depth=1)))
+    with pytest.raises(ValueError, match=r"weights of config hash .* not " + config_hash(cfg)):
+        tr.load_model(tmp_path / "r")
+    with pytest.raises(ValueError, match=r"dtype = 'int8'; allowed values: \['float16', 'float32'\]"):
+        tr.save_weights(other, tmp_path / "x.pt", "0", dtype="int8")

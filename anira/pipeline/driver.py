@@ -179,6 +179,34 @@ def _resolve_state(profile: Profile, layout: Layout, spec: RunSpec) -> PlannedRu
     return PlannedRun(spec, h, run_state(layout.run_dir(h), h), cfg)
 
 
+REUSED_FILES = ("config.json", "summary.json", "log.jsonl", "records.csv.gz", "weights.pt")
+
+
+def reuse_finished(layout: Layout, source: Path) -> list[str]:
+    """Copy into ``layout.runs_dir`` every finished run of ``source`` (a folder of run directories, e.g.
+    the committed ``data/results/<profile>/runs``) that has its trained weights (``weights.pt``) and
+    that ``layout`` does not hold yet; returns their hashes. A run directory is named by its config
+    hash, which covers every parameter and the frozen data (``inputs_sha256`` is still checked by the
+    plan), so a reused run is the run the study would train. A directory already there (finished
+    or partial) is left as it is."""
+    source = Path(source)
+    if not source.is_dir() or source.resolve() == layout.runs_dir.resolve():
+        return []
+    copied = []
+    for src in sorted(source.iterdir()):
+        if run_state(src, src.name) != "done" or not (src / "weights.pt").is_file() or layout.run_dir(src.name).exists():
+            continue
+        tmp = layout.runs_dir / f".{src.name}.reuse"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name in REUSED_FILES:
+            if (src / name).is_file():
+                shutil.copy2(src / name, tmp / name)
+        os.replace(tmp, layout.run_dir(src.name))  # whole or not at all
+        copied.append(src.name)
+    return copied
+
+
 def make_plan(profile: Profile, layout: Layout) -> list[PlannedRun]:
     cache: dict[str, str] = {}
     return [_resolve(profile, layout, r, cache) for r in profile.runs]
@@ -476,6 +504,7 @@ def run_study(
     runs_root: Path | None = None,
     figures_root: Path | None = None,
     results_root: Path | None = None,
+    reuse_from: Path | None = None,
     out: Any = None,
 ) -> dict[str, Any]:
     """Run ``profile`` (a loaded Profile, or a name/path for ``load_profile`` with the real trainer; see
@@ -483,6 +512,9 @@ def run_study(
 
     ``results_root``: redraw from the finished runs under ``results_root/<profile>/runs`` (e.g. the
     committed ``data/results``); nothing there is written, so every run must be finished there.
+    ``reuse_from``: before planning, copy the finished runs (with weights) of
+    ``reuse_from/<profile>/runs`` that the run cache lacks (``reuse_finished``), so that a study
+    committed part by part is completed, not retrained (not with ``dry_run``, which writes nothing).
 
     Raises ValueError for bad input before anything runs, StudyError when runs or notebooks failed.
     """
@@ -496,6 +528,11 @@ def run_study(
         raise ValueError(f"results_root = {str(results_root)!r} is the runs root itself; give another --runs-root")
     selected = select_notebooks(profile, only_notebooks)
     per_run = profile.per_run_notebook
+    if reuse_from is not None and layout.results_root is None and not dry_run:
+        reused = reuse_finished(layout, Path(reuse_from) / profile.name / "runs")
+        if reused:
+            print(f"reused {len(reused)} finished runs from {portable(Path(reuse_from) / profile.name / 'runs')} "
+                  f"(their weights, records and logs; --no-reuse trains them here instead)", file=out)
     plan = make_plan(profile, layout)
     if layout.results_root is not None:
         missing = [p.spec.label() for p in plan if p.state != "done"]
