@@ -224,7 +224,7 @@ def test_hash_stable_matches_trainer_and_changes_with_parameters(tmp_path):
     assert set(ha) <= set(hc) and len(set(hc) - set(ha)) == 4
 
 
-@pytest.mark.parametrize("name", ["smoke", "cpu", "full"])
+@pytest.mark.parametrize("name", ["smoke", "cpu", "cpu3", "full"])
 def test_shipped_profiles_validate_with_the_real_trainer(name):
     nb_dir = REPO / "notebooks"
     check = all((nb_dir / f"{nb}.ipynb").exists() for nb in ("01_tasks", "02_train"))
@@ -234,7 +234,7 @@ def test_shipped_profiles_validate_with_the_real_trainer(name):
     assert {"early", "online", "fixed"} <= mechs
 
 
-@pytest.mark.parametrize("name", ["cpu", "full"])
+@pytest.mark.parametrize("name", ["cpu", "cpu3", "full"])
 def test_study_profiles_carry_each_tasks_measured_recipe(name):
     """Every early, online, oracle and random run of the cpu and full profiles has its task's
     ``adaptive_recipe`` (the controls differ from online only in the decision); fixed-depth runs
@@ -258,7 +258,7 @@ def test_study_profiles_carry_each_tasks_measured_recipe(name):
         for key, value in task.adaptive_recipe.items():
             assert getattr(cfg, key) == (value if adaptive else defaults[key]), (cfg.task, cfg.mechanism, key)
         for key, value in task.recipe.items():
-            if name == "cpu":
+            if name in ("cpu", "cpu3"):
                 assert getattr(cfg, key) == value, (cfg.task, cfg.mechanism, key)
             else:
                 assert key == "steps" and cfg.steps > value
