@@ -82,15 +82,6 @@ class RunConfig:
     # --- what is trained ---------------------------------------------------------------------
     task: str = "hops"  # registry name
     task_params: dict = field(default_factory=dict)  # overrides of the task's training-range config
-    # curriculum: the integer task parameter `curriculum_param` (e.g. "max_hops") starts at
-    # `curriculum_start` and rises in equal stages to its training-range value by step
-    # `curriculum_steps`; it shapes the data stream only, no label reaches the model (None = off)
-    curriculum_param: str | None = None
-    curriculum_start: int = 1
-    curriculum_steps: int = 0
-    # explicit stage values instead of start..final (equal stages over curriculum_steps, then the
-    # training-range value); any numeric parameter, e.g. hops' hop_tilt (-3, 0): 1-hop queries first
-    curriculum_values: tuple[float, ...] | None = None
     seed: int = 0  # model init, data stream and random-depth draws
     # --- here: the ModelConfig fields (mechanism, depth decision, size), then the LossConfig ones ---
     # --- objective (early/online), beyond LossConfig -------------------------------------------
@@ -138,33 +129,6 @@ class RunConfig:
             task = make_task(self.task, range="train", **self.task_params)
         except ValueError as err:
             raise ValueError(f"task_params ({self.task}): {err}") from None
-        if self.curriculum_values is not None and self.curriculum_param is None:
-            raise ValueError("curriculum_values is set but curriculum_param = None: name the task parameter")
-        if self.curriculum_param is not None:
-            full = task.config
-            numeric = [f.name for f in dataclasses.fields(full)
-                       if isinstance(getattr(full, f.name), (int, float)) and not isinstance(getattr(full, f.name), bool)]
-            ints = [n for n in numeric if isinstance(getattr(full, n), int)]
-            check_range("curriculum_steps", self.curriculum_steps, 1, self.steps)
-            if self.curriculum_values is None:
-                check_choice("curriculum_param", self.curriculum_param, ints)
-                check_range("curriculum_start", self.curriculum_start, 0, getattr(full, self.curriculum_param))
-                stage_values = [self.curriculum_start]
-            else:
-                check_choice("curriculum_param", self.curriculum_param, numeric)
-                values = tuple(self.curriculum_values)
-                if not values:
-                    raise ValueError("curriculum_values = (): give at least one stage value")
-                if self.curriculum_param in ints:
-                    if any(float(v) != int(v) for v in values):
-                        raise ValueError(f"curriculum_values = {values!r}: {self.curriculum_param} takes integers")
-                    values = tuple(int(v) for v in values)
-                else:
-                    values = tuple(float(v) for v in values)
-                self.curriculum_values = values
-                stage_values = list(values)
-            for v in stage_values:  # every stage is a valid task (the task names the bad value)
-                make_task(self.task, range="train", **{**self.task_params, self.curriculum_param: v})
         if self.random_depth_probs is not None:  # ints -> floats: the recorded form (and config hash)
             self.random_depth_probs = tuple(float(p) for p in self.random_depth_probs)
         if self.ds_until_acc is not None and not (isinstance(self.ds_until_acc, (int, float)) and 0.0 < self.ds_until_acc <= 1.0):
@@ -207,6 +171,12 @@ class RunConfig:
     def from_record(cls, values: dict[str, Any], where: str = "") -> "RunConfig":
         """The config of a recorded run (``config.json``): a field added after it was recorded takes
         the behaviour it had before the field existed (``_LEGACY_VALUES``), not today's default."""
+        retired = {**_RETIRED, **_RETIRED_UNHASHED}
+        used = {k: values[k] for k in retired if k in values and values[k] != retired[k]}
+        if used:
+            raise ValueError(f"{where or 'the record'}: {used} -- a retired field (the hop-count curriculum) that this "
+                             f"version no longer trains; allowed: {retired}")
+        values = {k: v for k, v in values.items() if k not in retired}
         return from_dict(cls, {**{k: v for k, v in _LEGACY_VALUES.items() if k not in values}, **values}, where=where)
 
 
@@ -215,8 +185,16 @@ _UNHASHED = ("num_threads", "progress")
 # fields added after results were recorded, with the behaviour they had before they existed: hashed
 # only when they differ from it, so the cached and committed runs made before them keep their
 # config hash (tests/test_train.py checks a committed record)
-_LEGACY_VALUES = {"curriculum_values": None, "reinject": "adapter", "step_signal": True, "ds_until_acc": None,
+_LEGACY_VALUES = {"reinject": "adapter", "step_signal": True, "ds_until_acc": None,
                   "init": "gpt2", "ds_power": 0.0, "prelude_in_loop": True, "operating_point": "fixed"}
+
+
+# fields removed from RunConfig, with the one value every recorded run had: the hop-count curriculum
+# (no profile, script or notebook used it; its code is in the git history before the third study).
+# They stay in the config hash with that value, so every recorded run keeps its hash, and a record
+# that holds them is read only when it has that value.
+_RETIRED = {"curriculum_param": None, "curriculum_start": 1, "curriculum_steps": 0}
+_RETIRED_UNHASHED = {"curriculum_values": None}  # was hashed only when set (a legacy value)
 
 
 def depth_probs(hist: dict, max_depth: int) -> tuple[float, ...]:
@@ -239,7 +217,7 @@ def depth_probs(hist: dict, max_depth: int) -> tuple[float, ...]:
 def config_hash(cfg: RunConfig) -> str:
     """Stable sha256 (first 16 hex digits) of the canonical JSON of every result-relevant field."""
     d = {k: v for k, v in to_dict(cfg).items()
-         if k not in _UNHASHED and not (k in _LEGACY_VALUES and v == _LEGACY_VALUES[k])}
+         if k not in _UNHASHED and not (k in _LEGACY_VALUES and v == _LEGACY_VALUES[k])} | _RETIRED
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -247,17 +225,17 @@ def config_hash(cfg: RunConfig) -> str:
 # ---------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------
-def load_eval_sets(cfg: RunConfig, task: Task, n_fallback: int = 512) -> dict[str, list[Example]]:
-    """The frozen evaluation sets {"in": ..., "out": ...}; generated (with a warning) if missing."""
+def load_eval_sets(task: str, n_fallback: int = 512) -> dict[str, list[Example]]:
+    """The frozen evaluation sets {"in": ..., "out": ...} of the task named ``task``; generated (with a warning) if missing."""
     sets: dict[str, list[Example]] = {}
     for split, rng_name, seed in (("in", "train", 10_001), ("out", "extrap", 10_002)):
         try:
             from anira.data import load_eval_set
 
-            sets[split] = list(load_eval_set(cfg.task, split))
+            sets[split] = list(load_eval_set(task, split))
         except (ImportError, FileNotFoundError) as err:
-            warnings.warn(f"frozen eval set {cfg.task}/{split} unavailable ({err}); generating {n_fallback} examples")
-            sets[split] = make_task(cfg.task, range=rng_name).generate(n_fallback, seed=seed)
+            warnings.warn(f"frozen eval set {task}/{split} unavailable ({err}); generating {n_fallback} examples")
+            sets[split] = make_task(task, range=rng_name).generate(n_fallback, seed=seed)
     return sets
 
 
@@ -272,7 +250,7 @@ def _longest_eval_inputs(cfg: RunConfig) -> dict[str, int]:
     manifest = default_root() / MANIFEST
     key = (cfg.task, str(manifest), manifest.stat().st_mtime_ns if manifest.exists() else None)
     if key not in _LONGEST:
-        sets = load_eval_sets(cfg, make_task(cfg.task, range="train"))
+        sets = load_eval_sets(cfg.task)
         _LONGEST[key] = {split: max(len(e.tokens) - 1 for e in exs) for split, exs in sets.items()}
     return _LONGEST[key]
 
@@ -292,7 +270,7 @@ def inputs_fingerprint(cfg: RunConfig) -> str:
 
     Written into ``summary.json`` as ``inputs_sha256``; the study driver refuses to reuse a cached
     run whose fingerprint differs from the current data (e.g. after the sets were regenerated)."""
-    return eval_sets_sha256(load_eval_sets(cfg, make_task(cfg.task, range="train")))
+    return eval_sets_sha256(load_eval_sets(cfg.task))
 
 
 def _difficulty(cfg_mechanism: str, batch) -> torch.Tensor | None:
@@ -402,20 +380,6 @@ def build(cfg: RunConfig) -> tuple[Task, AniraModel]:
     return task, model
 
 
-def curriculum_value(cfg: RunConfig, step: int, final: int | float) -> int | float:
-    """Value of ``cfg.curriculum_param`` at ``step``: equal stages from curriculum_start up to ``final``.
-
-    With k = final - start + 1 values, value = start + floor(k * step / curriculum_steps), capped at final.
-    With ``curriculum_values`` (k values): stage floor(k * step / curriculum_steps) uses its value, and
-    from step curriculum_steps on the training-range value ``final``.
-    """
-    if cfg.curriculum_values is not None:
-        stage = (len(cfg.curriculum_values) * step) // max(1, cfg.curriculum_steps)
-        return cfg.curriculum_values[stage] if stage < len(cfg.curriculum_values) else final
-    k = final - cfg.curriculum_start + 1
-    return min(final, cfg.curriculum_start + (k * step) // max(1, cfg.curriculum_steps))
-
-
 def make_optimizer(model: AniraModel, cfg: RunConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW (decay on matrices only) and warm-up + cosine schedule."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -513,7 +477,7 @@ def rescore(out_dir: str | Path, model: AniraModel | None = None) -> pd.DataFram
     out_dir = Path(out_dir)
     cfg, loaded = load_model(out_dir)
     model = loaded if model is None else model
-    sets = load_eval_sets(cfg, make_task(cfg.task, range="train"))
+    sets = load_eval_sets(cfg.task)
     h = json.loads((out_dir / "config.json").read_text())["config_hash"]
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.num_threads)  # as in training's final evaluation
@@ -742,170 +706,182 @@ def _check_run(cfg: RunConfig, out_dir: str | Path | None) -> _Checked:
     return checked
 
 
+class _Loop:
+    """The state of one run between two optimizer steps (what a checkpoint holds) and the pieces of
+    the loop: ``restore`` (build, or resume from a checkpoint), ``step`` (one optimizer step),
+    ``log_row`` (training statistics and the learning gate), ``eval_row`` (the periodic evaluation),
+    ``state`` (the checkpoint) and ``finish`` (the final evaluation on the frozen sets)."""
+
+    def __init__(self, cfg: RunConfig, checkpoint: dict[str, Any] | None):
+        self.cfg, self.h = cfg, config_hash(cfg)
+        self.task, self.model = build(cfg)
+        self.opt, self.sched = make_optimizer(self.model, cfg)
+        self.ponder = PonderLoss(cfg.loss_config(), cfg.max_depth).to(cfg.device) if cfg.mechanism in ADAPTIVE else None
+        self.data_rng = random.Random(cfg.seed)  # == task.stream(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)  # random-mechanism draws in training
+        self.stats = _Stats(cfg.max_depth)
+        self.step, elapsed, cpu_elapsed = 0, 0.0, 0.0
+        # first step of the PonderNet objective: fixed, or decided by the learning gate (ds_until_acc)
+        self.halt_start: float = math.inf if cfg.ds_until_acc is not None else float(cfg.ds_warmup_steps)
+        self.gate_right = self.gate_total = 0  # full-depth read-out accuracy since the last gate check
+        if checkpoint is not None:
+            self.model.load_state_dict(checkpoint["model"])
+            self.opt.load_state_dict(checkpoint["optimizer"])
+            self.sched.load_state_dict(checkpoint["scheduler"])
+            torch.set_rng_state(checkpoint["torch_rng"])
+            self.gen.set_state(checkpoint["gen_rng"])
+            self.data_rng.setstate(checkpoint["data_rng"])
+            self.step, elapsed = checkpoint["step"], checkpoint["elapsed"]
+            cpu_elapsed = checkpoint.get("cpu_elapsed", 0.0)
+            self.halt_start = checkpoint.get("halt_start", self.halt_start)
+            if "stats" in checkpoint:  # saved between two log rows
+                self.stats.load_state(checkpoint["stats"])
+                self.gate_right, self.gate_total = checkpoint["gate"]
+        self.model.train()
+        self.t0 = time.perf_counter() - elapsed  # wall and CPU clocks that go on across resumes
+        self.c0 = time.process_time() - cpu_elapsed  # CPU seconds of this process (all its threads)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def state(self) -> dict[str, Any]:
+        return {"config_hash": self.h, "step": self.step, "elapsed": self.elapsed(), "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "torch_rng": torch.get_rng_state(), "gen_rng": self.gen.get_state(),
+                "data_rng": self.data_rng.getstate(), "cpu_elapsed": time.process_time() - self.c0,
+                "halt_start": self.halt_start, "gate": (self.gate_right, self.gate_total), "stats": self.stats.state()}
+
+    def train_step(self, ckpt_path: Path) -> None:
+        """One optimizer step on a fresh batch; NonFiniteLossError (naming the last good checkpoint) on a NaN."""
+        cfg, model = self.cfg, self.model
+        batch = collate([self.task.sample(self.data_rng) for _ in range(cfg.batch_size)],
+                        feature_names=["difficulty"]).to(cfg.device)
+        if self.ponder is not None:
+            out = model(batch.input_ids, exit=cfg.train_mode, readout_rows=batch.loss_mask)
+            lo = self.ponder(out.step_logits, out.p_n, batch.targets, batch.loss_mask, self.step, start=self.halt_start)
+            if self.halt_start == math.inf:
+                with torch.no_grad():
+                    self.gate_right += int(((out.step_logits[-1].argmax(-1) == batch.targets) & batch.loss_mask).sum())
+                    self.gate_total += int(batch.loss_mask.sum())
+            loss, parts = lo.loss, {"expected": lo.expected.item(), "ds": lo.ds.item(),
+                                    "penalty": lo.penalty.item(), "beta_t": lo.beta_t}
+        else:
+            out = model(batch.input_ids, difficulty=_difficulty(cfg.mechanism, batch), exit="masked", generator=self.gen,
+                        readout_rows=batch.loss_mask)
+            loss, parts = task_loss(out.logits, batch.targets, batch.loss_mask), {}
+        if not torch.isfinite(loss):
+            last = f"step {_ckpt_step(ckpt_path)}" if ckpt_path.exists() else "none yet"
+            raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at step {self.step} of run {self.h}; stopped. "
+                                     f"The last good checkpoint is {ckpt_path} ({last})")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        self.stats.add(loss.item(), parts, gnorm.item(), out, batch)
+
+    def log_row(self) -> dict[str, Any]:
+        """The training row of the last ``log_every`` steps; while halting waits for learning
+        (``ds_until_acc``), the full-depth accuracy since the last row, and the switch when it is reached."""
+        cfg = self.cfg
+        row = {"step": self.step, "kind": "train", **self.stats.flush(), "lr": self.sched.get_last_lr()[0],
+               "elapsed": self.elapsed()}
+        if self.halt_start == math.inf:
+            row["acc_full_depth"] = self.gate_right / max(self.gate_total, 1)
+            if self.step >= cfg.ds_warmup_steps and row["acc_full_depth"] >= cfg.ds_until_acc:
+                self.halt_start = float(self.step)  # the PonderNet objective from the next step on
+                row["halt_start"] = self.step
+            self.gate_right = self.gate_total = 0
+        return row
+
+    def eval_row(self, examples: Sequence[Example]) -> dict[str, Any]:
+        """Real early exit on ``examples`` (and, for early/online, the same tokens read out of the training path)."""
+        cfg, model = self.cfg, self.model
+        ev = summarize(evaluate(model, examples, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2))
+        row = {"step": self.step, "kind": "eval", "split": "in", "mode": "exit", "acc": ev["acc"],
+               "mean_depth": ev["mean_depth"], "depth_hist": ev["depth_hist"], "per_difficulty": ev["per_difficulty"],
+               "rho": ev["rho"]}
+        if cfg.mechanism in ADAPTIVE:  # for the gap between training and inference paths
+            ev_tr = summarize(evaluate(model, examples, batch_size=cfg.eval_batch_size, mode=cfg.train_mode))
+            row.update({"acc_train_path": ev_tr["acc"], "mean_depth_train_path": ev_tr["mean_depth"]})
+        model.train()
+        return {**row, "elapsed": self.elapsed()}
+
+    def finish(self, eval_sets: dict[str, list[Example]], out_dir: Path) -> dict[str, Any]:
+        """The operating point (when chosen), the records of the frozen sets under real early exit
+        and the summary; returns the summary as written."""
+        cfg, model, h = self.cfg, self.model, self.h
+        train_time, train_cpu = self.elapsed(), time.process_time() - self.c0
+        summary = {"config_hash": h, "run_id": h, "summary_version": SUMMARY_VERSION,
+                   "inputs_sha256": eval_sets_sha256(eval_sets), "steps": cfg.steps,
+                   "train_time_s": train_time, "train_cpu_s": train_cpu,
+                   "steps_per_s": cfg.steps / max(train_time, 1e-9),
+                   "halt_start": (None if self.halt_start == math.inf else int(self.halt_start))
+                   if cfg.mechanism in ADAPTIVE else None}
+        if cfg.operating_point == "validation" and cfg.mechanism in ADAPTIVE:
+            summary["operating_point"] = choose_operating_point(model, cfg)
+            model.cfg = dataclasses.replace(model.cfg, halt_threshold=summary["operating_point"]["threshold"])
+        t_eval, frames = time.perf_counter(), []
+        for split, exs in eval_sets.items():
+            df = score_split(model, cfg, split, exs, record_info(cfg, h))
+            frames.append(df)
+            for md, d in df.groupby("eval_max_depth"):
+                key = split if md == cfg.max_depth else f"{split}@{md}"
+                summary[key] = summarize(d)
+                if md == cfg.max_depth:  # what a `random` control draws from to match this run's depths
+                    summary[key]["depth_probs"] = list(depth_probs(summary[key]["depth_hist"], cfg.max_depth))
+        summary["eval_time_s"] = time.perf_counter() - t_eval
+        tmp = out_dir / "records.csv.gz.tmp"
+        pd.concat(frames, ignore_index=True).to_csv(tmp, index=False, compression={"method": "gzip", "mtime": 0})
+        os.replace(tmp, out_dir / "records.csv.gz")
+        summary["wall_time_s"] = self.elapsed()
+        _atomic_write_text(json.dumps(summary, indent=1), out_dir / "summary.json")
+        return json.loads((out_dir / "summary.json").read_text())  # the same object a cached call returns
+
+
 def run(cfg: RunConfig, out_dir: str | Path, *, interrupt_at: int | None = None) -> dict[str, Any]:
     """Train (or resume, or return the cached result of) ``cfg`` in ``out_dir``; see module docstring.
 
     ``interrupt_at`` is a testing aid: stop right after the checkpoint of that step, as if killed.
     """
     checked = _check_run(cfg, out_dir)  # every input check, before anything is written
-    out_dir = Path(out_dir)
-    h = config_hash(cfg)
-    summary_path, ckpt_path, log_path = out_dir / "summary.json", out_dir / "checkpoint.pt", out_dir / "log.jsonl"
     if checked.summary is not None:
         return checked.summary
-    eval_sets = load_eval_sets(cfg, make_task(cfg.task, range="train"))
+    out_dir, h = Path(out_dir), config_hash(cfg)
+    ckpt_path, log_path = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
+    eval_sets = load_eval_sets(cfg.task)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.num_threads)
-    _atomic_write_text(json.dumps({"config": to_dict(cfg), "config_hash": h, "argv": portable_argv(sys.argv), "versions": _versions()},
-                                  indent=1), out_dir / "config.json")
-    task, model = build(cfg)
-    opt, sched = make_optimizer(model, cfg)
-    ponder = PonderLoss(cfg.loss_config(), cfg.max_depth).to(cfg.device) if cfg.mechanism in ADAPTIVE else None
-    data_rng = random.Random(cfg.seed)  # == task.stream(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)  # random-mechanism draws in training
-    step, elapsed, cpu_elapsed = 0, 0.0, 0.0
-    # first step of the PonderNet objective: fixed, or decided by the learning gate (ds_until_acc)
-    halt_start: float = math.inf if cfg.ds_until_acc is not None else float(cfg.ds_warmup_steps)
-    if checked.checkpoint is not None:
-        ckpt = checked.checkpoint
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        gen.set_state(ckpt["gen_rng"])
-        data_rng.setstate(ckpt["data_rng"])
-        step, elapsed = ckpt["step"], ckpt["elapsed"]
-        cpu_elapsed = ckpt.get("cpu_elapsed", 0.0)
-        halt_start = ckpt.get("halt_start", halt_start)
-    # the log holds exactly the rows of steps <= the checkpoint's step
+    _atomic_write_text(json.dumps({"config": to_dict(cfg), "config_hash": h, "argv": portable_argv(sys.argv),
+                                   "versions": _versions()}, indent=1), out_dir / "config.json")
+    loop = _Loop(cfg, checked.checkpoint)
     rows = [json.loads(l) for l in log_path.read_text().splitlines()] if log_path.exists() else []
-    _atomic_write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step), log_path)
-
-    def checkpoint() -> None:
-        _atomic_save({"config_hash": h, "step": step, "elapsed": elapsed, "model": model.state_dict(),
-                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                      "torch_rng": torch.get_rng_state(), "gen_rng": gen.get_state(),
-                      "data_rng": data_rng.getstate(), "cpu_elapsed": time.process_time() - c0,
-                      "halt_start": halt_start, "gate": (gate_right, gate_total), "stats": acc_stats.state()},
-                     ckpt_path)
-
-    stages: dict[int | float, Task] = {}  # curriculum stage value -> task
-    eval_subset = eval_sets["in"][: cfg.eval_examples] if cfg.eval_examples else eval_sets["in"]
-    M = cfg.max_depth
-    acc_stats = _Stats(M)
-    gate_right = gate_total = 0  # full-depth read-out accuracy since the last gate check
-    if checked.checkpoint is not None and "stats" in checked.checkpoint:  # saved between two log rows
-        acc_stats.load_state(checked.checkpoint["stats"])
-        gate_right, gate_total = checked.checkpoint["gate"]
-    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, mininterval=2.0, desc=f"{cfg.mechanism} {h[:8]}")
-    model.train()
-    t0 = time.perf_counter() - elapsed
-    c0 = time.process_time() - cpu_elapsed  # CPU seconds of this process (all its threads)
-    with log_path.open("a") as log, CheckpointRequests(out_dir) as requests:
-        while step < cfg.steps:
-            src = task
-            if cfg.curriculum_param is not None:  # the stage is a function of the step: resume-safe
-                v = curriculum_value(cfg, step, getattr(task.config, cfg.curriculum_param))
-                if v not in stages:
-                    stages[v] = make_task(cfg.task, range="train", **{**cfg.task_params, cfg.curriculum_param: v})
-                src = stages[v]
-            batch = collate([src.sample(data_rng) for _ in range(cfg.batch_size)], feature_names=["difficulty"])
-            batch = batch.to(cfg.device)
-            diff = _difficulty(cfg.mechanism, batch)
-            if ponder is not None:
-                out = model(batch.input_ids, exit=cfg.train_mode, readout_rows=batch.loss_mask)
-                lo = ponder(out.step_logits, out.p_n, batch.targets, batch.loss_mask, step, start=halt_start)
-                if halt_start == math.inf:
-                    with torch.no_grad():
-                        gate_right += int(((out.step_logits[-1].argmax(-1) == batch.targets) & batch.loss_mask).sum())
-                        gate_total += int(batch.loss_mask.sum())
-                loss, parts = lo.loss, {"expected": lo.expected.item(), "ds": lo.ds.item(),
-                                        "penalty": lo.penalty.item(), "beta_t": lo.beta_t}
-            else:
-                out = model(batch.input_ids, difficulty=diff, exit="masked", generator=gen, readout_rows=batch.loss_mask)
-                loss, parts = task_loss(out.logits, batch.targets, batch.loss_mask), {}
-            if not torch.isfinite(loss):
-                bar.close()
-                raise NonFiniteLossError(
-                    f"non-finite loss ({loss.item()}) at step {step} of run {h}; stopped. The last good "
-                    f"checkpoint is {ckpt_path} ({'step ' + str(_ckpt_step(ckpt_path)) if ckpt_path.exists() else 'none yet'})"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            step += 1
+    _atomic_write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= loop.step), log_path)  # up to the checkpoint
+    subset = eval_sets["in"][: cfg.eval_examples] if cfg.eval_examples else eval_sets["in"]
+    with tqdm(total=cfg.steps, initial=loop.step, disable=not cfg.progress, mininterval=2.0, desc=f"{cfg.mechanism} {h[:8]}") as bar, \
+            log_path.open("a") as log, CheckpointRequests(out_dir) as requests:
+        while loop.step < cfg.steps:
+            loop.train_step(ckpt_path)
             bar.update(1)
-            acc_stats.add(loss.item(), parts, gnorm.item(), out, batch)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                elapsed = time.perf_counter() - t0
-                row = {"step": step, "kind": "train", **acc_stats.flush(), "lr": sched.get_last_lr()[0], "elapsed": elapsed}
-                if halt_start == math.inf:  # the learning gate (ds_until_acc): warm-up still on
-                    row["acc_full_depth"] = gate_right / max(gate_total, 1)
-                    if step >= cfg.ds_warmup_steps and row["acc_full_depth"] >= cfg.ds_until_acc:
-                        halt_start = float(step)  # the PonderNet objective from the next step on
-                        row["halt_start"] = step
-                    gate_right = gate_total = 0
+            last = loop.step == cfg.steps
+            if loop.step % cfg.log_every == 0 or last:
+                row = loop.log_row()
                 log.write(json.dumps(row) + "\n")
-                log.flush()
                 bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['acc']:.3f}", depth=f"{row['mean_depth']:.2f}")
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                ev = summarize(evaluate(model, eval_subset, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2))
-                row = {"step": step, "kind": "eval", "split": "in", "mode": "exit", "acc": ev["acc"],
-                       "mean_depth": ev["mean_depth"], "depth_hist": ev["depth_hist"], "per_difficulty": ev["per_difficulty"],
-                       "rho": ev["rho"]}
-                if cfg.mechanism in ADAPTIVE:  # the same tokens read out of the training path, for the gap
-                    ev_tr = summarize(evaluate(model, eval_subset, batch_size=cfg.eval_batch_size, mode=cfg.train_mode))
-                    row.update({"acc_train_path": ev_tr["acc"], "mean_depth_train_path": ev_tr["mean_depth"]})
-                elapsed = time.perf_counter() - t0
-                log.write(json.dumps({**row, "elapsed": elapsed}) + "\n")
-                log.flush()
-                model.train()
+            if loop.step % cfg.eval_every == 0 or last:
+                log.write(json.dumps(loop.eval_row(subset)) + "\n")
+            log.flush()
             why = requests.pending()
-            if step % cfg.ckpt_every == 0 or step == cfg.steps or why:
-                elapsed = time.perf_counter() - t0
-                checkpoint()
+            if loop.step % cfg.ckpt_every == 0 or last or why:
+                _atomic_save(loop.state(), ckpt_path)
                 if why:
-                    tqdm.write(f"checkpoint at step {step} of {cfg.steps} ({why})", file=sys.stderr)
+                    tqdm.write(f"checkpoint at step {loop.step} of {cfg.steps} ({why})", file=sys.stderr)
                     requests.terminate()
                     requests.done()
-                if interrupt_at is not None and step >= interrupt_at and step < cfg.steps:
-                    bar.close()
-                    return {"interrupted_at": step}
-    bar.close()
-    train_time = time.perf_counter() - t0
-    train_cpu = time.process_time() - c0
-    # final evaluation on the frozen sets with real early exit
-    info = record_info(cfg, h)
-    op = None
-    if cfg.operating_point == "validation" and cfg.mechanism in ADAPTIVE:
-        op = choose_operating_point(model, cfg)
-        model.cfg = dataclasses.replace(model.cfg, halt_threshold=op["threshold"])
-    frames, summary = [], {"config_hash": h, "run_id": h, "summary_version": SUMMARY_VERSION,
-                           "inputs_sha256": eval_sets_sha256(eval_sets), "steps": cfg.steps,
-                           "train_time_s": train_time, "train_cpu_s": train_cpu,
-                           "steps_per_s": cfg.steps / max(train_time, 1e-9),
-                           "halt_start": (None if halt_start == math.inf else int(halt_start)) if cfg.mechanism in ADAPTIVE else None}
-    if op is not None:
-        summary["operating_point"] = op
-    t_eval = time.perf_counter()
-    for split, exs in eval_sets.items():
-        df = score_split(model, cfg, split, exs, info)
-        frames.append(df)
-        for md, d in df.groupby("eval_max_depth"):
-            key = split if md == cfg.max_depth else f"{split}@{md}"
-            summary[key] = summarize(d)
-            if md == cfg.max_depth:  # what a `random` control draws from to match this run's depths
-                summary[key]["depth_probs"] = list(depth_probs(summary[key]["depth_hist"], cfg.max_depth))
-    summary["eval_time_s"] = time.perf_counter() - t_eval
-    records = pd.concat(frames, ignore_index=True)
-    tmp = out_dir / "records.csv.gz.tmp"
-    records.to_csv(tmp, index=False, compression={"method": "gzip", "mtime": 0})
-    os.replace(tmp, out_dir / "records.csv.gz")
-    summary["wall_time_s"] = time.perf_counter() - t0
-    _atomic_write_text(json.dumps(summary, indent=1), summary_path)
-    return json.loads(summary_path.read_text())  # the same object a cached call returns
+                if interrupt_at is not None and interrupt_at <= loop.step < cfg.steps:
+                    return {"interrupted_at": loop.step}
+    return loop.finish(eval_sets, out_dir)
 
 
 def _ckpt_step(path: Path) -> int:

@@ -38,7 +38,7 @@ def report(run_dir: Path) -> dict:
     out = {"run": run_dir.name, "task": cfg.task, "mechanism": cfg.mechanism, "threshold": op["threshold"],
            "met": op["met"], "validation_full_depth": round(op["acc_multi_full_depth"], 3),
            "grid": [(g["threshold"], round(g["acc_multi"], 3), round(g["mean_depth"], 2)) for g in op["grid"]]}
-    for split, examples in load_eval_sets(cfg, None).items():
+    for split, examples in load_eval_sets(cfg.task).items():
         rec = evaluate(model, examples, batch_size=cfg.eval_batch_size, seed=cfg.seed + 2)
         multi = np.asarray(task_class(cfg.task).multi_step(rec), dtype=bool)
         row = {"acc": round(float(rec.correct.mean()), 3), "acc_multi": round(float(rec.correct[multi].mean()), 3),

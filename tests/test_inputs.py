@@ -53,8 +53,7 @@ BAD_TYPE = {
     "bool_for_int": ({"batch_size": True}, ["batch_size = True", "wrong type", "expected int"]),
     "str_for_float": ({"beta": "x"}, ["beta = 'x'", "wrong type", "expected float"]),
     "str_for_optional_int": ({"fixed_depth": "2"}, ["fixed_depth = '2'", "wrong type", "int | None"]),
-    "int_for_tuple": ({"curriculum_param": "max_hops", "curriculum_steps": 2, "curriculum_values": 5},
-                      ["curriculum_values = 5", "wrong type"]),
+    "int_for_tuple": ({"mechanism": "random", "random_depth_probs": 5}, ["random_depth_probs = 5", "wrong type"]),
     "unknown_choice": ({"mechanism": "nosuch"}, ["mechanism = 'nosuch'", "not allowed", "'online'"]),
 }
 BAD_RANGE = {

@@ -31,11 +31,11 @@ def small_eval_sets(monkeypatch):
     """Frozen-set stand-ins: 6 in-range and 4 extrapolation examples (the real files are large)."""
     cache = {}
 
-    def fake(cfg, task, n_fallback=512):
-        key = cfg.task
+    def fake(task, n_fallback=512):
+        key = task
         if key not in cache:
-            cache[key] = {"in": make_task(cfg.task, range="train").generate(6, seed=1),
-                          "out": make_task(cfg.task, range="extrap").generate(4, seed=2)}
+            cache[key] = {"in": make_task(task, range="train").generate(6, seed=1),
+                          "out": make_task(task, range="extrap").generate(4, seed=2)}
         return cache[key]
 
     monkeypatch.setattr(tr, "load_eval_sets", fake)
@@ -98,7 +98,7 @@ def test_same_seed_same_numbers(tmp_path):
 
 @pytest.mark.parametrize("mech,kw", [
     ("online", {}), ("random", {"random_mean_depth": 1.5}), ("early", {"ds_until_acc": 0.05}),
-    ("fixed", {"curriculum_param": "max_hops", "curriculum_start": 1, "curriculum_steps": 4}),
+    ("fixed", {"fixed_depth": 2}),
 ])
 def test_resume_gives_the_same_final_weights(tmp_path, mech, kw):
     cfg = tiny(mechanism=mech, **kw)
@@ -207,7 +207,7 @@ def test_summary_records_the_eval_data_it_was_scored_on(tmp_path):
     cfg = tiny(steps=2, eval_every=2)
     summary = run(cfg, tmp_path)
     assert summary["inputs_sha256"] == tr.inputs_fingerprint(cfg)
-    sets = tr.load_eval_sets(cfg, None)
+    sets = tr.load_eval_sets(cfg.task)
     changed = {"in": sets["in"][:-1], "out": sets["out"]}
     assert tr.eval_sets_sha256(changed) != summary["inputs_sha256"]
 
@@ -221,7 +221,7 @@ def test_outputs_records_and_summary(tmp_path):
     assert meta["config_hash"] == config_hash(cfg) and "torch" in meta["versions"] and "argv" in meta
     with gzip.open(tmp_path / "records.csv.gz") as f:
         rec = pd.read_csv(f)
-    sets = tr.load_eval_sets(cfg, None)
+    sets = tr.load_eval_sets(cfg.task)
     n_in, n_out = (sum(len(e.scored) for e in sets[s]) for s in ("in", "out"))
     assert len(rec) == 2 * (n_in + n_out)  # every scored token, at max_depth and at eval_max_depth
     assert set(rec["eval_max_depth"]) == {3, 5} and set(rec["split"]) == {"in", "out"}
@@ -260,57 +260,6 @@ def test_evaluate_matches_a_direct_forward_and_extra_depth(tmp_path):
     assert row["pred"].tolist() == out.logits[0, t].argmax(-1).tolist()
 
 
-def test_curriculum_stages_cap_the_task_parameter(tmp_path, monkeypatch):
-    """max_hops rises 1 -> 2 -> 3 -> 4 in equal stages over curriculum_steps, then stays at 4."""
-    cfg = tiny(curriculum_param="max_hops", curriculum_start=1, curriculum_steps=8, steps=12, batch_size=16,
-               eval_every=12, ckpt_every=12)
-    assert [tr.curriculum_value(cfg, s, 4) for s in range(12)] == [1, 1, 2, 2, 3, 3, 4, 4, 4, 4, 4, 4]
-    seen = []
-    real = tr.collate
-
-    def spy(exs, **k):
-        seen.append(max(f["difficulty"] for e in exs for f in e.features))
-        return real(exs, **k)
-
-    monkeypatch.setattr(tr, "collate", spy)
-    run(cfg, tmp_path)
-    caps = [tr.curriculum_value(cfg, s, 4) for s in range(12)]
-    assert all(m <= c for m, c in zip(seen, caps)) and seen[:2] == [1, 1] and max(seen[6:]) > 2
-    for field, value in (("curriculum_param", "n_chains"), ("curriculum_start", 9), ("curriculum_steps", 0)):
-        with pytest.raises(ValueError, match=field):
-            tiny(**{"curriculum_param": "max_hops", "curriculum_steps": 4, field: value})
-
-
-def test_curriculum_values_set_a_float_parameter_per_stage(tmp_path, monkeypatch):
-    """hop_tilt -3 then 1 in equal stages over curriculum_steps, then the training value 0.0; the
-    examples of every step really come from a task with that tilt."""
-    cfg = tiny(curriculum_param="hop_tilt", curriculum_values=[-3, 1], curriculum_steps=8, steps=12,
-               batch_size=4, eval_every=12, ckpt_every=12)
-    assert cfg.curriculum_values == (-3.0, 1.0)
-    assert make_task("hops").config.hop_tilt == 0.0
-    expect = [-3.0] * 4 + [1.0] * 4 + [0.0] * 4
-    assert [tr.curriculum_value(cfg, s, 0.0) for s in range(12)] == expect
-    from anira.tasks.hops import HopsTask
-
-    seen, real = [], HopsTask.sample
-
-    def spy(self, rng):
-        seen.append(self.config.hop_tilt)
-        return real(self, rng)
-
-    monkeypatch.setattr(HopsTask, "sample", spy)
-    run(cfg, tmp_path)
-    train = seen[-12 * cfg.batch_size :]  # the training batches are sampled last (after the eval-set stand-ins)
-    per_step = train[:: cfg.batch_size]  # the first sample of every training batch
-    assert per_step == expect and sorted(set(train)) == [-3.0, 0.0, 1.0]
-    with pytest.raises(ValueError, match="hop_tilt = -9"):  # every stage is validated by the task
-        tiny(curriculum_param="hop_tilt", curriculum_values=[-9.0], curriculum_steps=4)
-    with pytest.raises(ValueError, match="max_hops takes integers"):
-        tiny(curriculum_param="max_hops", curriculum_values=[1, 2.5], curriculum_steps=4)
-    with pytest.raises(ValueError, match="curriculum_param = None"):
-        tiny(curriculum_values=[1.0], curriculum_steps=4)
-
-
 def test_config_hash_of_a_committed_run_is_unchanged():
     """Fields added later are hashed only when set: a committed run's config still hashes to the
     hash it was recorded under (else the cache and the committed results would go stale)."""
@@ -324,8 +273,13 @@ def test_config_hash_of_a_committed_run_is_unchanged():
     for folder in folders:
         doc = json.loads((folder / "config.json").read_text())
         assert config_hash(RunConfig.from_record(doc["config"])) == doc["config_hash"] == folder.name
-    assert config_hash(tiny(curriculum_param="hop_tilt", curriculum_values=[-3.0], curriculum_steps=4)) != config_hash(
-        tiny(curriculum_param="hop_tilt", curriculum_values=[-2.0], curriculum_steps=4))
+    # the retired curriculum fields: read with the value every record has, refused with another
+    doc = json.loads((folders[0] / "config.json").read_text())["config"]
+    assert {"curriculum_param", "curriculum_start", "curriculum_steps"} <= set(doc)
+    with pytest.raises(ValueError, match=r"'curriculum_steps': 4.*retired field"):
+        RunConfig.from_record({**doc, "curriculum_steps": 4})
+    with pytest.raises(ValueError, match=r"unknown .*curriculum_param"):
+        RunConfig.from_dict({"curriculum_param": "max_hops"})  # not a field any more
 
 
 @pytest.mark.parametrize("mech,kw", [("early", {}), ("online", {}), ("oracle", {}), ("fixed", {})])
@@ -401,7 +355,7 @@ def test_operating_point_is_chosen_on_a_validation_split_by_the_fixed_rule(tmp_p
     _, model = tr.load_model(tmp_path / "r")
     assert model.cfg.halt_threshold == op["threshold"]
     rec = pd.read_csv(tmp_path / "r" / "records.csv.gz")
-    again = evaluate(model, tr.load_eval_sets(cfg, None)["in"], batch_size=cfg.eval_batch_size, seed=cfg.seed + 2)
+    again = evaluate(model, tr.load_eval_sets(cfg.task)["in"], batch_size=cfg.eval_batch_size, seed=cfg.seed + 2)
     inn = rec[(rec.split == "in") & (rec.eval_max_depth == rec.max_depth)]
     assert inn["depth"].tolist() == again["depth"].tolist()  # the records were scored at the chosen threshold
     # fixed runs have nothing to choose; "fixed" (the default) keeps halt_threshold and hashes as before

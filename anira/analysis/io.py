@@ -146,13 +146,12 @@ def mechanisms_of(records: pd.DataFrame, task: str | None = None) -> list[str]:
 
 @lru_cache(maxsize=16)
 def _eval_set(task: str, split: str) -> tuple:
-    from anira.tasks import make_task
-    from anira.train import RunConfig, load_eval_sets
+    from anira.train import load_eval_sets
 
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the trainer warns when it falls back to generating
-        sets = load_eval_sets(RunConfig(task=task), make_task(task, range="train"))
+        sets = load_eval_sets(task)
     return tuple(sets[split])
 
 
@@ -168,7 +167,7 @@ def eval_examples(task: str, split: str = "in") -> list:
 
 
 def example_sequence(records: pd.DataFrame, task: str, example: int, split: str = "in",
-                     mechanisms: Sequence[str] = ("early", "online"), max_tokens: int | None = 48,
+                     mechanisms: Sequence[str] = ADAPTIVE, max_tokens: int | None = 48,
                      seed: int | None = None) -> dict[str, Any]:
     """One evaluated sequence as token text with each mechanism's depth per token.
 
