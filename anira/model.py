@@ -218,13 +218,14 @@ class ModelOutput:
 # ---------------------------------------------------------------------------------------------
 # building blocks
 # ---------------------------------------------------------------------------------------------
-def step_embedding(n: int, d: int, device: torch.device) -> torch.Tensor:
-    """Sinusoidal code of the step number n (defined for any n, so test-time extra steps work)."""
+def step_embedding(n: int, d: int, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Sinusoidal code of the step number n (defined for any n, so test-time extra steps work),
+    computed in float32 and returned in ``dtype`` (the model's)."""
     i = torch.arange(0, d, 2, device=device, dtype=torch.float32)
     ang = n / (100.0 ** (i / d))  # base 100: distinct codes for small step counts
     out = torch.zeros(d, device=device)
     out[0::2], out[1::2] = ang.sin(), ang.cos()[: d // 2]
-    return out
+    return out.to(dtype)
 
 
 def context_mask(T: int, device: torch.device) -> torch.Tensor:
@@ -354,7 +355,7 @@ class RecurrentBlock(nn.Module):
         """h^n = LN_s(b + MLP(LN_2 b)), b = z + attn_out + sigma_n (position-wise)."""
         b = z + attn_out
         if self.step_proj is not None:
-            b = b + self.step_proj(step_embedding(n, z.shape[-1], z.device))
+            b = b + self.step_proj(step_embedding(n, z.shape[-1], z.device, z.dtype))
         return self.ln_state(b + self.mlp(self.ln2(b)))
 
     def forward(self, h: torch.Tensor, e: torch.Tensor, n: int, pos: torch.Tensor,

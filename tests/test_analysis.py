@@ -1,4 +1,4 @@
-"""Analyses on synthetic records whose answer is known (anira.analysis.synthetic)."""
+"""Analyses on synthetic records whose answer is known (tests/synthetic.py)."""
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +14,11 @@ from anira.analysis import (BootstrapConfig, alignment_table, by_size, claims_ta
                             beyond_training,
                             feature_importance, load_summaries, mean_by, pareto, pareto_front, run_table, select,
                             speedup_table,
-                            summaries_frame, synthetic_records, test_time_depth, timing_decomposition,
+                            summaries_frame, test_time_depth, timing_decomposition,
                             weighted_spearman)
 from anira.analysis import claims as C
 from anira.analysis._stats import resample_counts
-from anira.analysis.synthetic import DYNAMIC, STATIC
+from synthetic import DYNAMIC, STATIC, synthetic_records  # tests/synthetic.py
 
 B = BootstrapConfig(n_boot=300, seed=0)
 

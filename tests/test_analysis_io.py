@@ -12,8 +12,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from anira import plotting as P  # noqa: E402
+from synthetic import synthetic_records  # tests/synthetic.py
 from anira.analysis import (BootstrapConfig, by_size, example_sequence, extrapolation_table, load_study,  # noqa: E402
-                            resolve_run_dirs, runs_of_beta, select_beta, synthetic_records, test_time_depth,
+                            resolve_run_dirs, runs_of_beta, select_beta, test_time_depth,
                             with_fixed_depth)
 from anira.analysis._stats import group_key  # noqa: E402
 from anira.analysis.io import eval_examples  # noqa: E402

@@ -525,3 +525,14 @@ def test_router_prelude_changes_only_the_early_decision():
     assert early.router_prelude[0].attn.wo.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="prelude_in_loop"):
         ModelConfig(vocab_size=V, prelude_in_loop="no")
+
+
+@pytest.mark.parametrize("step_signal", [False, True])
+def test_a_double_precision_model_runs_and_matches_float32(step_signal):
+    """model.double() works with every block option (the step embedding follows the model's dtype)."""
+    m = make("online", step_signal=step_signal)
+    x, _ = inputs()
+    ref = m(x, exit="exit")
+    out = m.double()(x, exit="exit")
+    assert out.logits.dtype == torch.float64
+    assert torch.allclose(out.logits.float(), ref.logits, atol=1e-4) and torch.equal(out.depth, ref.depth)

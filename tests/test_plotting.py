@@ -12,9 +12,9 @@ import pytest  # noqa: E402
 
 from anira import plotting as P  # noqa: E402
 from anira.analysis import (BootstrapConfig, by_size, depth_by_difficulty, depth_by_kind, example_depths,  # noqa: E402
-                            feature_importance, pareto, speedup_table, synthetic_records, test_time_depth,
+                            feature_importance, pareto, speedup_table, test_time_depth,
                             timing_decomposition)
-from anira.analysis.synthetic import DYNAMIC, STATIC  # noqa: E402
+from synthetic import DYNAMIC, STATIC, synthetic_records  # noqa: E402 (tests/synthetic.py)
 
 B = BootstrapConfig(n_boot=50)
 PROV = P.make_provenance("smoke", ["run-b", "run-a", "run-a"], notebook="03_alignment")

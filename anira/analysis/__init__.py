@@ -14,7 +14,7 @@ describe one configuration per (task, mechanism): filter a beta sweep with ``sel
     07 claims          claim_inputs, evaluate_claims, claims_table, thresholds, learning_table, random_match_table
 Loading runs (``io``): resolve_run_dirs, runs_of_beta, load_study, select_beta, with_fixed_depth, example_sequence.
 Measured early-exit speed-up (``speed``, imports torch): measure_speedup, summarize_speedup.
-Figures and tables: ``anira.plotting``. Synthetic records with known answers: ``synthetic_records``.
+Figures and tables: ``anira.plotting``. (Synthetic records with known answers, for the tests: tests/synthetic.py.)
 """
 from anira.analysis._stats import (ADAPTIVE, MECHANISMS, RECORD_COLUMNS, SPLITS, BootstrapConfig, check_columns,
                                    check_one_config, mean_by, run_table, select, spearman_by, weighted_spearman)
@@ -27,7 +27,6 @@ from anira.analysis.generalization import (beyond_training, by_size, extrapolati
 from anira.analysis.io import (eval_examples, example_sequence, headline_beta, load_study, resolve_run_dirs,
                                runs_of_beta, select_beta, task_size_name, with_fixed_depth)
 from anira.analysis.learning import LEARN_FLOOR_GAP, learning_table, random_match_table, training_curves
-from anira.analysis.synthetic import synthetic_records
 from anira.analysis.timing import default_feature_sets, example_depths, feature_importance, timing_decomposition
 
 
@@ -45,7 +44,7 @@ __all__ = ["ADAPTIVE", "MECHANISMS", "RECORD_COLUMNS", "SPLITS", "BootstrapConfi
            "depth_by_difficulty", "depth_by_kind", "reference_surprise", "token_kind_labels", "Claim", "claim_inputs",
            "claims_table",
            "evaluate_claims", "thresholds", "load_summaries", "pareto", "pareto_front", "speedup_table", "summaries_frame", "by_size",
-           "extrapolation_table", "test_time_depth", "train_size_range", "beyond_training", "training_steps", "synthetic_records", "default_feature_sets",
+           "extrapolation_table", "test_time_depth", "train_size_range", "beyond_training", "training_steps", "default_feature_sets",
            "example_depths", "feature_importance", "timing_decomposition", "load_records", "resolve_run_dirs", "load_study",
            "headline_beta", "select_beta", "runs_of_beta", "with_fixed_depth", "task_size_name", "eval_examples", "example_sequence",
            "LEARN_FLOOR_GAP", "learning_table", "random_match_table", "training_curves"]

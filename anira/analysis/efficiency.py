@@ -30,6 +30,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from anira.config import ADAPTIVE
+
 SUMMARY_KEYS: dict[str, tuple[str, ...]] = {  # canonical field -> dotted keys tried in order
     "run_id": ("run_id", "config_hash"),
     "task": ("task", "config.task"),
@@ -125,7 +127,7 @@ def pareto(summaries: Sequence[Mapping[str, Any]] | pd.DataFrame, mechanisms: Se
            .agg(accuracy=("accuracy", "mean"), accuracy_sd=("accuracy", "std"), mean_depth=("mean_depth", "mean"),
                 mean_depth_sd=("mean_depth", "std"), n_seeds=("accuracy", "size"))
            .reset_index())
-    agg["adaptive"] = agg["mechanism"].isin(["early", "online"])
+    agg["adaptive"] = agg["mechanism"].isin(ADAPTIVE)
     agg["on_front"] = False
     for _, idx in agg.groupby("task").groups.items():
         agg.loc[idx, "on_front"] = pareto_front(agg.loc[idx, "accuracy"].to_numpy(), agg.loc[idx, "mean_depth"].to_numpy())

@@ -52,7 +52,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from anira.analysis._stats import (BootstrapConfig, check_columns, check_one_config, group_rng, nanmean,
+from anira.analysis._stats import (ADAPTIVE, BootstrapConfig, check_columns, check_one_config, group_rng, nanmean,
                                    percentile_ci, resample_counts, run_clusters, seed_sd, select)
 
 Features = Sequence[str] | Mapping[str, Sequence[str]]  # one list for all tasks, or task -> list
@@ -348,7 +348,7 @@ def _perm_importance_onehot(run, feats, categorical, y, model, n_repeats, seed) 
 
 
 def example_depths(records: pd.DataFrame, task: str, example: int, split: str = "in",
-                   mechanisms: Sequence[str] = ("early", "online"), seed: int | None = None,
+                   mechanisms: Sequence[str] = ADAPTIVE, seed: int | None = None,
                    depth_col: str = "depth") -> pd.DataFrame:
     """One sequence's per-token depths side by side: rows = positions, columns = mechanisms.
 

@@ -145,10 +145,6 @@ def resolve_run_class(run_cls: type | str | None = None, hash_fn: Callable | Non
     return run_cls, hash_fn
 
 
-def class_spec(run_cls: type) -> str:
-    return f"{run_cls.__module__}:{run_cls.__qualname__}"
-
-
 def _check_run(check_fn: Callable | None, cfg: Any, where: str) -> None:
     if check_fn is None:
         return

@@ -1,4 +1,4 @@
-"""Synthetic per-token records with KNOWN ground truth, for tests and for dry runs of notebooks.
+"""Synthetic per-token records with KNOWN ground truth, for the tests of the analyses.
 
 Every token gets independent features: static ``level`` (0..3) and ``is_hub`` (0/1), dynamic
 ``frontier_size`` (0..4) and ``remaining`` (0..9), a ``difficulty`` (0..4), and the example's
