@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 PAPERMILL_MARKER = "# Parameters"  # first line of the cell papermill injects
 PAPERMILL_NAMES = ("PAPERMILL_INPUT_PATH", "PAPERMILL_OUTPUT_PATH")  # what `papermill --inject-paths` adds
@@ -112,3 +112,51 @@ def check_parameters(notebook: str, hint: str = "") -> None:
     check_injected(notebook, declared, {k: ip.user_ns.get(k) for k in names}, hint)
     if "profile" in declared:
         check_profile(notebook, ip.user_ns.get("profile"), ip.user_ns.get("figures_dir"))
+
+
+class Study(NamedTuple):
+    """What the analysis notebooks 03-07 start from (``open_study``)."""
+
+    run_dirs: list[Path]  # the finished runs analysed
+    beta: float | None  # the compute penalty of the early/online/random runs analysed (None: every beta)
+    records: Any  # per-token records (pandas DataFrame), beta := NaN for fixed and oracle
+    summaries: Any  # one row per run (pandas DataFrame)
+    boot: Any  # anira.analysis.BootstrapConfig, or None when the notebook bootstraps nothing
+    figs: Path  # figures_dir
+    prov: dict[str, Any]  # provenance of every figure and table the notebook writes
+
+
+EVERY_BETA = "every"
+
+
+def open_study(notebook: str, profile: str, figures_dir: str, runs_dir: str | None, run_dirs: list | None, *,
+               beta: float | str | None = EVERY_BETA, n_boot: int | None = None, boot_seed: int = 0,
+               **provenance: Any) -> Study:
+    """The shared first step of the analysis notebooks: the finished runs (``anira.analysis.
+    resolve_run_dirs``), for one ``beta`` of the early/online/random runs (None: the most common;
+    EVERY_BETA: all of them, no selection), their records and summaries, the bootstrap settings
+    (when ``n_boot`` is given), the figures folder and the provenance (``notebook``, the beta and
+    n_boot when selected, then ``provenance``); prints what is analysed and shows the run table."""
+    from anira import analysis as A
+    from anira import plotting as P
+
+    P.setup_style()
+    run_dirs = A.resolve_run_dirs(runs_dir, run_dirs)  # finished runs only; none -> error naming the parameter
+    if beta == EVERY_BETA:
+        records, summaries = A.load_study(run_dirs)
+        beta, label, selected = None, "every beta", {}
+    else:
+        run_dirs, beta = A.runs_of_beta(run_dirs, beta)  # one beta for early/online/random; fixed and oracle kept
+        records, summaries = A.load_study(run_dirs)
+        records, _ = A.select_beta(records, beta)  # beta := NaN for fixed and oracle (no compute penalty)
+        label, selected = f"beta = {beta}", {"beta": beta, "n_boot": n_boot}
+    boot = A.BootstrapConfig(n_boot=n_boot, seed=boot_seed) if n_boot is not None else None  # validates n_boot
+    prov = P.make_provenance(profile, records["run_id"], notebook=notebook, **selected, **provenance)
+    print(f"analysing {len(run_dirs)} finished runs ({label})")
+    try:
+        from IPython.display import display
+
+        display(A.run_table(records))
+    except ImportError:  # pragma: no cover - ipykernel is a dependency
+        print(A.run_table(records))
+    return Study(run_dirs, beta, records, summaries, boot, Path(figures_dir), prov)
