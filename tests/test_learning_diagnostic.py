@@ -86,18 +86,6 @@ def test_other_tasks_get_their_floor_and_the_generic_bars(tmp_path, capsys, task
     assert "FAIL  fixed3 >= 0.15 above the floor" in out and "every hop count" not in out
 
 
-def test_step_cpu_time_prints_the_three_models_and_their_ratios(capsys):
-    spec = importlib.util.spec_from_file_location("step_cpu_time", ROOT / "scripts" / "step_cpu_time.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--steps", "1", "--batch-size", "2"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert [ln.split("  ")[0] for ln in lines] == ["plain loop", "recipe fixed 6", "recipe online"]
-    assert "x1.00 of the plain loop" in lines[0] and all("CPU s/step" in ln for ln in lines)
-    with pytest.raises(SystemExit):
-        module.main(["--steps", "0"])
-
-
 def test_committed_diagnostic_runs_pass_their_bars(capsys):
     """data/results/hops_diagnostic holds the diagnostic's four seed-0 runs of the current recipe
     (records, summaries, logs; no weights): read back, they are exactly the runs the defaults plan
