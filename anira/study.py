@@ -70,7 +70,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(a study committed part by part) into the run cache instead of training them again "
                         "(default: data/results)")
     p.add_argument("--no-reuse", action="store_true", help="train every run here, reusing no committed run")
-    p.add_argument("--run-class", help=argparse.SUPPRESS)  # "module:Class" (tests use a toy trainer)
     return p.parse_args(argv)
 
 
@@ -83,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = ExecutorOptions(kind=args.executor, workers=args.workers, partition=args.partition,
                                time_min=args.time_min, gpus=args.gpus, cpus_per_task=args.cpus_per_task,
                                max_requeues=args.max_requeues)
-        profile = load_profile(args.profile, profiles_dir=args.profiles_dir, notebooks_dir=args.notebooks_dir,
-                               run_cls=args.run_class)
+        profile = load_profile(args.profile, profiles_dir=args.profiles_dir, notebooks_dir=args.notebooks_dir)
         if args.export_to is not None:
             layout = Layout(profile.name, **({"runs_root": args.runs_root} if args.runs_root else {}))
             print(f"exported {profile.name} results to {export_results(layout, args.export_to, partial=args.partial)}")

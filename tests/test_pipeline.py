@@ -29,6 +29,7 @@ sys.path.insert(0, str(NB_DIR))
 import toy_lib  # noqa: E402
 
 from anira.pipeline import driver as driver_mod  # noqa: E402
+from anira.pipeline import profile as profile_mod  # noqa: E402
 from anira.pipeline import (ExecutorOptions, Layout, RunJob, RunLock, StudyError, execute_run,  # noqa: E402
                             load_profile, run_study)
 from anira.study import main as study_main  # noqa: E402
@@ -49,7 +50,7 @@ def write_profile(d: Path, name: str, body: str) -> Path:
 
 
 def load(path: Path, **kw):
-    return load_profile(path, notebooks_dir=NB_DIR, run_cls=toy_lib.ToyConfig, **kw)
+    return load_profile(path, notebooks_dir=NB_DIR, trainer_module=toy_lib, **kw)
 
 
 def study(path: Path, root: Path, **kw):
@@ -144,15 +145,16 @@ def test_unknown_profile_lists_available(tmp_path):
     write_profile(tmp_path, "alpha", GOOD.replace("NAME", "alpha"))
     write_profile(tmp_path, "beta", GOOD.replace("NAME", "beta"))
     with pytest.raises(ValueError, match=r"'gamma' not found.*\['alpha', 'beta'\]"):
-        load_profile("gamma", profiles_dir=tmp_path / "profiles", notebooks_dir=NB_DIR, run_cls=toy_lib.ToyConfig)
+        load_profile("gamma", profiles_dir=tmp_path / "profiles", notebooks_dir=NB_DIR, trainer_module=toy_lib)
     assert load_profile("beta", profiles_dir=tmp_path / "profiles", notebooks_dir=NB_DIR,
-                        run_cls="toy_lib:ToyConfig").name == "beta"
+                        trainer_module=toy_lib).name == "beta"
 
 
-def test_cli_bad_input_exits_2_before_anything_runs(tmp_path, capsys):
+def test_cli_bad_input_exits_2_before_anything_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(profile_mod, "trainer", toy_lib)  # the CLI loads profiles with the toy trainer
     path = write_profile(tmp_path, "bad", GOOD.replace("NAME", "bad").replace("[online]", "[onlin]"))
     args = ["--profile", str(path), "--notebooks-dir", str(NB_DIR), "--runs-root", str(tmp_path / "runs"),
-            "--figures-root", str(tmp_path / "figures"), "--run-class", "toy_lib:ToyConfig"]
+            "--figures-root", str(tmp_path / "figures")]
     assert study_main(args) == 2
     assert "mechanism = 'onlin'" in capsys.readouterr().err
     good = write_profile(tmp_path, "good", GOOD.replace("NAME", "good"))
@@ -435,10 +437,11 @@ def test_a_matched_run_starts_as_soon_as_its_run_has_finished(tmp_path, monkeypa
     assert man["status"] == "complete" and all(r["status"] == "done" for r in man["runs"])
 
 
-def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys):
+def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(profile_mod, "trainer", toy_lib)  # the CLI loads profiles with the toy trainer
     path = write_profile(tmp_path, "e2e", E2E)
     args = ["--profile", str(path), "--notebooks-dir", str(NB_DIR), "--runs-root", str(tmp_path / "runs"),
-            "--figures-root", str(tmp_path / "figures"), "--run-class", "toy_lib:ToyConfig", "--dry-run"]
+            "--figures-root", str(tmp_path / "figures"), "--dry-run"]
     assert study_main(args) == 0
     out = capsys.readouterr().out
     prof = load(path)
@@ -487,23 +490,30 @@ notebooks:
 """
 
 
+def toy_study_main(argv: list[str]) -> int:
+    """The study CLI with the toy trainer, for a driver started in a fresh process."""
+    profile_mod.trainer = toy_lib
+    return study_main(argv)
+
+
 @pytest.mark.parametrize("executor", ["sequential", "local"])
-def test_killing_the_driver_loses_only_the_current_step(tmp_path, executor):
+def test_killing_the_driver_loses_only_the_current_step(tmp_path, executor, monkeypatch):
     """SIGKILL the driver mid-run: its workers and kernel exit too (no orphan keeps executing an old
     plan), and the next invocation resumes the run.
 
     The driver is the CLI ``main`` in a child process started by the fork server (which already
     imported papermill, so the test does not pay for a fresh interpreter's imports)."""
+    monkeypatch.setattr(profile_mod, "trainer", toy_lib)  # the CLI loads profiles with the toy trainer
     path = write_profile(tmp_path, "kill", KILL)
     layout = Layout("kill", tmp_path / "runs", tmp_path / "figures")
     argv = ["--profile", str(path), "--notebooks-dir", str(NB_DIR), "--runs-root", str(tmp_path / "runs"),
-            "--figures-root", str(tmp_path / "figures"), "--run-class", "toy_lib:ToyConfig", "--executor", executor]
+            "--figures-root", str(tmp_path / "figures"), "--executor", executor]
     argv += ["--workers", "1"] if executor == "local" else []
     h = load(path).runs[0].config_hash
     ckpt = layout.run_dir(h) / "checkpoint.json"
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["anira.pipeline.runs", "papermill"])
-    proc = ctx.Process(target=study_main, args=(argv,))
+    proc = ctx.Process(target=toy_study_main, args=(argv,))
     proc.start()
     try:
         deadline = time.time() + 60
@@ -569,9 +579,10 @@ def _tree(d: Path) -> dict[str, bytes]:
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
 
-def test_sessions_summary_and_a_redraw_that_writes_nothing_into_the_results(tmp_path, capsys):
+def test_sessions_summary_and_a_redraw_that_writes_nothing_into_the_results(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(profile_mod, "trainer", toy_lib)  # the CLI loads profiles with the toy trainer
     path = write_profile(tmp_path, "good", GOOD.replace("NAME", "good"))
-    common = ["--profile", str(path), "--notebooks-dir", str(NB_DIR), "--run-class", "toy_lib:ToyConfig",
+    common = ["--profile", str(path), "--notebooks-dir", str(NB_DIR),
               "--figures-root", str(tmp_path / "figures")]
     runs = ["--runs-root", str(tmp_path / "runs")]
     assert study_main(common + runs) == 0

@@ -141,12 +141,12 @@ class PlannedRun:
 def _check_inputs(profile: Profile, layout: Layout, p: PlannedRun, cache: dict[str, str]) -> PlannedRun:
     """A cached run must have been evaluated on the data the trainer would use now.
 
-    The run-config module may define ``inputs_fingerprint(cfg) -> str`` (anira.train does: the
+    The trainer module may define ``inputs_fingerprint(cfg) -> str`` (anira.train does: the
     frozen eval sets' sha256); a finished run whose summary records another ``inputs_sha256`` is
     stale, an error that names the run and what to do, raised before anything runs."""
     if p.state != "done" or p.config is None:
         return p
-    fn = getattr(importlib.import_module(profile.run_cls.__module__), "inputs_fingerprint", None)
+    fn = getattr(profile.trainer, "inputs_fingerprint", None)
     recorded = (read_summary(layout.run_dir(p.config_hash)) or {}).get("inputs_sha256")
     if fn is None or recorded is None:
         return p

@@ -40,23 +40,23 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import itertools
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 import yaml
 
+import anira.train as trainer  # the trainer: RunConfig, config_hash, check_run (tests pass a toy one)
 from anira.config import from_dict, to_dict
 from anira.notebook import assignments, literal_type_ok
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES_DIR = REPO / "profiles"
 NOTEBOOKS_DIR = REPO / "notebooks"
-DEFAULT_RUN_CLASS = "anira.train:RunConfig"  # its module also defines config_hash(cfg)
 
 # parameters the driver passes itself; a profile may not set them
 DRIVER_PARAMS = ("profile", "figures_dir", "runs_dir", "run_dirs", "run_dir", "run_config", "config_hash")
@@ -104,9 +104,16 @@ class Profile:
     timeout_s: int
     notebooks: list[NotebookSpec]
     runs: list[RunSpec]
-    run_cls: type
-    hash_fn: Callable[[Any], str]
+    trainer: ModuleType  # the trainer module: RunConfig, config_hash, check_run, inputs_fingerprint
     n_entries: int  # sweep entries before de-duplication by config hash
+
+    @property
+    def run_cls(self) -> type:
+        return self.trainer.RunConfig
+
+    @property
+    def hash_fn(self) -> Callable[[Any], str]:
+        return self.trainer.config_hash
 
     @property
     def per_run_notebook(self) -> NotebookSpec | None:
@@ -119,30 +126,6 @@ class Profile:
 def _short(v: Any) -> str:
     s = str(v).replace(" ", "")
     return s if len(s) <= 40 else s[:37] + "..."
-
-
-# ----------------------------------------------------------------------------------------------
-# run-config class
-# ----------------------------------------------------------------------------------------------
-def resolve_run_class(run_cls: type | str | None = None, hash_fn: Callable | None = None) -> tuple[type, Callable]:
-    """The run-config dataclass and its hash function.
-
-    ``run_cls`` is a dataclass, a ``"module:Class"`` string, or None for ``anira.train:RunConfig``
-    (imported lazily). ``hash_fn`` defaults to ``config_hash`` of the class's module.
-    """
-    if run_cls is None or isinstance(run_cls, str):
-        spec = run_cls or DEFAULT_RUN_CLASS
-        if ":" not in spec:
-            raise ValueError(f"run_class = {spec!r} must look like 'module:Class'")
-        mod_name, cls_name = spec.split(":", 1)
-        run_cls = getattr(importlib.import_module(mod_name), cls_name)
-    if not dataclasses.is_dataclass(run_cls):
-        raise ValueError(f"run_class = {run_cls!r} is not a dataclass")
-    if hash_fn is None:
-        hash_fn = getattr(importlib.import_module(run_cls.__module__), "config_hash", None)
-        if hash_fn is None:
-            raise ValueError(f"module {run_cls.__module__} defines no config_hash(cfg); pass hash_fn")
-    return run_cls, hash_fn
 
 
 def _check_run(check_fn: Callable | None, cfg: Any, where: str) -> None:
@@ -190,11 +173,14 @@ def load_profile(
     *,
     profiles_dir: Path | None = None,
     notebooks_dir: Path | None = None,
-    run_cls: type | str | None = None,
-    hash_fn: Callable | None = None,
+    trainer_module: ModuleType | None = None,
     check_notebooks: bool = True,
 ) -> Profile:
     """Read and validate a profile; every error is a ValueError naming the file and the key.
+
+    The runs are ``RunConfig``s of the trainer (``anira.train``; ``trainer_module``: another module
+    with ``RunConfig``, ``config_hash`` and optionally ``check_run`` and ``inputs_fingerprint``, e.g.
+    the tests' toy trainer), hashed by its ``config_hash`` and checked by its ``check_run``.
 
     ``check_notebooks`` (default) also requires every notebook file to exist and checks the
     profile's parameters against each notebook's ``parameters`` cell.
@@ -223,7 +209,8 @@ def load_profile(
     if doc["timeout_s"] <= 0:
         raise ValueError(f"{f}: timeout_s = {doc['timeout_s']!r} is out of range; allowed: [1, inf)")
 
-    run_cls, hash_fn = resolve_run_class(run_cls, hash_fn)
+    module = trainer_module if trainer_module is not None else trainer
+    run_cls, hash_fn = module.RunConfig, module.config_hash
     notebooks = _load_notebooks(f, doc["notebooks"], doc["timeout_s"], Path(notebooks_dir or NOTEBOOKS_DIR),
                                 check_notebooks)
     sweep = doc.get("sweep") or []
@@ -232,10 +219,9 @@ def load_profile(
         raise ValueError(f"{f}: sweep has {len(sweep)} block(s) but no notebook has per_run: true")
     if per_run and not sweep:
         raise ValueError(f"{f}: notebook {per_run[0].name!r} has per_run: true but the sweep is empty")
-    runs, n_entries = _expand_sweep(f, run_cls, hash_fn, doc.get("defaults") or {}, doc.get("task_params") or {}, sweep)
+    runs, n_entries = _expand_sweep(f, module, doc.get("defaults") or {}, doc.get("task_params") or {}, sweep)
     return Profile(name=name, path=path, sha256=hashlib.sha256(raw).hexdigest(), description=doc.get("description") or "",
-                   timeout_s=doc["timeout_s"], notebooks=notebooks, runs=runs, run_cls=run_cls, hash_fn=hash_fn,
-                   n_entries=n_entries)
+                   timeout_s=doc["timeout_s"], notebooks=notebooks, runs=runs, trainer=module, n_entries=n_entries)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -315,8 +301,9 @@ def _load_notebooks(f: str, entries: list, timeout_s: int, nb_dir: Path, check: 
 # ----------------------------------------------------------------------------------------------
 # sweep
 # ----------------------------------------------------------------------------------------------
-def _expand_sweep(f: str, run_cls: type, hash_fn: Callable, defaults: dict, task_params: dict,
+def _expand_sweep(f: str, module: ModuleType, defaults: dict, task_params: dict,
                   sweep: list) -> tuple[list[RunSpec], int]:
+    run_cls, hash_fn = module.RunConfig, module.config_hash
     fields = sorted(x.name for x in dataclasses.fields(run_cls) if x.init)
     unknown = sorted(set(defaults) - set(fields))
     if unknown:
@@ -326,7 +313,7 @@ def _expand_sweep(f: str, run_cls: type, hash_fn: Callable, defaults: dict, task
         if not isinstance(tp, dict):
             raise ValueError(f"{f}: task_params.{task} = {tp!r} must be a mapping of task parameters")
     # the run-config module's own input checks beyond the config (anira.train.check_run: the data)
-    check_fn = getattr(importlib.import_module(run_cls.__module__), "check_run", None)
+    check_fn = getattr(module, "check_run", None)
     runs: list[RunSpec] = []
     by_hash: dict[str, RunSpec] = {}
     derived: list[tuple[str, dict, dict, dict, int]] = []

@@ -42,6 +42,9 @@ class ToyConfig:
             check_range("fixed_depth", self.fixed_depth, 1)
 
 
+RunConfig = ToyConfig  # the name the study pipeline reads from a trainer module
+
+
 def config_hash(cfg: ToyConfig) -> str:
     d = {k: v for k, v in to_dict(cfg).items() if k != "num_threads"}
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
