@@ -16,6 +16,7 @@ from anira.tasks import make_task
 from anira.train import RunConfig, config_hash, evaluate, run
 
 TASK = "hops"
+REAL_LOAD_EVAL_SETS = tr.load_eval_sets  # before the autouse fixture below replaces it
 
 
 def tiny(**kw) -> RunConfig:
@@ -436,3 +437,18 @@ def test_load_model_names_what_is_missing_or_mismatched(tmp_path):
         tr.load_model(tmp_path / "r")
     with pytest.raises(ValueError, match=r"dtype = 'int8'; allowed values: \['float16', 'float32'\]"):
         tr.save_weights(other, tmp_path / "x.pt", "0", dtype="int8")
+
+
+def test_committed_weights_reproduce_the_committed_records(monkeypatch):
+    """Every committed run with trained weights (data/results/*/runs/*/weights.pt), loaded without a
+    checkpoint, recomputes its committed records: the same prediction, correctness, depth and block
+    count on every scored token of the frozen sets."""
+    from pathlib import Path
+
+    monkeypatch.setattr(tr, "load_eval_sets", REAL_LOAD_EVAL_SETS)  # the frozen sets, not this module's stand-ins
+    runs = sorted(Path(__file__).resolve().parents[1].glob("data/results/*/runs/*/weights.pt"))
+    if not runs:
+        pytest.skip("no committed weights in this checkout")
+    for w in runs:
+        committed = pd.read_csv(w.parent / "records.csv.gz")
+        assert tr.records_differ(committed, tr.rescore(w.parent)) is None, w.parent
