@@ -31,7 +31,7 @@ import toy_lib  # noqa: E402
 from anira.pipeline import driver as driver_mod  # noqa: E402
 from anira.pipeline import profile as profile_mod  # noqa: E402
 from anira.pipeline import (ExecutorOptions, Layout, RunJob, RunLock, StudyError, execute_run,  # noqa: E402
-                            load_profile, run_study)
+                            load_profile, run_state, run_study)
 from anira.study import main as study_main  # noqa: E402
 
 TOY_NOTEBOOKS = """\
@@ -745,3 +745,19 @@ def test_a_study_committed_part_by_part_is_completed_not_retrained(tmp_path, mon
         assert (second.run_dir(h) / "weights.pt").read_bytes() == (first.run_dir(h) / "weights.pt").read_bytes()
         assert json.loads((second.run_dir(h) / "summary.json").read_text()) == json.loads((first.run_dir(h) / "summary.json").read_text())
     assert driver_mod.reuse_finished(second, tmp_path / "results" / "e2e" / "runs") == []  # nothing left to copy
+
+
+def test_committed_runs_of_the_third_study_are_planned_finished_and_carry_weights():
+    """data/results/cpu3 holds finished runs of profiles/cpu3.yaml (committed sitting by sitting): every
+    one is a run the profile plans, on the current frozen data, with its trained weights, so the
+    driver reuses it instead of training it again."""
+    root = Path(__file__).resolve().parents[1] / "data" / "results"
+    if not (root / "cpu3" / "runs").is_dir():
+        pytest.skip("no committed cpu3 runs in this checkout")
+    layout = Layout("cpu3", runs_root=root)
+    plan = driver_mod.make_plan(load_profile("cpu3"), layout)  # raises if a committed run was scored on other data
+    planned = {p.config_hash for p in plan if p.config_hash}
+    committed = sorted(p.name for p in layout.runs_dir.iterdir() if p.is_dir())
+    assert committed and set(committed) <= planned
+    for h in committed:
+        assert run_state(layout.run_dir(h), h) == "done" and (layout.run_dir(h) / "weights.pt").is_file(), h

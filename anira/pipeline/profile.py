@@ -50,13 +50,17 @@ from typing import Any, Callable
 
 import yaml
 
-import anira.train as trainer  # the trainer: RunConfig, config_hash, check_run (tests pass a toy one)
 from anira.config import from_dict, to_dict
 from anira.notebook import assignments, literal_type_ok
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES_DIR = REPO / "profiles"
 NOTEBOOKS_DIR = REPO / "notebooks"
+
+# The trainer module (RunConfig, config_hash, check_run, inputs_fingerprint): anira.train, imported
+# when a profile is loaded, not with this package (a Slurm job that only executes a notebook never
+# needs torch in its own process). Tests set it to their toy trainer.
+trainer: ModuleType | None = None
 
 # parameters the driver passes itself; a profile may not set them
 DRIVER_PARAMS = ("profile", "figures_dir", "runs_dir", "run_dirs", "run_dir", "run_config", "config_hash")
@@ -209,7 +213,9 @@ def load_profile(
     if doc["timeout_s"] <= 0:
         raise ValueError(f"{f}: timeout_s = {doc['timeout_s']!r} is out of range; allowed: [1, inf)")
 
-    module = trainer_module if trainer_module is not None else trainer
+    module = trainer_module or trainer
+    if module is None:
+        import anira.train as module
     run_cls, hash_fn = module.RunConfig, module.config_hash
     notebooks = _load_notebooks(f, doc["notebooks"], doc["timeout_s"], Path(notebooks_dir or NOTEBOOKS_DIR),
                                 check_notebooks)
