@@ -8,8 +8,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import numbers
+import re
 import typing
 from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
 
 T = TypeVar("T")
 
@@ -197,3 +200,18 @@ def to_dict(cfg: Any) -> dict[str, Any]:
             return {k: conv(x) for k, x in v.items()}
         return v
     return {k: conv(v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+class _YAMLLoader(yaml.SafeLoader):
+    """YAML 1.1 (PyYAML) reads a float only with a dot, so ``lr=1e-3`` would arrive as the string
+    '1e-3'; this loader also reads 1e-3, 2E5 and 5e+2 as floats, as YAML 1.2 does."""
+
+
+_YAMLLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                                  list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with exponent floats (1e-3) read as numbers (``_YAMLLoader``): the parser
+    of profiles, config files and key=value overrides."""
+    return yaml.load(text, Loader=_YAMLLoader)  # noqa: S506 (a SafeLoader subclass)

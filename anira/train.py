@@ -47,7 +47,7 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from anira.config import (ADAPTIVE, MAX_DEPTH, MECHANISMS, check_choice, check_fields, check_range, from_dict, include_fields,
-                          to_dict)
+                          load_yaml, to_dict)
 from anira.losses import LossConfig, PonderLoss, task_loss, token_ce
 from anira.paths import portable_argv
 from anira.model import AniraModel, ModelConfig
@@ -979,7 +979,7 @@ def config_from_command_line(config_file: str | None, overrides: Sequence[str]) 
         if not path.is_file():
             raise ValueError(f"--config = {config_file!r}: no such file")
         try:
-            doc = yaml.safe_load(path.read_text())
+            doc = load_yaml(path.read_text())
         except yaml.YAMLError as err:
             raise ValueError(f"--config = {config_file!r}: malformed YAML: {' '.join(str(err).split())}") from None
         if doc is not None and not isinstance(doc, dict):
@@ -991,7 +991,7 @@ def config_from_command_line(config_file: str | None, overrides: Sequence[str]) 
         if not sep or not k:
             raise ValueError(f"override {item!r} must look like key=value")
         try:
-            values[k] = yaml.safe_load(v)
+            values[k] = load_yaml(v)
         except yaml.YAMLError as err:
             raise ValueError(f"override {item!r}: the value is not valid YAML: {' '.join(str(err).split())}") from None
     where = "command line" + (f" (--config {config_file})" if config_file else "")

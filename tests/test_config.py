@@ -63,3 +63,16 @@ def test_run_config_takes_model_and_loss_fields_from_their_configs():
         @include_fields(LossConfig)
         class Twice:
             beta: float = 1.0
+
+
+@pytest.mark.parametrize("text,value", [("1e-3", 0.001), ("2E5", 2e5), ("-5e+2", -500.0), ("0.5", 0.5), ("3", 3),
+                                        ("1e", "1e"), ("e5", "e5"), ("[1e-2, 2]", [0.01, 2])])
+def test_exponent_floats_are_numbers_in_overrides_and_profiles(text, value):
+    """PyYAML (YAML 1.1) reads 1e-3 as a string; the project's loader reads it as the float it is,
+    so ``lr=1e-3`` works on the command line and in a profile."""
+    from anira.config import load_yaml
+    from anira.train import config_from_command_line
+
+    got = load_yaml(text)
+    assert got == value and type(got) is type(value)
+    assert config_from_command_line(None, ["lr=1e-3", "beta=5e-2"]).lr == 0.001

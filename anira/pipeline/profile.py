@@ -50,7 +50,7 @@ from typing import Any, Callable
 
 import yaml
 
-from anira.config import from_dict, to_dict
+from anira.config import from_dict, load_yaml, to_dict
 from anira.notebook import assignments, literal_type_ok
 
 REPO = Path(__file__).resolve().parents[2]
@@ -193,7 +193,7 @@ def load_profile(
     raw = path.read_bytes()
     f = str(path)
     try:
-        doc = yaml.safe_load(raw)
+        doc = load_yaml(raw)
     except yaml.YAMLError as err:
         raise ValueError(f"{f}: malformed YAML: {err}") from None
     if not isinstance(doc, dict):
