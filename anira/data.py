@@ -295,7 +295,7 @@ def earlier_params(design: str = "v1") -> dict[str, dict[str, dict]]:
 # ---------------------------------------------------------------------------------------------
 # certificate: the extrapolation set needs more steps than training
 # ---------------------------------------------------------------------------------------------
-CERTIFIED = ("hops", "addition", "toposort")  # the algorithmic tasks (each defines a bounded reader)
+CERTIFIED = ("hops", "addition", "toposort", "language")  # the tasks that define a bounded reader
 
 
 def certify(task: str, root: str | os.PathLike | None = None,
@@ -318,10 +318,11 @@ def certify(task: str, root: str | os.PathLike | None = None,
     t = make_task(task)
     k = max(f["difficulty"] for ex in sets["in"] for f in ex.features)
 
-    def read(exs):
+    def read(exs):  # on answer tokens (a language model's other tokens chain no facts)
         acc = np.array([a for ex in exs for a in t.bounded_reader(t.render(ex), k)])
         diff = np.array([f["difficulty"] for ex in exs for f in ex.features])
-        return acc, diff
+        answer = np.array([f["is_answer"] == 1 for ex in exs for f in ex.features])
+        return acc[answer], diff[answer]
 
     acc_in, _ = read(sets["in"])
     acc_out, diff_out = read(sets["out"])

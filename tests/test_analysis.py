@@ -9,7 +9,8 @@ from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
 from sklearn.model_selection import GroupKFold, cross_val_predict
 
-from anira.analysis import (BootstrapConfig, alignment_table, by_size, claims_table, complexity_vs_surprise,
+from anira.analysis import (BootstrapConfig, alignment_table, by_size, claims_table, complexity_surprise_regression,
+                            complexity_vs_surprise, generator_entropy,
                             depth_by_difficulty, depth_by_kind, evaluate_claims, example_depths, extrapolation_table,
                             beyond_training,
                             feature_importance, load_summaries, mean_by, pareto, pareto_front, run_table, select,
@@ -167,6 +168,33 @@ def test_language_kinds_and_complexity_vs_surprise():
     assert cs.loc["early", "follows"] == "surprise" and cs.loc["early", "rho_diff_hi"] < 0
     own = complexity_vs_surprise(r[r.mechanism != "fixed"], mechanisms=("online",), boot=B)
     assert own["surprise_source"].iloc[0] == "own"
+
+
+@pytest.mark.parametrize("surprise", ["reference", "own", "generator"])
+def test_regression_of_depth_on_complexity_and_surprise_together(surprise):
+    """Depth built from difficulty is attributed to complexity, depth built from the free tokens
+    (the surprising ones) to surprise, and a depth drawn at random to neither: each verdict can
+    come out every way, with every surprise source."""
+    r = synthetic_records(tasks=("language",), seeds=(0, 1), n_examples=40, n_tokens=10,
+                          depth_mode={"online": "difficulty", "early": "surprise", "random": "random",
+                                      "fixed": "constant"})
+    r = r.assign(uniform=1, n_branching=np.where(r["kind"] == 1, 6, 1))
+    reg = complexity_surprise_regression(r, mechanisms=("early", "online", "random"), surprise=surprise,
+                                         boot=B).set_index("mechanism")
+    assert (reg["surprise_source"] == surprise).all() and (reg["n_seeds"] == 2).all()
+    assert reg.loc["online", "follows"] == "complexity" and reg.loc["online", "beta_complexity_lo"] > 0.5
+    assert reg.loc["early", "follows"] == "surprise" and reg.loc["early", "beta_surprise_lo"] > 0.5
+    assert reg.loc["random", "follows"] == "neither" and reg.loc["random", "r2"] < 0.05
+    assert reg.loc["online", "r2"] > 0.5
+    with pytest.raises(ValueError, match=r"surprise = 'loss' is not allowed; allowed values: \['reference'"):
+        complexity_surprise_regression(r, surprise="loss")
+
+
+def test_generator_entropy_is_known_only_where_the_draw_is_uniform():
+    r = pd.DataFrame({"kind": [0, 1, 1, 2], "uniform": [1, 1, 0, 0], "n_branching": [1, 6, 14, 6]})
+    ent = generator_entropy(r)
+    assert ent.iloc[0] == 0.0 and ent.iloc[1] == pytest.approx(np.log(6)) and np.isnan(ent.iloc[2])
+    assert ent.iloc[3] == 0.0  # an answer is fixed by the story
 
 
 # --- generalization ------------------------------------------------------------------------------

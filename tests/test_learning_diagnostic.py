@@ -114,3 +114,27 @@ def test_committed_diagnostic_runs_of_the_other_tasks(capsys, task, extra, faili
     failed = [ln.split("FAIL  ", 1)[1].split(":")[0] for ln in out.splitlines() if "FAIL  " in ln]
     assert failed == failing and rc == (1 if failing else 0)
 
+
+
+def test_language_bars_judge_one_fact_answers_grammar_and_free_choice_entropy():
+    """The language bars come out both ways on hand-made records: a model that answers 1-fact
+    questions, never misses a grammar token and whose free-choice loss is the entropy passes; one
+    whose loss on the free choices is 0.2 nats above ln(n_branching) fails that bar only."""
+    import numpy as np
+    import pandas as pd
+
+    diag = load_script()
+    rec = pd.DataFrame({
+        "kind": [0] * 100 + [1] * 100 + [2] * 100,
+        "steps": [0] * 200 + [1] * 50 + [2] * 50,
+        "uniform": [1] * 100 + [1] * 50 + [0] * 50 + [0] * 100,
+        "n_branching": [1] * 100 + [6] * 100 + [6] * 100,
+        "correct": [True] * 100 + [False] * 100 + [True] * 46 + [False] * 4 + [True] * 50,
+        "loss": [0.0] * 100 + [float(np.log(6))] * 100 + [0.0] * 100,
+    })
+    ok = diag.language_verdicts("fixed6", rec)
+    assert [v[1] for v in ok] == [True, True, True] and "0.920" in ok[0][2]
+    worse = rec.assign(loss=np.where(rec.kind == 1, np.log(6) + 0.2, rec.loss))
+    assert [v[1] for v in diag.language_verdicts("fixed6", worse)] == [True, True, False]
+    missed = rec.assign(correct=np.where(rec.kind == 0, np.arange(300) % 50 != 0, rec.correct))
+    assert [v[1] for v in diag.language_verdicts("fixed6", missed)] == [True, False, True]

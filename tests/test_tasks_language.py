@@ -10,7 +10,9 @@ Only the word lists (the lexicon) are shared with the module.
 """
 import collections
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from anira.tasks import make_task
 from anira.tasks import language as L
@@ -66,10 +68,22 @@ def parse_fact(s):
 
 
 def interpret(words):
-    """[(answer position, answer, k, distance)] for every question of a rendered story."""
+    """[(answer position, answer, k, distance)] for every question of a rendered story. An earlier
+    answer to the same question is one fact while nothing it depends on has happened since."""
     facts, out = [], []  # facts: (end position, fact)
+    asked = []  # (answer position, question words, answer)
+
+    def last_answer(question, before):
+        return next(((pos, ans) for pos, q, ans in reversed(asked) if pos < before and q == question), (-1, None))
+
+    def last_move(p, before):
+        return max((end for end, f in facts if end < before and f[1] == p and f[0] in ("intro", "move", "follow")),
+                   default=-1)
 
     def where_person(p, before):
+        a, ans = last_answer(("where", "is", p), before)
+        if a > last_move(p, before):
+            return ans, [a]
         for end, f in reversed(facts):
             if end < before and f[1] == p and f[0] in ("intro", "move", "follow"):
                 if f[0] == "follow":
@@ -95,15 +109,22 @@ def interpret(words):
             ans, chain = holder, [fend]
         elif s[2] == "the":  # where is the O ?
             fend, f = last_object_fact(s[3], pos)
+            a, a_ans = last_answer(tuple(s[:4]), pos)
             if f[0] == "put":
                 ans, chain = f[2], [fend]
+                if a > fend:
+                    chain = [a]
             else:
                 holder = f[2] if f[0] == "give" else f[1]
                 ans, rest = where_person(holder, pos)
                 chain = [fend] + rest
+                if a > fend and a > last_move(holder, pos):
+                    chain = [a]
+            assert chain != [a] or a_ans == ans  # a reused answer still holds
         else:  # where is P ?
             ans, chain = where_person(s[2], pos)
         out.append((pos, ans, len(set(chain)), pos - max(chain)))
+        asked.append((pos, tuple(s[:-2]), ans))
     return out
 
 
@@ -120,7 +141,7 @@ def frames(st, cfg):
             for oadj in (False, True):
                 out.append([frozenset(NAMES - cast), frozenset(L.INTRO_VERBS), one("in"), one("the")]
                            + ([frozenset(L.PLACE_ADJECTIVES)] if padj else [])
-                           + [frozenset(PLACES), one("with"), one("the")]
+                           + [frozenset(PLACES - set(st["places"])), one("with"), one("the")]
                            + ([frozenset(L.OBJECT_ADJECTIVES)] if oadj else [])
                            + [frozenset(OBJECTS - objs), one(".")])
     if st["last"] == "intro":
@@ -129,8 +150,9 @@ def frames(st, cfg):
         c = st["events"]
         statements = c < cfg.max_sentences and cfg.question_prob < 1
         questions = cfg.question_prob > 0 or c >= cfg.min_sentences
-    else:  # after a question
-        statements, questions = st["events"] < cfg.max_sentences, False
+    else:  # after a question: another one while max_questions allows (forced when question_prob is 1)
+        questions = st["in_row"] < cfg.max_questions and cfg.question_prob > 0
+        statements = st["events"] < cfg.max_sentences and not (questions and cfg.question_prob >= 1)
     if statements:
         body = []
         for particle in (("to",), ("into",), ("back", "to")):
@@ -157,10 +179,11 @@ def frames(st, cfg):
     return out
 
 
-def check_story(task, ex):
-    """Walk the story token by token; return the number of tokens checked."""
+def check_story(task, ex, draws=None):
+    """Walk the story token by token; return the number of tokens checked. ``draws`` (a list)
+    collects (n allowed, rank of the word among them) for every free token flagged ``uniform``."""
     cfg, words = task.config, task.render(ex)
-    st = {"cast": [], "objects": [], "events": 0, "last": "intro"}
+    st = {"cast": [], "places": [], "objects": [], "events": 0, "last": "intro", "in_row": 0}
     live, m, sentence = frames(st, cfg), 0, []
     for i in range(1, len(words)):
         rec, w = ex.features[i - 1], words[i]
@@ -175,6 +198,8 @@ def check_story(task, ex):
             assert rec["kind"] == (0 if len(allowed) == 1 else 1), (i, w, sorted(allowed))
             assert rec["n_branching"] == len(allowed), (i, w, sorted(allowed))
             assert rec["is_answer"] == 0 and rec["steps"] == 0 and rec["difficulty"] == 0
+            if rec["kind"] == 1 and rec["uniform"] and draws is not None:
+                draws.append((len(allowed), sorted(allowed).index(w)))
         live = [f for f in live if len(f) > m and w in (f[m][1] if isinstance(f[m], tuple) else f[m])]
         assert live
         sentence.append(w)
@@ -184,14 +209,16 @@ def check_story(task, ex):
             assert all(done)
             if sentence[-2:-1] == ["?"]:
                 st["last"] = "question"
+                st["in_row"] += 1
             else:
                 fact = parse_fact(sentence)
                 if fact[0] == "intro":
                     st["cast"].append(fact[1])
+                    st["places"].append(fact[2])
                     st["objects"].append(fact[3])
                 else:
                     st["events"] += 1
-                    st["last"] = "event"
+                    st["last"], st["in_row"] = "event", 0
             live, m, sentence = frames(st, cfg), 0, []
     assert m == 0
     assert len(st["cast"]) == ex.features[0]["n_entities"] and st["events"] == ex.size
@@ -205,6 +232,8 @@ CONFIGS = [
     ("train", {"question_prob": 1.0, "min_entities": 3, "max_entities": 3}),
     ("train", {"min_entities": 2, "max_entities": 2, "min_sentences": 1, "max_sentences": 1}),
     ("train", {"n_names": 5, "n_objects": 3, "n_places": 4, "max_entities": 3}),
+    ("train", {"question_prob": 1.0, "max_questions": 3}),
+    ("train", {"question_prob": 0.6, "max_questions": 2, "min_entities": 2, "max_entities": 4}),
 ]
 
 
@@ -242,9 +271,11 @@ def test_difficulty_spread_and_answer_types():
 
 
 def test_vocabulary_and_templates_like_a_language():
-    task = make_task("language")
+    """With the full pools (the study's ranges draw from the first 6 of each) every word is reachable."""
+    full = {"n_names": len(L.NAMES), "n_objects": len(L.OBJECTS), "n_places": len(L.PLACES)}
+    task = make_task("language", **full)
     assert 150 <= len(task.vocab) <= 300
-    exs = task.generate(3000, seed=1) + make_task("language", range="extrap").generate(300, seed=1)
+    exs = task.generate(3000, seed=1) + make_task("language", range="extrap", **full).generate(300, seed=1)
     used = {w for ex in exs for w in task.render(ex)}
     assert used == set(task.vocab.itos) - {"<pad>"}  # every word is reachable
     # sentence templates: content words abstracted away, function words and verbs kept
@@ -261,8 +292,9 @@ def test_ranges_scoring_and_determinism():
     train, extrap = make_task("language"), make_task("language", range="extrap")
     assert train.vocab.itos == extrap.vocab.itos
     tr, ex = train.generate(300, seed=0), extrap.generate(300, seed=0)
-    assert {e.size for e in tr} == set(range(3, 7)) and min(e.size for e in ex) > max(e.size for e in tr)
-    assert {e.features[0]["n_entities"] for e in tr} == {2, 3}
+    c = train.config
+    assert {e.size for e in tr} == set(range(c.min_sentences, c.max_sentences + 1)) == {e.size for e in ex}
+    assert {e.features[0]["n_entities"] for e in tr} == {3}
     for e in tr[:50]:
         assert e.scored == list(range(1, len(e.tokens)))
         assert [r["position"] for r in e.features] == e.scored
@@ -281,7 +313,7 @@ def test_ranges_scoring_and_determinism():
         ({"min_sentences": 0}, r"min_sentences = 0 .*\[1, inf\]"),
         ({"min_sentences": 5, "max_sentences": 4}, r"max_sentences = 4 .*\[5, inf\]"),
         ({"min_entities": 1}, r"min_entities = 1 .*\[2, 24\]"),
-        ({"max_entities": 25}, r"max_entities = 25 .*\[2, 24\]"),
+        ({"max_entities": 25}, r"max_entities = 25 .*\[3, 24\]"),
         ({"question_prob": 1.2}, r"question_prob = 1.2 .*\[0.0, 1.0\]"),
         ({"n_people": 3}, r"unknown key"),
         ({"min_sentences": 2.5}, r"min_sentences"),
@@ -290,3 +322,89 @@ def test_ranges_scoring_and_determinism():
 def test_bad_config_raises(params, match):
     with pytest.raises(ValueError, match=match):
         LanguageTask(**params)
+
+
+# ---- the difficulty range and the bounded reader -------------------------------------------------
+@pytest.mark.parametrize("rng_name,params", [("train", {}), ("extrap", {}), ("train", {"question_prob": 0.5})])
+def test_candidates_are_the_places_mentioned_and_set_the_floor(rng_name, params):
+    task = make_task("language", range=rng_name, **params)
+    for ex in task.generate(100, seed=3):
+        words = task.render(ex)
+        for i, r in zip(ex.scored, ex.features):
+            if not r["is_answer"]:
+                assert r["n_candidates"] == r["n_branching"]
+                continue
+            if words[i - 4] == "who" or words[i - 5] == "who":
+                assert r["n_candidates"] == r["n_entities"] + 1 and r["steps"] == 1
+            else:
+                # an answer is never a place no statement mentioned (answers repeat statements)
+                mentioned = {w for w in words[1:i] if w in PLACES}
+                assert words[i] in mentioned and r["n_candidates"] == len(mentioned)
+            assert LanguageTask.floor(r) == (1.0 if r["steps"] == 1 else 1 / r["n_candidates"])
+
+
+def test_training_range_caps_the_facts_and_the_extrapolation_range_needs_more():
+    train, extrap = make_task("language"), make_task("language", range="extrap")
+    cap = train.config.max_difficulty
+    assert cap >= 3 and extrap.config.min_difficulty == cap + 1
+    tr, ex = train.generate(300, seed=5), extrap.generate(200, seed=5)
+    steps_tr = collections.Counter(r["steps"] for e in tr for r in e.features if r["is_answer"])
+    assert set(steps_tr) == set(range(1, cap + 1))  # every k up to the cap is in range
+    assert all(max(r["steps"] for r in e.features) > cap for e in ex)
+    # the same story sizes: the shift is in the facts chained, not in positions
+    assert {e.size for e in ex} == {e.size for e in tr}
+    assert max(len(e.tokens) for e in ex) <= 1.15 * max(len(e.tokens) for e in tr)
+
+
+def test_bounded_reader_guesses_among_mentioned_places_beyond_k():
+    """With k facts the reader is exact on answers that chain at most k and guesses 1/|places
+    mentioned| on the others (read here off the words, independently of the generator's count)."""
+    task = make_task("language", range="extrap")
+    n_beyond = 0
+    for ex in task.generate(100, seed=6):
+        words = task.render(ex)
+        for k in (1, 3):
+            got = task.bounded_reader(words, k)
+            for g, i, r in zip(got, ex.scored, ex.features):
+                if not r["is_answer"]:
+                    continue
+                if r["steps"] <= k:
+                    assert g == 1.0
+                else:
+                    mentioned = {w for w in words[1:i] if w in PLACES}
+                    assert g == pytest.approx(1 / len(mentioned))
+                    n_beyond += k == 3
+    assert n_beyond >= 100
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"min_difficulty": 4, "max_difficulty": 3}, r"min_difficulty = 4: must be at most max_difficulty = 3"),
+    ({"max_questions": 0}, r"max_questions = 0 .*\[1, inf\]"),
+    ({"n_places": 2, "max_entities": 3}, r"n_places = 2 .*\[3, 20\]"),
+])
+def test_bad_range_raises(params, match):
+    with pytest.raises(ValueError, match=match):
+        LanguageTask(**params)
+
+
+def test_tokens_flagged_uniform_are_drawn_uniformly_from_what_the_grammar_allows():
+    """For every number of allowed words, the rank (in the enumerator's sorted allowed set) of the
+    free words the generator flags ``uniform`` is uniform: a chi-square test per group. So their
+    entropy is ln n_branching, the bar the free-choice cross-entropy is judged against."""
+    task = make_task("language")
+    draws = []
+    for ex in task.generate(600, seed=21):
+        check_story(task, ex, draws)
+    by_n = collections.defaultdict(list)
+    for n, rank in draws:
+        by_n[n].append(rank)
+    tested = 0
+    for n, ranks in by_n.items():
+        if len(ranks) >= 20 * n:
+            counts = np.bincount(ranks, minlength=n)
+            assert stats.chisquare(counts).pvalue > 1e-4, (n, counts)
+            tested += len(ranks)
+    assert tested >= 0.8 * len(draws) and len(draws) > 5000
+    # and the flag is not everywhere: sentence starts and optional words mix weighted choices
+    free = [r for ex in task.generate(100, seed=2) for r in ex.features if r["kind"] == 1]
+    assert 0.2 < np.mean([r["uniform"] for r in free]) < 0.9

@@ -18,8 +18,9 @@ Figures and tables: ``anira.plotting``. (Synthetic records with known answers, f
 """
 from anira.analysis._stats import (ADAPTIVE, MECHANISMS, RECORD_COLUMNS, SPLITS, BootstrapConfig, check_columns,
                                    check_one_config, mean_by, run_table, select, spearman_by, weighted_spearman)
-from anira.analysis.alignment import (alignment_table, complexity_vs_surprise, depth_by_difficulty, depth_by_kind,
-                                      reference_surprise, token_kind_labels)
+from anira.analysis.alignment import (SURPRISE_SOURCES, alignment_table, complexity_surprise_regression, complexity_vs_surprise,
+                                      depth_by_difficulty, depth_by_kind, generator_entropy, reference_surprise,
+                                      token_kind_labels)
 from anira.analysis.claims import Claim, claim_inputs, claims_table, evaluate_claims, thresholds
 from anira.analysis.efficiency import load_summaries, pareto, pareto_front, speedup_table, summaries_frame
 from anira.analysis.generalization import (beyond_training, by_size, extrapolation_table, test_time_depth,
@@ -41,6 +42,7 @@ def load_records(paths) -> "pd.DataFrame":
 
 __all__ = ["ADAPTIVE", "MECHANISMS", "RECORD_COLUMNS", "SPLITS", "BootstrapConfig", "check_columns", "check_one_config",
            "mean_by", "run_table", "select", "spearman_by", "weighted_spearman", "alignment_table", "complexity_vs_surprise",
+           "complexity_surprise_regression", "generator_entropy", "SURPRISE_SOURCES",
            "depth_by_difficulty", "depth_by_kind", "reference_surprise", "token_kind_labels", "Claim", "claim_inputs",
            "claims_table",
            "evaluate_claims", "thresholds", "load_summaries", "pareto", "pareto_front", "speedup_table", "summaries_frame", "by_size",

@@ -19,14 +19,27 @@ confounded (its depth changes its loss) and is used only when no reference run e
 output says which one was used. We report rho_c = Spearman(depth, difficulty),
 rho_s = Spearman(depth, surprise) and rho_c - rho_s with a paired CI:
 "complexity" if the CI of the difference is above 0, "surprise" if below, else "undecided".
+
+Both together (``complexity_surprise_regression``): the two are confounded by token kind (answers
+are complex and, once learned, unsurprising; free choices are surprising and need no facts), so
+rank correlations taken one at a time can each look strong. The regression of depth on both,
+standardised (depth steps per SD of each, in-range tokens of every kind), says what each adds
+given the other; surprise is the reference model's loss, the model's own loss, or the
+generator's entropy (``generator``: ln n_branching on the tokens drawn uniformly among what the
+grammar allows, 0 on grammar tokens and answers; the other free tokens are left out). CIs come
+from the same sequence bootstrap; depth "follows" complexity (or surprise) when that coefficient's CI
+is above 0 and above the other's (the CI of their difference), "neither" when no coefficient's CI
+is above 0, else "undecided".
 """
 from __future__ import annotations
 
 from typing import Literal, Sequence
 
+import numpy as np
 import pandas as pd
 
-from anira.analysis._stats import (BootstrapConfig, check_columns, check_one_config, diff_ci, mean_by, select,
+from anira.analysis._stats import (BootstrapConfig, _runs, check_columns, check_one_config, diff_ci, group_rng,
+                                   mean_by, nanmean, percentile_ci, resample_counts, run_clusters, seed_sd, select,
                                    spearman_by, token_floor)
 
 KIND_NAMES = {0: "grammar", 1: "free", 2: "answer"}  # language `kind` codes
@@ -157,5 +170,106 @@ def complexity_vs_surprise(records: pd.DataFrame, task: str = "language",
     return pd.DataFrame(rows)
 
 
+SURPRISE_SOURCES = ("reference", "own", "generator")
+
+
+def generator_entropy(records: pd.DataFrame) -> pd.Series:
+    """The generator's entropy (nats) of each token given the story so far, where it is known
+    exactly: ln n_branching on tokens drawn uniformly (``uniform``), 0 on answers (fixed by the
+    story); NaN on the free tokens whose draw mixes weighted choices."""
+    check_columns(records, ["kind", "uniform", "n_branching"], "generator_entropy")
+    ent = np.log(records["n_branching"].astype(float)).where(records["uniform"] == 1)
+    return ent.mask(records["kind"] == 2, 0.0)
+
+
+def _wls(S: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """Solutions of the normal equations S b = R, batched: S (..., p, p), R (..., p); NaN where singular."""
+    out = np.full(R.shape, np.nan)
+    ok = np.abs(np.linalg.det(S)) > 1e-9 * np.maximum(1.0, np.abs(S).max(axis=(-1, -2))) ** S.shape[-1]
+    out[ok] = np.linalg.solve(S[ok], R[ok][..., None])[..., 0]
+    return out
+
+
+def _follows(lo: np.ndarray, dlo: float, dhi: float) -> str:
+    """"complexity" / "surprise": its coefficient's CI above 0 and above the other's (CI of the
+    difference); "neither" when no coefficient's CI is above 0; else "undecided"."""
+    if lo[0] > 0 and dlo > 0:
+        return "complexity"
+    if lo[1] > 0 and dhi < 0:
+        return "surprise"
+    return "neither" if not (lo[0] > 0 or lo[1] > 0) else "undecided"
+
+
+def complexity_surprise_regression(records: pd.DataFrame, task: str = "language",
+                                   mechanisms: Sequence[str] = ("early", "online", "oracle", "random"),
+                                   surprise: Literal["reference", "own", "generator"] = "reference",
+                                   reference_mechanism: str = "fixed", depth_col: str = "depth",
+                                   boot: BootstrapConfig | None = None) -> pd.DataFrame:
+    """Depth regressed on complexity (difficulty) and surprise together (module docstring).
+
+    Per run: OLS of depth on [1, z(difficulty), z(surprise)] over the in-range tokens (z: the run's
+    own mean and SD), bootstrapped over sequences; per mechanism the mean over runs (seeds).
+    Columns: task, mechanism, surprise_source, beta_complexity (+ _lo, _hi, _seed_sd),
+    beta_surprise (+ _lo, _hi, _seed_sd), beta_diff (+ _lo, _hi), follows, r2, n_seeds, n_tok.
+    With ``reference`` and no reference run, the model's own loss is used (surprise_source says so).
+    """
+    if surprise not in SURPRISE_SOURCES:
+        raise ValueError(f"surprise = {surprise!r} is not allowed; allowed values: {list(SURPRISE_SOURCES)}")
+    boot = boot or BootstrapConfig()
+    df = select(records, split="in", eval_depth="train", task=task, mechanism=list(mechanisms))
+    check_one_config(df, ["task", "mechanism"])
+    source = surprise
+    if surprise == "reference":
+        ref = reference_surprise(select(records, split="in", eval_depth="train", task=task), reference_mechanism)
+        if ref.empty:
+            source = "own"
+        else:
+            df = df.merge(ref, on=["task", "split", "example", "position"], how="inner")
+    if source == "own":
+        df = df.assign(surprise=df["loss"])
+    elif source == "generator":
+        df = df.assign(surprise=generator_entropy(df))
+    df = df[df["surprise"].notna() & df[depth_col].notna()]
+    rows = []
+    for (tk, mech), sub in df.groupby(["task", "mechanism"], sort=True):
+        rng = group_rng(boot, (tk, mech, "regression", source))
+        runs = _runs(sub)
+        points = np.full((len(runs), 3), np.nan)  # beta_c, beta_s, r2
+        reps = np.full((len(runs), boot.n_boot, 2), np.nan)
+        for r, (_, run) in enumerate(runs):
+            y = run[depth_col].to_numpy(dtype=float)
+            cols = []
+            for name in ("difficulty", "surprise"):
+                v = run[name].to_numpy(dtype=float)
+                sd = v.std()
+                cols.append((v - v.mean()) / sd if sd > 0 else np.zeros_like(v))
+            X = np.column_stack([np.ones_like(y), *cols])
+            rc = run_clusters(run)
+            n_cl = len(rc.strata)
+            S = np.zeros((n_cl, 3, 3))
+            R = np.zeros((n_cl, 3))
+            np.add.at(S, rc.cluster, X[:, :, None] * X[:, None, :])
+            np.add.at(R, rc.cluster, X * y[:, None])
+            b = _wls(S.sum(0)[None], R.sum(0)[None])[0]
+            resid = y - X @ b
+            r2 = 1 - resid.var() / y.var() if y.var() > 0 else np.nan
+            points[r] = [b[1], b[2], r2]
+            K = resample_counts(rng, rc.strata, boot.n_boot)
+            reps[r] = _wls(np.einsum("bc,cij->bij", K, S), K @ R)[:, 1:]
+        agg = nanmean(reps, 0)
+        lo, hi = percentile_ci(agg, boot.ci)
+        dlo, dhi = diff_ci(agg[:, 0], agg[:, 1], boot.ci)
+        mean, sd = nanmean(points, 0), seed_sd(points)
+        diff = mean[0] - mean[1]
+        rows.append(dict(task=tk, mechanism=mech, surprise_source=source,
+                         beta_complexity=mean[0], beta_complexity_lo=lo[0], beta_complexity_hi=hi[0],
+                         beta_complexity_seed_sd=sd[0], beta_surprise=mean[1], beta_surprise_lo=lo[1],
+                         beta_surprise_hi=hi[1], beta_surprise_seed_sd=sd[1], beta_diff=diff, beta_diff_lo=dlo,
+                         beta_diff_hi=dhi, follows=_follows(lo, dlo, dhi),
+                         r2=mean[2], n_seeds=int(np.sum(~np.isnan(points[:, 0]))), n_tok=len(sub)))
+    return pd.DataFrame(rows)
+
+
 __all__ = ["depth_by_difficulty", "alignment_table", "depth_by_kind", "token_kind_labels", "reference_surprise",
-           "complexity_vs_surprise", "KIND_NAMES"]
+           "complexity_vs_surprise", "complexity_surprise_regression", "generator_entropy", "SURPRISE_SOURCES",
+           "KIND_NAMES"]

@@ -19,9 +19,10 @@ Grammar (``[x]`` optional, ``a|b`` alternatives, CAST = people introduced so far
     put       [TIME] the OBJECT was PUT_VERB in the PLACE .
     questions where is NAME ? PLACE | where is the OBJECT ? PLACE | who has the OBJECT ? NAME|nobody
 
-Story: ``n_entities`` intro sentences (cast members and their objects are distinct), then
-``n_sentences`` events; after each event a question follows with probability ``question_prob``,
-and one always follows the last event (no question directly after the intro or after a question).
+Story: ``n_entities`` intro sentences (cast members, their starting places and their objects are
+distinct), then ``n_sentences`` events; after each event a question follows with probability
+``question_prob``, and one always follows the last event; another may follow an answer, each with
+``question_prob``, up to ``max_questions`` in a row (none directly after the intro).
 NAME / OBJECT in events and questions range over the cast and its objects; adjectives appear only
 at an intro (a first mention). An answer is followed directly by the next sentence. At a
 sentence start the allowed tokens are the first words of every sentence type that the story
@@ -39,10 +40,23 @@ chained to derive it.
     who has o     -> [last fact about o]                        (k = 1)
     where is o    -> [last fact about o] + (loc_chain(holder) if o is held)
 so e.g. "Mary took the apple . Mary went to the hallway ." makes "where is the apple" k = 2, and
-each follow on the way adds one fact. Difficulty = k for answers, 0 for every other token.
+each follow on the way adds one fact. An earlier answer to the same question counts as one fact
+while it still holds (a reader may copy it): "where is p ? X" holds until p next moves or follows,
+"where is the o ? X" until the next fact about o or the next move or follow of its holder. So a
+question repeated with nothing changed in between has k = 1, and a follow of q after "where is q"
+was answered chains two. Difficulty = k for answers, 0 for every other token.
 
 Size = ``n_sentences`` (events; intro and questions not counted); ``n_entities`` is a parameter
 with its own range (the number of objects equals it).
+
+Ranges: only the facts chained grow. Training stories (3 people, 2-4 events, names, objects and
+places drawn from pools of 6 that training covers densely, three questions after every event) are
+redrawn when an answer chains more than 3 facts (``max_difficulty``); extrapolation stories are
+drawn from the same grammar and sizes and kept only when an answer chains at least 4
+(``min_difficulty``), so the positions and the vocabulary are those of training and the answers
+beyond k = 3 need facts no training answer chained. A reader that chains at most 3 facts is exact
+in range and guesses among the places the story mentioned beyond it (``bounded_reader``;
+anira.data.certify): at most 1/3 per answer, since the three people start in places of their own.
 
 Per-token features (every position >= 1), with their class by the rule of ``anira.tasks.features``
 (the table ``LanguageTask.features``; docs/features.md):
@@ -53,7 +67,12 @@ Per-token features (every position >= 1), with their class by the rule of ``anir
              the answer; 0 otherwise);
            n_branching (number of tokens the grammar allows here given the prefix: 1 for kind 0,
              > 1 for kind 1; for an answer, the number of grammatical answers of its type:
-             all places for "where", cast + "nobody" for "who")
+             all places for "where", cast + "nobody" for "who");
+           n_candidates (answers: the answers a reader cannot rule out without the facts, the
+             places mentioned so far for "where", cast + "nobody" for "who"; = n_branching
+             otherwise): the floor's and the bounded reader's guess;
+           uniform (1 when the generator drew the token uniformly among the n_branching allowed:
+             its entropy is ln n_branching, the bar for the free choices' cross-entropy)
 """
 from __future__ import annotations
 
@@ -61,7 +80,7 @@ import random
 from dataclasses import dataclass
 
 from anira.config import check_range
-from anira.tasks.base import BOS_ID, Example, Task, Vocab
+from anira.tasks.base import BOS_ID, MAX_REDRAWS, Example, Task, Vocab
 from anira.tasks.features import Feature, common
 
 GRAMMAR, FREE, ANSWER = 0, 1, 2
@@ -132,6 +151,9 @@ class LanguageConfig:
     min_entities: int = 2  # people in the cast (each starts with one object): more to track
     max_entities: int = 3
     question_prob: float = 0.5  # P(question after an event); one always follows the last event
+    max_questions: int = 1  # questions in a row after an event (each further one again with question_prob)
+    max_difficulty: int = 0  # redraw a story with an answer that chains more facts than this (0: no cap)
+    min_difficulty: int = 0  # redraw a story with no answer that chains at least this many facts (0: none)
     n_names: int = len(NAMES)  # names, objects and places are drawn from the first n_* of each list:
     n_objects: int = len(OBJECTS)  # a smaller pool means each word is seen (and bound) more often
     n_places: int = len(PLACES)
@@ -152,21 +174,28 @@ class LanguageTask(Task):
         Feature("steps", "label", "= difficulty"),
         Feature("distance", "dynamic", "tokens back to the most recent fact the answer needs: the story so far"),
         Feature("n_branching", "dynamic", "tokens the grammar allows given the prefix"),
+        Feature("uniform", "dynamic", "1 when the generator drew the token uniformly from the n_branching the "
+                                      "grammar allows (entropy ln n_branching; grammar tokens too)"),
+        Feature("n_candidates", "dynamic", "answers a reader cannot rule out without the facts: on a 'where' "
+                                           "answer the places the story has mentioned, on 'who' the cast and "
+                                           "nobody, else n_branching"),
     )
     size_name = "number of event sentences"
     difficulty_name = "chained facts an answer needs (0: grammar or free-choice token)"
     floor_reader = ("follows the grammar, guesses free choices uniformly, answers a 1-fact question by "
-                    "one lookup and guesses any other among the grammatical answers")
+                    "one lookup and guesses any other among the answers of its type the story has mentioned")
 
     @classmethod
     def floor(cls, records):
         """Grammar-determined tokens (kind 0): 1. Free choices (kind 1): ``1 / n_branching``, a
         uniform guess among the allowed tokens (no amount of computation does better than the
         generator's own weights). Answers (kind 2): 1 when one fact answers them (``steps`` = 1, a
-        single lookup, like a 1-hop query), else ``1 / n_branching`` among the answers of its type."""
-        kind, steps, nb = records["kind"], records["steps"], records["n_branching"]
+        single lookup, like a 1-hop query), else ``1 / n_candidates``: a guess among the answers of
+        its type that the story has mentioned (the bounded reader's guess, ``bounded_reader``)."""
+        kind, steps = records["kind"], records["steps"]
         sure = (kind == GRAMMAR) | ((kind == ANSWER) & (steps == 1))
-        return sure + (1 - sure) / nb
+        n = records["n_candidates"] * (kind == ANSWER) + records["n_branching"] * (kind != ANSWER)
+        return sure + (1 - sure) / n
 
     @classmethod
     def multi_step(cls, records):
@@ -176,11 +205,13 @@ class LanguageTask(Task):
 
     @classmethod
     def train_config(cls) -> LanguageConfig:
-        return LanguageConfig()
+        return LanguageConfig(min_sentences=2, max_sentences=4, min_entities=3, max_entities=3, question_prob=1.0,
+                              max_questions=3, max_difficulty=3, n_names=6, n_objects=6, n_places=6)
 
     @classmethod
     def extrap_config(cls) -> LanguageConfig:
-        return LanguageConfig(min_sentences=8, max_sentences=12, min_entities=4, max_entities=5)
+        return LanguageConfig(min_sentences=2, max_sentences=4, min_entities=3, max_entities=3, question_prob=1.0,
+                              max_questions=3, min_difficulty=4, n_names=6, n_objects=6, n_places=6)
 
     def validate(self) -> None:
         c = self.config
@@ -189,9 +220,15 @@ class LanguageTask(Task):
         check_range("min_entities", c.min_entities, 2, len(OBJECTS))
         check_range("max_entities", c.max_entities, c.min_entities, len(OBJECTS))
         check_range("question_prob", c.question_prob, 0.0, 1.0)
+        check_range("max_questions", c.max_questions, 1, None)
+        check_range("max_difficulty", c.max_difficulty, 0, None)
+        check_range("min_difficulty", c.min_difficulty, 0, None)
+        if c.max_difficulty and c.min_difficulty > c.max_difficulty:
+            raise ValueError(f"min_difficulty = {c.min_difficulty}: must be at most max_difficulty = "
+                             f"{c.max_difficulty} (or max_difficulty 0, no cap)")
         check_range("n_names", c.n_names, c.max_entities, len(NAMES))
         check_range("n_objects", c.n_objects, c.max_entities, len(OBJECTS))
-        check_range("n_places", c.n_places, 2, len(PLACES))
+        check_range("n_places", c.n_places, max(2, c.max_entities), len(PLACES))
 
     @classmethod
     def build_vocab(cls) -> Vocab:
@@ -199,6 +236,21 @@ class LanguageTask(Task):
 
     # ------------------------------------------------------------------------------------
     def sample(self, rng: random.Random) -> Example:
+        """One story; with ``max_difficulty`` / ``min_difficulty`` set, stories are redrawn until
+        no answer chains more facts than the cap and at least one chains the minimum (the grammar,
+        and so every token's ``kind`` and ``n_branching``, is unchanged: only which stories are kept)."""
+        c = self.config
+        if not (c.max_difficulty or c.min_difficulty):
+            return self._story(rng)
+        for _ in range(MAX_REDRAWS):
+            ex = self._story(rng)
+            k = max(f["steps"] for f in ex.features)
+            if (not c.max_difficulty or k <= c.max_difficulty) and k >= c.min_difficulty:
+                return ex
+        raise ValueError(f"max_difficulty = {c.max_difficulty}, min_difficulty = {c.min_difficulty}: {MAX_REDRAWS} "
+                         f"stories in a row missed the range; allowed: a range these story sizes can meet")
+
+    def _story(self, rng: random.Random) -> Example:
         c = self.config
         rand, randrange = rng.random, rng.randrange
         n_e = rng.randint(c.min_entities, c.max_entities)
@@ -210,40 +262,50 @@ class LanguageTask(Task):
         toks: list[int] = [BOS_ID]
         kinds: list[int] = [GRAMMAR]
         nbs: list[int] = [1]
-        answers: dict[int, tuple[int, int]] = {}  # position -> (steps, distance)
+        uniforms: list[bool] = [True]
+        answers: dict[int, tuple[int, int, int]] = {}  # position -> (steps, distance, candidates)
 
-        def emit(tok: int, kind: int, nb: int) -> None:
+        def emit(tok: int, kind: int, nb: int, uniform: bool = False) -> None:
+            """``uniform``: drawn uniformly from the nb allowed tokens (entropy ln nb; a grammar token
+            is, with nb = 1); False where the draw mixes weighted choices (a sentence start, the verb
+            after a subject, an optional adjective or adverb) and on answers."""
             toks.append(tok)
             kinds.append(GRAMMAR if kind == FREE and nb == 1 else kind)  # small pools: one word left
             nbs.append(nb)
+            uniforms.append(kind != ANSWER and (kind == GRAMMAR or nb == 1 or uniform))
 
         loc = [0] * n_e  # place token id of each person
         loc_chain: list[tuple[int, ...]] = [()] * n_e  # facts (end positions) deriving loc[p]
         holder: list[int | None] = list(range(n_e))  # person index holding object o, or None
         obj_place = [0] * n_e  # place of an object that nobody holds
         obj_fact = [0] * n_e  # end position of the last fact about object o
+        loc_ver = [0] * n_e  # moves and follows of person p so far (an answer about p holds until the next)
+        seen_places: set[int] = set()  # places the story has mentioned (the candidates of a "where" answer)
+        obj_answer: dict[int, tuple[int, int, int]] = {}  # o -> (answer position, obj_fact, holder's loc_ver)
 
         # --- intro: person i is in a place holding object i ---------------------------------
         for i in range(n_e):
             nb = n_names - i  # new names
             if i >= c.min_entities:
                 nb += _N_TIME + i + 1  # events could start here instead
-            emit(cast[i], FREE, nb)
-            emit(_INTRO_IDS[randrange(len(_INTRO_IDS))], FREE, len(_INTRO_IDS))
+            emit(cast[i], FREE, nb, uniform=i < c.min_entities)  # a new name (events cannot start yet)
+            emit(_INTRO_IDS[randrange(len(_INTRO_IDS))], FREE, len(_INTRO_IDS), uniform=True)
             emit(_IN, GRAMMAR, 1)
             emit(_THE, GRAMMAR, 1)
+            free = [q for q in _PLACE_IDS[:n_places] if q not in seen_places]  # everyone starts apart
             if rand() < P_ADJECTIVE:
-                emit(_PADJ_IDS[randrange(len(_PADJ_IDS))], FREE, len(_PADJ_IDS) + n_places)
-                place = _PLACE_IDS[randrange(n_places)]
-                emit(place, FREE, n_places)
+                emit(_PADJ_IDS[randrange(len(_PADJ_IDS))], FREE, len(_PADJ_IDS) + len(free))
+                place = free[randrange(len(free))]
+                emit(place, FREE, len(free), uniform=True)
             else:
-                place = _PLACE_IDS[randrange(n_places)]
-                emit(place, FREE, len(_PADJ_IDS) + n_places)
+                place = free[randrange(len(free))]
+                emit(place, FREE, len(_PADJ_IDS) + len(free))
+            seen_places.add(place)
             emit(_WITH, GRAMMAR, 1)
             emit(_THE, GRAMMAR, 1)
             if rand() < P_ADJECTIVE:
                 emit(_OADJ_IDS[randrange(len(_OADJ_IDS))], FREE, len(_OADJ_IDS) + n_objects - i)
-                emit(objs[i], FREE, n_objects - i)
+                emit(objs[i], FREE, n_objects - i, uniform=True)
             else:
                 emit(objs[i], FREE, len(_OADJ_IDS) + n_objects - i)
             f = len(toks)
@@ -269,20 +331,21 @@ class LanguageTask(Task):
             if kind in ("give", "put"):
                 emit(_THE, FREE, start_nb)
                 o = randrange(n_e)
-                emit(objs[o], FREE, n_e)
+                emit(objs[o], FREE, n_e, uniform=True)
                 emit(_WAS, GRAMMAR, 1)
                 if kind == "give":
-                    emit(_GIVE_IDS[randrange(len(_GIVE_IDS))], FREE, _N_WAS_VERBS)
+                    emit(_GIVE_IDS[randrange(len(_GIVE_IDS))], FREE, _N_WAS_VERBS, uniform=True)
                     emit(_TO, GRAMMAR, 1)
                     p = randrange(n_e)
-                    emit(cast[p], FREE, n_e)
+                    emit(cast[p], FREE, n_e, uniform=True)
                     holder[o] = p
                 else:
-                    emit(_PUT_IDS[randrange(len(_PUT_IDS))], FREE, _N_WAS_VERBS)
+                    emit(_PUT_IDS[randrange(len(_PUT_IDS))], FREE, _N_WAS_VERBS, uniform=True)
                     emit(_IN, GRAMMAR, 1)
                     emit(_THE, GRAMMAR, 1)
                     place = _PLACE_IDS[randrange(n_places)]
-                    emit(place, FREE, n_places)
+                    seen_places.add(place)
+                    emit(place, FREE, n_places, uniform=True)
                     holder[o], obj_place[o] = None, place
                 obj_fact[o] = len(toks)
                 emit(_DOT, GRAMMAR, 1)
@@ -293,12 +356,13 @@ class LanguageTask(Task):
                     verb, particles = _MOVE[randrange(len(_MOVE))]
                     emit(verb, FREE, n_verbs)
                     part = particles[randrange(len(particles))]
-                    emit(part[0], FREE if len(particles) > 1 else GRAMMAR, len(particles))
+                    emit(part[0], FREE if len(particles) > 1 else GRAMMAR, len(particles), uniform=True)
                     for t in part[1:]:
                         emit(t, GRAMMAR, 1)
                     emit(_THE, GRAMMAR, 1)
                     place = _PLACE_IDS[randrange(n_places)]
-                    emit(place, FREE, n_places)
+                    seen_places.add(place)
+                    emit(place, FREE, n_places, uniform=True)
                     if rand() < P_ADVERB:
                         emit(_ADV_IDS[randrange(len(_ADV_IDS))], FREE, len(_ADV_IDS) + 1)
                         f = len(toks)
@@ -307,6 +371,7 @@ class LanguageTask(Task):
                         f = len(toks)
                         emit(_DOT, FREE, len(_ADV_IDS) + 1)
                     loc[s], loc_chain[s] = place, (f,)
+                    loc_ver[s] += 1
                 elif kind == "follow":
                     phrase = _FOLLOW_IDS[randrange(len(_FOLLOW_IDS))]
                     emit(phrase[0], FREE, n_verbs)
@@ -314,10 +379,11 @@ class LanguageTask(Task):
                         emit(t, GRAMMAR, 1)
                     q = randrange(n_e - 1)
                     q += q >= s  # anyone but the subject
-                    emit(cast[q], FREE, n_e - 1)
+                    emit(cast[q], FREE, n_e - 1, uniform=True)
                     f = len(toks)
                     emit(_DOT, GRAMMAR, 1)
                     loc[s], loc_chain[s] = loc[q], (f,) + loc_chain[q]
+                    loc_ver[s] += 1
                 else:  # take
                     phrase = _TAKE_IDS[randrange(len(_TAKE_IDS))]
                     emit(phrase[0], FREE, n_verbs)
@@ -325,7 +391,7 @@ class LanguageTask(Task):
                         emit(t, GRAMMAR, 1)
                     emit(_THE, GRAMMAR, 1)
                     o = randrange(n_e)
-                    emit(objs[o], FREE, n_e)
+                    emit(objs[o], FREE, n_e, uniform=True)
                     obj_fact[o] = len(toks)
                     emit(_DOT, GRAMMAR, 1)
                     holder[o] = s
@@ -335,7 +401,9 @@ class LanguageTask(Task):
             stmt_nb = n_stmt_start if (more and c.question_prob < 1.0) else 0
             q_nb = 2 if (c.question_prob > 0.0 or ev >= c.min_sentences) else 0
             start_nb = stmt_nb + q_nb
-            if ev == n_s or rand() < c.question_prob:
+            n_q = 0
+            while n_q < c.max_questions and ((ev == n_s and n_q == 0) or rand() < c.question_prob):
+                n_q += 1
                 r = rand()
                 qtype = next(k for k, w in _QUESTION_CUM if r < w)
                 if qtype == "who_has":
@@ -343,11 +411,12 @@ class LanguageTask(Task):
                     emit(_HAS, GRAMMAR, 1)
                     emit(_THE, GRAMMAR, 1)
                     o = randrange(n_e)
-                    emit(objs[o], FREE, n_e)
+                    emit(objs[o], FREE, n_e, uniform=True)
                     emit(_QMARK, GRAMMAR, 1)
                     h = holder[o]
                     chain: tuple[int, ...] = (obj_fact[o],)
                     answer, nb = (_NOBODY if h is None else cast[h]), n_e + 1
+                    cands = nb
                 else:
                     emit(_WHERE, FREE, start_nb)
                     emit(_IS, GRAMMAR, 1)
@@ -355,32 +424,120 @@ class LanguageTask(Task):
                         p = randrange(n_e)
                         emit(cast[p], FREE, n_e + 1)
                         chain, answer = loc_chain[p], loc[p]
+                        loc_chain[p] = (len(toks) + 1,)  # from now on this answer tells where p is
                     else:
                         emit(_THE, FREE, n_e + 1)
                         o = randrange(n_e)
-                        emit(objs[o], FREE, n_e)
+                        emit(objs[o], FREE, n_e, uniform=True)
                         h = holder[o]
                         if h is None:
                             chain, answer = (obj_fact[o],), obj_place[o]
                         else:
                             chain, answer = (obj_fact[o],) + loc_chain[h], loc[h]
+                        state = (obj_fact[o], -1 if h is None else loc_ver[h])
+                        if o in obj_answer and obj_answer[o][1:] == state:  # asked before, nothing moved since
+                            chain = obj_answer[o][:1]
+                        obj_answer[o] = (len(toks) + 1, *state)  # the answer's position (after "?")
                     emit(_QMARK, GRAMMAR, 1)
-                    nb = n_places
+                    nb, cands = n_places, len(seen_places)
                 pos = len(toks)
-                answers[pos] = (len(set(chain)), pos - max(chain))
+                answers[pos] = (len(set(chain)), pos - max(chain), cands)
                 emit(answer, ANSWER, nb)
-                start_nb = n_stmt_start  # no question right after a question
+                # what may follow an answer: another question while max_questions allows (forced when
+                # question_prob is 1), else the next event (none after the last event)
+                q_more = n_q < c.max_questions and c.question_prob > 0.0
+                stmt_nb = n_stmt_start if (more and not (q_more and c.question_prob >= 1.0)) else 0
+                start_nb = stmt_nb + (2 if q_more else 0)
 
         feats = []
         for i in range(1, len(toks)):
             k = kinds[i]
-            steps, dist = answers[i] if k == ANSWER else (0, 0)
+            steps, dist, cands = answers[i] if k == ANSWER else (0, 0, nbs[i])
             feats.append({
                 "difficulty": steps, "size": n_s, "position": i, "is_answer": 1 if k == ANSWER else 0,
                 "kind": k, "n_entities": n_e, "n_sentences": n_s,
-                "steps": steps, "distance": dist, "n_branching": nbs[i],
+                "steps": steps, "distance": dist, "n_branching": nbs[i], "n_candidates": cands,
+                "uniform": int(uniforms[i]),
             })
         return Example(tokens=toks, scored=list(range(1, len(toks))), features=feats, size=n_s)
+
+    # ------------------------------------------------------------------------------------
+    def bounded_reader(self, words: list[str], k: int) -> list[float]:
+        """Per scored token: NaN on every token but an answer (only answers need facts chained);
+        on an answer, 1 when it chains at most ``k`` facts (``steps``, with the reuse of an earlier
+        answer that still holds), else a uniform guess among the answers of its type the story
+        has mentioned before the question (``n_candidates``). Reads the words only: it parses each
+        sentence and searches the facts backwards."""
+        facts: list[tuple[int, tuple[str, ...]]] = []  # (end position, fact)
+        asked: list[tuple[int, tuple[str, ...], str]] = []  # (answer position, question words, answer)
+        places: set[str] = set()
+        out = [float("nan")] * (len(words) - 1)
+
+        def last_move(p: str, before: int) -> tuple[int, tuple[str, ...] | None]:
+            return next(((e, f) for e, f in reversed(facts) if e < before and f[0] in ("intro", "move", "follow")
+                         and f[1] == p), (-1, None))
+
+        def last_answer(question: tuple[str, ...], before: int) -> tuple[int, str | None]:
+            return next(((a, ans) for a, q, ans in reversed(asked) if a < before and q == question), (-1, None))
+
+        def where(p: str, before: int) -> tuple[str, list[int]]:
+            a, ans = last_answer(("where", "is", p), before)
+            e, f = last_move(p, before)
+            if a > e:
+                return ans, [a]
+            if f[0] == "follow":
+                place, chain = where(f[2], e)
+                return place, [e] + chain
+            return f[2], [e]
+
+        sentence: list[str] = []
+        for i in range(1, len(words)):
+            sentence.append(words[i])
+            if words[i] == ".":
+                fact = _parse_statement(sentence)
+                facts.append((i, fact))
+                places.update(w for w in fact if w in _PLACES)
+                sentence = []
+            elif len(sentence) >= 2 and sentence[-2] == "?":
+                q = tuple(sentence[:-2])
+                if q[0] == "who":  # who has the o: the last fact about o
+                    ans, chain = sentence[-1], [0]
+                else:
+                    if q[2] == "the":
+                        o = q[3]
+                        e, f = next((e, f) for e, f in reversed(facts) if o in f[1:] and f[0] != "follow")
+                        holder = {"intro": f[1], "take": f[1], "give": f[2]}.get(f[0])
+                        if holder is None:  # put in a place
+                            ans, chain = f[2], [e]
+                        else:
+                            ans, rest = where(holder, i)
+                            chain = [e] + rest
+                        a, _ = last_answer(q, i)
+                        if a > e and (holder is None or a > last_move(holder, i)[0]):
+                            chain = [a]
+                    else:
+                        ans, chain = where(q[2], i)
+                    assert ans == sentence[-1], f"answer {sentence[-1]!r} at {i}, the facts say {ans!r}"
+                out[i - 1] = 1.0 if len(set(chain)) <= k else (ans in places) / len(places)
+                asked.append((i, q, sentence[-1]))
+                sentence = []
+        return out
+
+
+def _parse_statement(s: list[str]) -> tuple[str, ...]:
+    """A statement's words as a fact: (intro, person, place, object), (move, person, place),
+    (follow, person, other), (take, person, object), (give, object, person), (put, object, place)."""
+    if s[0] in _TIME_FIRST:  # a time phrase: its first word alone, or up to ","
+        s = s[s.index(",") + 1:] if "," in s[:5] else s[1:]
+    if s[0] == "the":
+        return ("give", s[1], s[-2]) if s[-3] == "to" else ("put", s[1], s[-2])
+    if s[2] == "in" and "with" in s:
+        return ("intro", s[0], s[s.index("with") - 1], s[-2])
+    if s[1] in _FOLLOW_FIRST:
+        return ("follow", s[0], s[-2])
+    if s[1] in _TAKE_FIRST:
+        return ("take", s[0], s[-2])
+    return ("move", s[0], s[s.index("the") + 1])
 
 
 # ---- token-id tables used by the generator ------------------------------------------------
@@ -424,3 +581,8 @@ assert len({ph[0] for ph in TIME_PHRASES}) == _N_TIME
 assert len({ph[0] for ph in TAKE_PHRASES + FOLLOW_PHRASES} | set(MOVE_VERBS)) == _N_PERSON_VERBS + len(FOLLOW_PHRASES)
 assert len(set(GIVE_VERBS) | set(PUT_VERBS)) == _N_WAS_VERBS
 assert all(len({p[0] for p in parts}) == len(parts) for parts in MOVE_VERBS.values())
+
+_PLACES = frozenset(PLACES)
+_TIME_FIRST = frozenset(ph[0] for ph in TIME_PHRASES)
+_FOLLOW_FIRST = frozenset(ph[0] for ph in FOLLOW_PHRASES)
+_TAKE_FIRST = frozenset(ph[0] for ph in TAKE_PHRASES)
