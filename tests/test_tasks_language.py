@@ -22,7 +22,6 @@ from anira.tasks.language import LanguageTask
 NAMES, OBJECTS, PLACES = set(L.NAMES), set(L.OBJECTS), set(L.PLACES)
 SINGLE_TIME = {ph[0] for ph in L.TIME_PHRASES if len(ph) == 1}
 FOLLOW_FIRST = {ph[0] for ph in L.FOLLOW_PHRASES}
-TAKE_FIRST = {ph[0] for ph in L.TAKE_PHRASES}
 
 
 # ---- reference 1: interpreter ------------------------------------------------------------
@@ -53,15 +52,14 @@ def strip_time(s):
 def parse_fact(s):
     """A statement as a fact tuple, from keywords."""
     s = strip_time(s)
-    if s[0] == "the":  # object first: given to / put in
-        return ("give", s[1], s[-2]) if s[-3] == "to" else ("put", s[1], s[-2])
+    if s[0] == "the":  # object first: an intro (with), given to, put in
+        obj = next(w for w in s if w in OBJECTS)
+        if "with" in s:
+            return ("intro", s[s.index("with") + 1], s[-2], obj)
+        return ("give", obj, s[-2]) if s[-3] == "to" else ("put", obj, s[-2])
     subj = s[0]
-    if "with" in s and s[2] == "in":
-        return ("intro", subj, s[s.index("with") - 1], s[-2])
     if s[1] in FOLLOW_FIRST:
         return ("follow", subj, s[-2])
-    if s[1] in TAKE_FIRST:
-        return ("take", subj, s[-2])
     place = s[s.index("the") + 1]
     assert place in PLACES
     return ("move", subj, place)
@@ -94,7 +92,7 @@ def interpret(words):
 
     def last_object_fact(o, before):
         for end, f in reversed(facts):
-            if end < before and ((f[0] == "intro" and f[3] == o) or (f[0] in ("take", "give", "put") and o in f[1:])):
+            if end < before and ((f[0] == "intro" and f[3] == o) or (f[0] in ("give", "put") and o in f[1:])):
                 return end, f
         raise AssertionError(f"{o} never mentioned")
 
@@ -105,7 +103,7 @@ def interpret(words):
         pos = end
         if s[0] == "who":  # who has the O ?
             fend, f = last_object_fact(s[3], pos)
-            holder = {"intro": f[1], "take": f[1], "give": f[2], "put": "nobody"}[f[0]]
+            holder = {"intro": f[1], "give": f[2], "put": "nobody"}[f[0]]
             ans, chain = holder, [fend]
         elif s[2] == "the":  # where is the O ?
             fend, f = last_object_fact(s[3], pos)
@@ -115,7 +113,7 @@ def interpret(words):
                 if a > fend:
                     chain = [a]
             else:
-                holder = f[2] if f[0] == "give" else f[1]
+                holder = f[2] if f[0] == "give" else f[1]  # give: (give, o, p); intro: (intro, p, place, o)
                 ans, rest = where_person(holder, pos)
                 chain = [fend] + rest
                 if a > fend and a > last_move(holder, pos):
@@ -139,11 +137,11 @@ def frames(st, cfg):
     if st["events"] == 0 and len(cast) < cfg.max_entities:  # another intro
         for padj in (False, True):
             for oadj in (False, True):
-                out.append([frozenset(NAMES - cast), frozenset(L.INTRO_VERBS), one("in"), one("the")]
+                out.append([one("the")] + ([frozenset(L.OBJECT_ADJECTIVES)] if oadj else [])
+                           + [frozenset(OBJECTS - objs), frozenset(L.INTRO_VERBS), one("with"),
+                              frozenset(NAMES - cast), one("in"), one("the")]
                            + ([frozenset(L.PLACE_ADJECTIVES)] if padj else [])
-                           + [frozenset(PLACES - set(st["places"])), one("with"), one("the")]
-                           + ([frozenset(L.OBJECT_ADJECTIVES)] if oadj else [])
-                           + [frozenset(OBJECTS - objs), one(".")])
+                           + [frozenset(PLACES - set(st["places"])), one(".")])
     if st["last"] == "intro":
         statements, questions = len(cast) >= cfg.min_entities, False
     elif st["last"] == "event":
@@ -160,8 +158,6 @@ def frames(st, cfg):
             for adverb in (False, True):
                 body.append([cast, verbs] + [one(w) for w in particle] + [one("the"), frozenset(PLACES)]
                             + ([frozenset(L.ADVERBS)] if adverb else []) + [one(".")])
-        for ph in L.TAKE_PHRASES:
-            body.append([cast] + [one(w) for w in ph] + [one("the"), objs, one(".")])
         if len(cast) >= 3:
             for subj in cast:
                 for ph in L.FOLLOW_PHRASES:
