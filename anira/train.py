@@ -86,8 +86,9 @@ class RunConfig:
     # --- here: the ModelConfig fields (mechanism, depth decision, size), then the LossConfig ones ---
     # --- objective (early/online), beyond LossConfig -------------------------------------------
     # halting waits for learning: after ds_warmup_steps the warm-up goes on until the training accuracy
-    # of the full-depth read-out (scored tokens, mean over the last log_every steps, checked every
-    # log_every steps) reaches this; None = switch at ds_warmup_steps. Deterministic given the seed.
+    # of the full-depth read-out (answer tokens, i.e. every scored token but a language model's grammar
+    # and free choices; mean over the last log_every steps, checked every log_every steps) reaches
+    # this; None = switch at ds_warmup_steps. Deterministic given the seed.
     ds_until_acc: float | None = 0.95
     # forward path of early/online in training: "dense" (every token's state runs all S steps and
     # attends to the others' full-depth states) or "frozen" (AniraModel exit="frozen": what the other
@@ -373,6 +374,16 @@ def summarize(df: pd.DataFrame) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # training
 # ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def gate_counts(logits: torch.Tensor, batch) -> tuple[int, int]:
+    """(right, total) of the full-depth read-out ``logits`` on the batch's answer tokens: the
+    training accuracy that ``ds_until_acc`` waits for. Answers only, because a language model's
+    free choices (irreducible entropy) would keep any accuracy over every scored token below the
+    bar; on the algorithmic tasks every scored token is an answer."""
+    answers = batch.loss_mask & (batch.features["is_answer"] > 0)
+    return int(((logits.argmax(-1) == batch.targets) & answers).sum()), int(answers.sum())
+
+
 def build(cfg: RunConfig) -> tuple[Task, AniraModel]:
     task = make_task(cfg.task, range="train", **cfg.task_params)
     torch.manual_seed(cfg.seed)
@@ -755,14 +766,14 @@ class _Loop:
         """One optimizer step on a fresh batch; NonFiniteLossError (naming the last good checkpoint) on a NaN."""
         cfg, model = self.cfg, self.model
         batch = collate([self.task.sample(self.data_rng) for _ in range(cfg.batch_size)],
-                        feature_names=["difficulty"]).to(cfg.device)
+                        feature_names=["difficulty", "is_answer"]).to(cfg.device)
         if self.ponder is not None:
             out = model(batch.input_ids, exit=cfg.train_mode, readout_rows=batch.loss_mask)
             lo = self.ponder(out.step_logits, out.p_n, batch.targets, batch.loss_mask, self.step, start=self.halt_start)
             if self.halt_start == math.inf:
-                with torch.no_grad():
-                    self.gate_right += int(((out.step_logits[-1].argmax(-1) == batch.targets) & batch.loss_mask).sum())
-                    self.gate_total += int(batch.loss_mask.sum())
+                right, total = gate_counts(out.step_logits[-1], batch)
+                self.gate_right += right
+                self.gate_total += total
             loss, parts = lo.loss, {"expected": lo.expected.item(), "ds": lo.ds.item(),
                                     "penalty": lo.penalty.item(), "beta_t": lo.beta_t}
         else:

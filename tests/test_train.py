@@ -317,6 +317,24 @@ def test_halting_waits_for_learning(tmp_path):
     assert fixed_rule_unchanged(tmp_path)
 
 
+def test_the_halting_gate_counts_answers_only():
+    """The gate's accuracy is over the answer tokens: on a language batch whose every free and
+    grammar token is predicted wrong and every answer right it is 1.0; on hops (every scored token
+    an answer) it is the accuracy over every scored token."""
+    from anira.tasks.base import collate
+
+    for task, want_all in (("language", False), ("hops", True)):
+        t = make_task(task)
+        batch = collate(t.generate(4, seed=1), feature_names=["difficulty", "is_answer"])
+        answers = batch.loss_mask & (batch.features["is_answer"] > 0)
+        wrong = (batch.targets + 1) % len(t.vocab)
+        pred = torch.where(answers, batch.targets, wrong)
+        logits = torch.nn.functional.one_hot(pred, len(t.vocab)).float()
+        right, total = tr.gate_counts(logits, batch)
+        assert total == int(answers.sum()) > 0 and right == total
+        assert (total == int(batch.loss_mask.sum())) == want_all
+
+
 def fixed_rule_unchanged(tmp_path):
     """Without ds_until_acc the switch is at ds_warmup_steps, as before the gate existed."""
     run(tiny(mechanism="online"), tmp_path / "fixed_rule")
