@@ -10,7 +10,9 @@ numbers, the committed results under ``data/results/*/runs/`` (never from step c
 * a committed run of the same config hash: its measured ``wall_time_s``;
 * otherwise the seconds per unit of work of the committed runs of the same task and mechanism (else
   the same task, else any), where a step's work is batch x d_model x (4 d_model + 2 d_ff) x the
-  depth it runs (``fixed_depth`` for fixed, else ``max_depth``), times the run's steps;
+  depth it runs (``fixed_depth`` for fixed, else ``max_depth``), times the run's steps. A rate is
+  taken from a run's training CPU time (one thread: it does not grow when the machine is busy, as
+  wall time does) times the median wall/CPU ratio of the committed runs;
 * plus, per run, the measured cost of starting its notebook (the median over committed runs of the
   executed notebook's duration minus the run's own wall time).
 
@@ -102,6 +104,7 @@ class Reference:
     config_hash: str
     config: dict[str, Any]
     wall_s: float
+    cpu_s: float | None  # training CPU time (None: not recorded)
     overhead_s: float | None  # executed notebook duration - the run's wall time (None: not executed by a study)
 
 
@@ -131,7 +134,8 @@ def load_references(results_root: Path = RESULTS_ROOT) -> list[Reference]:
                 overhead = max(0.0, float(duration) - float(s["wall_time_s"]))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 pass
-        refs.append(Reference(run.name, cfg, float(s["wall_time_s"]), overhead))
+        cpu = float(s["train_cpu_s"]) if s.get("train_cpu_s") else None
+        refs.append(Reference(run.name, cfg, float(s["wall_time_s"]), cpu, overhead))
     return refs
 
 
@@ -153,9 +157,12 @@ def estimate_plan(profile: Any, plan: list[Any], workers: int, results_root: Pat
     overheads = [r.overhead_s for r in refs if r.overhead_s is not None]
     overhead = statistics.median(overheads) if overheads else RUN_OVERHEAD_DEFAULT_S
 
+    ratios = [r.wall_s / r.cpu_s for r in refs if r.cpu_s]
+    wall_per_cpu = statistics.median(ratios) if ratios else 1.0
+
     def rate(match: dict[str, Any]) -> float | None:
-        rates = [r.wall_s / (r.config.get("steps", 1) * step_work(r.config)) for r in refs
-                 if all(r.config.get(k) == v for k, v in match.items())]
+        rates = [(r.cpu_s * wall_per_cpu if r.cpu_s else r.wall_s) / (r.config.get("steps", 1) * step_work(r.config))
+                 for r in refs if all(r.config.get(k) == v for k, v in match.items())]
         return statistics.median(rates) if rates else None
 
     runs, how = [], {"same config": 0, "per-step rate": 0, "done": 0}
