@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anira.pipeline.runs import REPO, Layout, read_summary
+from anira.pipeline.runs import REPO, Layout, notebook_duration, read_summary
 
 RESULTS_ROOT = REPO / "data" / "results"
 NOTEBOOK_DEFAULT_S = 30.0  # an analysis notebook with no measured time (a profile never run)
@@ -130,14 +130,8 @@ def load_references(results_root: Path = RESULTS_ROOT) -> list[Reference]:
             continue
         if not s.get("wall_time_s"):
             continue
-        overhead = None
-        nb = run.parents[1] / "executed" / "02_train" / f"{run.name}.ipynb"
-        if nb.is_file():
-            try:
-                duration = json.loads(nb.read_text())["metadata"]["papermill"]["duration"]
-                overhead = max(0.0, float(duration) - float(s["wall_time_s"]))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                pass
+        duration = notebook_duration(run.parents[1] / "executed" / "02_train" / f"{run.name}.ipynb")
+        overhead = None if duration is None else max(0.0, duration - float(s["wall_time_s"]))
         cpu = float(s["train_cpu_s"]) if s.get("train_cpu_s") else None
         refs.append(Reference(run.name, cfg, float(s["wall_time_s"]), cpu, overhead))
     return refs
