@@ -28,6 +28,12 @@ Sections:
               Target: realized/ideal >= 0.8 for d <= S/2. S/d ignores the prelude, coda and head that
               every token runs once whatever its depth, so it is out of reach at small d (1 prelude +
               1 coda layer, S = 8, d = 1: at most ~3.3x, not 8x); ideal_amd accounts for them.
+  exit_study  real early exit at the study's model (S = 6, no prelude in the loop, no coda) for the
+              widths of ``--exit-widths`` (128, 256, 512), on each task's own evaluation batch (32
+              sequences, its length), under the study's depth distributions (``oracle`` from the
+              batch's difficulty; ``learned``, ``deep``, ``full``: ``EXIT_DEPTHS``); quantities as in
+              early_exit, and a pass/fail column for each case's bar (``exit_bar``): speed-up >= 0.97
+              where ideal S/d <= 1.1; realized/ideal >= 0.6 at oracle depths (0.8 at d >= 512).
   train       tokens/s of one optimizer step (forward, loss, backward, grad clip 1.0, AdamW) of
               the backbone against a reference made of ``torch.nn.TransformerEncoderLayer``
               (norm_first, batch_first, causal, GELU, dropout 0, same width/heads/d_ff): prelude

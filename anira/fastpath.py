@@ -175,10 +175,14 @@ class RealExit:
         if self._angles is None:
             return ti[None]
         cos_t, sin_t = self._angles
-        return cos_t[ti][None], sin_t[ti][None]  # (1, N, hd/2)
+        return cos_t.index_select(0, ti)[None], sin_t.index_select(0, ti)[None]  # (1, N, hd/2)
 
     def step(self, n: int, h: torch.Tensor, run: torch.Tensor):
-        """h (B, T, D) -> (h, the new states the decision reads, their rows or None for all)."""
+        """h (B, T, D) -> (h, the new states the decision reads, their rows or None for all).
+
+        Rows are gathered and written back through flat indices b * T + t into (B T, D) views
+        (``index_select``/``index_copy``: a row copy each, where indexing with (b, t) pairs costs
+        several times more on a CPU)."""
         core, u = self.core, self.u
         if self.fast and bool(run.all()):  # no token has halted yet: one plain step on the (B, T) grid
             h = core(h, self.e, n, self.pos, u)
@@ -186,38 +190,41 @@ class RealExit:
             self.block_calls += 1
             self.rows_computed += h.shape[0] * h.shape[1]
             return h, h, None
-        attn, K, V = core.attn, self.K, self.V
-        B, T = run.shape
+        attn = core.attn
+        B, T, D = h.shape
         # K/V to project: every token whose state changed (the active ones among them) that an active
         # token at or after its position will attend to
         t = torch.arange(T, device=run.device)
         last = torch.where(run, t, -1).amax(1)  # (B,) position of the last active token
         need = self.stale & (t <= last[:, None])  # (B, T), contains run
-        bk, tk = need.nonzero(as_tuple=True)  # row-major: grouped by sequence
-        z = core.inputs(h[bk, tk], None, u[bk, tk])  # (M, D)
+        fk = need.view(-1).nonzero().squeeze(1)  # (M,) flat rows b * T + t, row-major
+        tk = fk % T
+        z = core.inputs(h.view(-1, D).index_select(0, fk), None, u.reshape(-1, D).index_select(0, fk))  # (M, D)
         x = core.ln1(z)[None]  # (1, M, D)
-        k, v = attn.project_kv(x, self._at(tk))
-        K[bk, tk], V[bk, tk] = k[0].transpose(0, 1), v[0].transpose(0, 1)
+        k, v = attn.project_kv(x, self._at(tk))  # (1, H, M, hd)
+        self.K.view(B * T, D).index_copy_(0, fk, k[0].transpose(0, 1).reshape(-1, D))
+        self.V.view(B * T, D).index_copy_(0, fk, v[0].transpose(0, 1).reshape(-1, D))
         self.kv_calls += need & ~run
         # the active tokens: a subsequence of the projected ones, in the same order
-        bi, ti = run.nonzero(as_tuple=True)
-        if bi.numel() < bk.numel():
-            sel = run[bk, tk]
-            z, x = z[sel], x[:, sel]
+        fi = run.view(-1).nonzero().squeeze(1)  # (N,)
+        bi, ti = fi // T, fi % T
+        if fi.numel() < fk.numel():
+            sel = run.view(-1).index_select(0, fk).nonzero().squeeze(1)  # their places among the M rows
+            z, x = z.index_select(0, sel), x.index_select(1, sel)
         q = attn.project_q(x, self._at(ti))[0].transpose(0, 1)  # (N, H, hd)
         A = int(run.sum(1).max())
         if A >= self.GRID_FROM * T:
             self.layouts.append("grid")
-            Q = q.new_zeros(B, T, *q.shape[1:])  # (B, T, H, hd); the halted tokens' slots stay zero
-            Q[bi, ti] = q
-            y = F.scaled_dot_product_attention(Q.transpose(1, 2), K.transpose(1, 2), V.transpose(1, 2), is_causal=True)
-            y = y.transpose(1, 2)[bi, ti].flatten(1)  # (N, D)
+            Q = q.new_zeros(B * T, D).index_copy_(0, fi, q.reshape(-1, D))  # the halted tokens' slots stay zero
+            Q = Q.view(B, T, *q.shape[1:]).transpose(1, 2)  # (B, H, T, hd)
+            y = F.scaled_dot_product_attention(Q, self.K.transpose(1, 2), self.V.transpose(1, 2), is_causal=True)
+            y = y.transpose(1, 2).reshape(B * T, D).index_select(0, fi)  # (N, D)
         else:
             self.layouts.append("packed")
-            y = subset_attention(q, run, K.transpose(1, 2), V.transpose(1, 2))  # (N, D)
+            y = subset_attention(q, run, self.K.transpose(1, 2), self.V.transpose(1, 2))  # (N, D)
         h_run = core.finish(z, attn.wo(y), n)  # (N, D)
-        h = h.index_put((bi, ti), h_run)
+        h = h.reshape(-1, D).index_copy(0, fi, h_run).view(B, T, D)
         self.block_calls += run
         self.stale = run | (self.stale & ~need)  # the active tokens just changed; the projected others are fresh
-        self.rows_computed += bi.numel()
+        self.rows_computed += fi.numel()
         return h, h_run, (bi, ti)
