@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     n_cached = sum(not r["measured"] for r in runs)
     total = replay(runs, args.workers, args.waves)
     work = sum(r["seconds"] for r in runs)
-    print(f"{len(runs)} runs, {n_cached} not trained by the study (CPU time x {factor:.3f}, the largest wall/CPU "
-          f"ratio of the {len(runs) - n_cached} it trained)")
+    print(f"{len(runs)} runs ({n_cached} not trained by the study), each at its training CPU time x {factor:.3f}, "
+          f"the median wall/CPU ratio of the {len(runs) - n_cached} it trained")
     print(f"sum of run times {work / 60:.1f} min; lower bound with {args.workers} workers {work / args.workers / 60:.1f} min")
     print(f"replayed sweep ({'two waves' if args.waves else 'matched runs as soon as ready'}, {args.workers} workers): "
           f"{total / 60:.1f} min")

@@ -743,9 +743,14 @@ def test_a_study_committed_part_by_part_is_completed_not_retrained(tmp_path, mon
     assert calls.count("toy_train") == 2  # the run exported without weights and the crashing one, not the two reused
     man = study(path, tmp_path / "two", reuse_from=tmp_path / "results")
     assert man["status"] == "complete" and calls.count("toy_train") == 3
+    rows = {r["config_hash"]: r for r in man["runs"]}
     for h in finished[:2]:
         assert (second.run_dir(h) / "weights.pt").read_bytes() == (first.run_dir(h) / "weights.pt").read_bytes()
         assert json.loads((second.run_dir(h) / "summary.json").read_text()) == json.loads((first.run_dir(h) / "summary.json").read_text())
+        # its executed notebook came with it: a later export keeps it and the manifest its duration
+        nb = second.executed("toy_train", h)
+        assert nb.read_bytes() == (dest / "executed" / "toy_train" / f"{h}.ipynb").read_bytes()
+        assert rows[h]["notebook_wall_s"] == json.loads(nb.read_text())["metadata"]["papermill"]["duration"] > 0
     assert driver_mod.reuse_finished(second, tmp_path / "results" / "e2e" / "runs") == []  # nothing left to copy
 
 

@@ -36,7 +36,8 @@ from anira.config import check_fields
 from anira.paths import portable, portable_argv
 from anira.pipeline.profile import REPO, NotebookSpec, Profile, RunSpec, config_dict, load_profile, resolve_derived
 from anira.pipeline.runs import (Layout, RequeueableRun, RunJob, RunResult, atomic_write_text, error_text,
-                                 execute_notebook, execute_run, exit_with_driver, read_summary, run_state)
+                                 execute_notebook, execute_run, exit_with_driver, notebook_duration, read_summary,
+                                 run_state)
 
 EXECUTORS = ("sequential", "local", "slurm", "submitit-local")
 _PACKAGES = ("anira", "torch", "numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "papermill", "nbclient",
@@ -187,8 +188,10 @@ def reuse_finished(layout: Layout, source: Path) -> list[str]:
     the committed ``data/results/<profile>/runs``) that has its trained weights (``weights.pt``) and
     that ``layout`` does not hold yet; returns their hashes. A run directory is named by its config
     hash, which covers every parameter and the frozen data (``inputs_sha256`` is still checked by the
-    plan), so a reused run is the run the study would train. A directory already there (finished
-    or partial) is left as it is."""
+    plan), so a reused run is the run the study would train. Its executed per-run notebook
+    (``source/../executed/<notebook>/<hash>.ipynb``) comes with it, so that an export of the study
+    keeps it and the manifest keeps its duration. A directory already there (finished or partial)
+    is left as it is."""
     source = Path(source)
     if not source.is_dir() or source.resolve() == layout.runs_dir.resolve():
         return []
@@ -203,6 +206,11 @@ def reuse_finished(layout: Layout, source: Path) -> list[str]:
             if (src / name).is_file():
                 shutil.copy2(src / name, tmp / name)
         os.replace(tmp, layout.run_dir(src.name))  # whole or not at all
+        for nb in sorted((source.parent / "executed").glob(f"*/{src.name}.ipynb")):  # its executed per-run notebook
+            dest = layout.executed_dir / nb.parent.name / nb.name
+            if not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(nb, dest)
         copied.append(src.name)
     return copied
 
@@ -439,6 +447,8 @@ class _Manifest:
             if p.config_hash and self.per_run and not row.get("executed"):
                 nb = self.layout.executed(self.per_run.name, p.config_hash)
                 row = {**row, "executed": str(nb.relative_to(self.layout.base)) if nb.exists() else None}
+            if p.state == "done" and row.get("notebook_wall_s") is None and row.get("executed"):
+                row = {**row, "notebook_wall_s": notebook_duration(self.layout.base / row["executed"])}
             rows.append({
                 "index": p.spec.index, "config_hash": p.config_hash, "values": p.spec.values,
                 "task": getattr(cfg, "task", None), "mechanism": getattr(cfg, "mechanism", None),

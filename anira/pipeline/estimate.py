@@ -7,12 +7,13 @@ soon as that run has finished (``waves=True``: only after every other run, the e
 ``estimate_plan`` (what ``--dry-run`` prints) gives every run still to train a time from measured
 numbers, the committed results under ``data/results/*/runs/`` (never from step counts alone):
 
-* a committed run of the same config hash: its measured ``wall_time_s``;
+* a committed run of the same config hash: its measured time (see below);
 * otherwise the seconds per unit of work of the committed runs of the same task and mechanism (else
   the same task, else any), where a step's work is batch x d_model x (4 d_model + 2 d_ff) x the
   depth it runs (``fixed_depth`` for fixed, else ``max_depth``), times the run's steps. A rate is
   taken from a run's training CPU time (one thread: it does not grow when the machine is busy, as
-  wall time does) times the median wall/CPU ratio of the committed runs;
+  wall time does) times the median wall/CPU ratio of the committed runs a study trained (two side
+  by side), as is a committed run's own time;
 * plus, per run, the measured cost of starting its notebook (the median over committed runs of the
   executed notebook's duration minus the run's own wall time).
 
@@ -22,9 +23,12 @@ Notebooks other than the per-run one take their times from the profile's committ
 (a 2-core CPU); a profile for a GPU (``device: cuda``) runs faster than its estimate.
 
 ``run_times`` + ``replay`` estimate a *finished* study's from-scratch wall time
-(``scripts/study_wall_estimate.py``): each run at its measured wall time, or, for a run the study
-took from the run cache (no executed per-run notebook), its CPU time times the largest wall/CPU ratio
-among the runs it trained.
+(``scripts/study_wall_estimate.py``): each run at its training CPU time times the median wall/CPU
+ratio of the runs the study trained (its executed per-run notebook exists). A run trains on one
+thread, so its CPU time does not grow when the machine is busy; its wall time does (a run trained
+beside other work, or at low priority, would otherwise count several times over), and a run the
+study took from the run cache has no wall time of its own in this study. The dry run's estimate
+uses the same basis for its committed references.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anira.pipeline.runs import REPO, Layout, read_summary
+from anira.pipeline.runs import REPO, Layout, notebook_duration, read_summary
 
 RESULTS_ROOT = REPO / "data" / "results"
 NOTEBOOK_DEFAULT_S = 30.0  # an analysis notebook with no measured time (a profile never run)
@@ -88,9 +92,9 @@ def run_times(profile: Any, layout: Layout) -> tuple[list[dict], float]:
     ratios = [r["wall"] / r["cpu"] for r in runs if r["measured"]]
     if not ratios:
         raise ValueError(f"no run under {layout.runs_dir} was trained by the study (no executed {per_run} notebook)")
-    factor = max(ratios)
+    factor = statistics.median(ratios)
     for r in runs:
-        r["seconds"] = r["wall"] if r["measured"] else r["cpu"] * factor
+        r["seconds"] = r["cpu"] * factor
     return runs, factor
 
 
@@ -126,14 +130,8 @@ def load_references(results_root: Path = RESULTS_ROOT) -> list[Reference]:
             continue
         if not s.get("wall_time_s"):
             continue
-        overhead = None
-        nb = run.parents[1] / "executed" / "02_train" / f"{run.name}.ipynb"
-        if nb.is_file():
-            try:
-                duration = json.loads(nb.read_text())["metadata"]["papermill"]["duration"]
-                overhead = max(0.0, float(duration) - float(s["wall_time_s"]))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                pass
+        duration = notebook_duration(run.parents[1] / "executed" / "02_train" / f"{run.name}.ipynb")
+        overhead = None if duration is None else max(0.0, duration - float(s["wall_time_s"]))
         cpu = float(s["train_cpu_s"]) if s.get("train_cpu_s") else None
         refs.append(Reference(run.name, cfg, float(s["wall_time_s"]), cpu, overhead))
     return refs
@@ -157,11 +155,14 @@ def estimate_plan(profile: Any, plan: list[Any], workers: int, results_root: Pat
     overheads = [r.overhead_s for r in refs if r.overhead_s is not None]
     overhead = statistics.median(overheads) if overheads else RUN_OVERHEAD_DEFAULT_S
 
-    ratios = [r.wall_s / r.cpu_s for r in refs if r.cpu_s]
+    ratios = [r.wall_s / r.cpu_s for r in refs if r.cpu_s and r.overhead_s is not None]  # runs a study trained
     wall_per_cpu = statistics.median(ratios) if ratios else 1.0
 
+    def seconds_of(r: Reference) -> float:  # see the module docstring: CPU time x the median wall/CPU ratio
+        return r.cpu_s * wall_per_cpu if r.cpu_s else r.wall_s
+
     def rate(match: dict[str, Any]) -> float | None:
-        rates = [(r.cpu_s * wall_per_cpu if r.cpu_s else r.wall_s) / (r.config.get("steps", 1) * step_work(r.config))
+        rates = [seconds_of(r) / (r.config.get("steps", 1) * step_work(r.config))
                  for r in refs if all(r.config.get(k) == v for k, v in match.items())]
         return statistics.median(rates) if rates else None
 
@@ -173,7 +174,7 @@ def estimate_plan(profile: Any, plan: list[Any], workers: int, results_root: Pat
             continue
         cfg = _planned_config(profile, p)
         if p.config_hash in by_hash:
-            seconds = by_hash[p.config_hash].wall_s + overhead
+            seconds = seconds_of(by_hash[p.config_hash]) + overhead
             how["same config"] += 1
         else:
             r = (rate({"task": cfg.get("task"), "mechanism": cfg.get("mechanism")}) or rate({"task": cfg.get("task")})

@@ -80,6 +80,14 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def notebook_duration(path: Path) -> float | None:
+    """Seconds papermill recorded for an executed notebook (None: no such notebook or no record)."""
+    try:
+        return float(json.loads(Path(path).read_text())["metadata"]["papermill"]["duration"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
 def run_state(run_dir: Path, config_hash: str) -> str:
     """'done', 'partial' or 'new' (see module docstring); a summary of another hash is an error."""
     run_dir = Path(run_dir)
