@@ -28,6 +28,12 @@ Sections:
               Target: realized/ideal >= 0.8 for d <= S/2. S/d ignores the prelude, coda and head that
               every token runs once whatever its depth, so it is out of reach at small d (1 prelude +
               1 coda layer, S = 8, d = 1: at most ~3.3x, not 8x); ideal_amd accounts for them.
+  exit_study  real early exit at the study's model (S = 6, no prelude in the loop, no coda) for the
+              widths of ``--exit-widths`` (128, 256, 512), on each task's own evaluation batch (32
+              sequences, its length), under the study's depth distributions (``oracle`` from the
+              batch's difficulty; ``learned``, ``deep``, ``full``: ``EXIT_DEPTHS``); quantities as in
+              early_exit, and a pass/fail column for each case's bar (``exit_bar``): speed-up >= 0.97
+              where ideal S/d <= 1.1; realized/ideal >= 0.6 at oracle depths (0.8 at d >= 512).
   train       tokens/s of one optimizer step (forward, loss, backward, grad clip 1.0, AdamW) of
               the backbone against a reference made of ``torch.nn.TransformerEncoderLayer``
               (norm_first, batch_first, causal, GELU, dropout 0, same width/heads/d_ff): prelude
@@ -260,6 +266,110 @@ def bench_early_exit(args: argparse.Namespace) -> list[dict[str, Any]]:
             _stat(sec, case, "ideal (Amdahl)", "x", amd, **c),
             _stat(sec, case, "realized/ideal (Amdahl)", "x", [s / a for s, a in zip(speed, amd)], **c),
         ]
+    return rows
+
+
+# depth histograms over 1..6 (every position of a 32-sequence evaluation batch, padding included)
+# of adaptive runs that the study trains: ``learned`` is the online run of `hops` seed 0 of the cpu3
+# study; ``deep`` has the mean depth (5.8 of 6) of the online/early/random runs of the cpu study,
+# where real exit used to be slower than dense; ``full`` runs every token to the end (only the
+# overhead of real exit). The oracle's depths come from the task's own evaluation batch.
+EXIT_DEPTHS: dict[str, tuple[float, ...]] = {
+    "learned": (0.0911, 0.0734, 0.062, 0.0391, 0.0437, 0.6907),
+    "deep": (0.01, 0.01, 0.01, 0.02, 0.05, 0.90),
+    "full": (0.0, 0.0, 0.0, 0.0, 0.0, 1.0),
+}
+EXIT_DISTS = ("oracle",) + tuple(EXIT_DEPTHS)
+NO_REGRESSION = 0.97  # bar 1: speed-up >= this wherever the ideal S/d <= 1.1
+LOW_DEPTH_BARS = ((512, 0.8), (0, 0.6))  # bar 2: realized/ideal at oracle depths, by d_model (first d >= key)
+
+
+def exit_bar(ideal: float, dist: str, d_model: int) -> tuple[str, str, float] | None:
+    """The bar a case is judged by: (quantity, text, threshold), or None (reported only)."""
+    if ideal <= 1.1:
+        return "speed-up", f"speed-up >= {NO_REGRESSION}", NO_REGRESSION
+    if dist == "oracle":
+        t = next(v for d, v in LOW_DEPTH_BARS if d_model >= d)
+        return "realized/ideal", f"realized/ideal >= {t}", t
+    return None
+
+
+def bench_exit_study(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Real early exit on the study's depth distributions, at the study's model (no prelude in the
+    loop, no coda, S = 6, d_ff = 4 d) for every width of ``--exit-widths``, on the evaluation batch of
+    every task of ``--exit-tasks`` (its real tokens, padding and sequence length; ``oracle`` reads
+    the batch's difficulty, the other distributions draw depths i.i.d. per position). Quantities as
+    in ``early_exit``; each case is judged by its bar (``exit_bar``): no regression where the ideal
+    is <= 1.1, realized/ideal at the oracle's low depths.
+    """
+    from anira.analysis.io import eval_examples
+    from anira.analysis.speed import dense_forward
+    from anira.model import AniraModel, ModelConfig
+    from anira.tasks import collate
+
+    S, sec, rows = 6, "exit_study", []
+    clock = CLOCKS[args.clock]
+    for task in args.exit_tasks:
+        try:
+            batch = collate(eval_examples(task, "in")[: args.exit_batch], feature_names=["difficulty"])
+            vocab = len(make_task(task, range="train").vocab)
+        except Exception as err:
+            rows.append(_stat(sec, task, "", "", error=_error(err, args.verbose)))
+            continue
+        ids, diff = batch.input_ids, batch.features["difficulty"]
+        B, T = ids.shape
+        for D in args.exit_widths:
+            ctx = dict(batch=B, seq_len=T, d_model=D, n_heads=args.n_heads, d_ff=4 * D, max_depth=S)
+            base = dict(vocab_size=vocab, max_len=T, d_model=D, n_heads=args.n_heads, d_ff=4 * D, max_depth=S,
+                        n_prelude=0, n_coda=0)
+            torch.manual_seed(args.seed)
+            weights = AniraModel(ModelConfig(**base, mechanism="oracle")).state_dict()  # one set per width
+            for dist in args.exit_dists:
+                case = f"{task} T={T} d={D} {dist}"
+                try:
+                    over = (dict(mechanism="oracle") if dist == "oracle"
+                            else dict(mechanism="random", random_depth_probs=EXIT_DEPTHS[dist]))
+                    model = AniraModel(ModelConfig(**base, **over)).eval()
+                    model.load_state_dict(weights)
+                    gen = torch.Generator()
+
+                    def run_exit(mode: str = "exit"):
+                        gen.manual_seed(args.seed)  # the same depth draws in every repeat
+                        return model(ids, difficulty=diff, exit=mode, generator=gen)
+
+                    def run_fixed():
+                        e, pos = model.embed(ids)
+                        return model.readout(e, pos)
+
+                    with torch.inference_mode():
+                        out, ref = run_exit(), run_exit("masked")  # the benchmark times a correct path
+                        if not torch.allclose(out.logits, ref.logits, atol=1e-4, rtol=1e-4):
+                            err = (out.logits - ref.logits).abs().max().item()
+                            raise AssertionError(f"exit logits differ from the masked reference (max |diff| {err:.2e})")
+                        d = float(out.block_calls.float().mean())
+                        t = _interleaved({"exit": run_exit, "dense": lambda: dense_forward(model, ids),
+                                          "fixed": run_fixed}, args.repeats, warmup=1, clock=clock)
+                except Exception as err:
+                    rows.append(_stat(sec, case, "", "", error=_error(err, args.verbose), **ctx))
+                    continue
+                te, td, tf = t["exit"], t["dense"], t["fixed"]
+                speed = [b / a for a, b in zip(te, td)]
+                ideal = S / d
+                amd = [b / (f + (b - f) * d / S) for b, f in zip(td, tf)]
+                bar = exit_bar(ideal, dist, D)
+                target = {bar[0]: bar[2]} if bar else {}
+                c = dict(ctx, mean_depth=round(d, 4))
+                rows += [
+                    _stat(sec, case, "time exit", "s", te, **c),
+                    _stat(sec, case, "time dense", "s", td, **c),
+                    _stat(sec, case, "time embed+readout", "s", tf, **c),
+                    _stat(sec, case, "speed-up", "x", speed, target=target.get("speed-up"), **c),
+                    _stat(sec, case, "ideal S/d", "x", [ideal], **c),
+                    _stat(sec, case, "realized/ideal", "x", [s / ideal for s in speed],
+                          target=target.get("realized/ideal"), **c),
+                    _stat(sec, case, "ideal (Amdahl)", "x", amd, **c),
+                    _stat(sec, case, "realized/ideal (Amdahl)", "x", [s / a for s, a in zip(speed, amd)], **c),
+                ]
     return rows
 
 
@@ -528,13 +638,16 @@ def bench_e2e(args: argparse.Namespace) -> list[dict[str, Any]]:
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]]] = {
     "data": bench_data,
     "early_exit": bench_early_exit,
+    "exit_study": bench_exit_study,
     "train": bench_train,
     "fastpaths": bench_fastpaths,
     "e2e": bench_e2e,
 }
-DEFAULT_SECTIONS = ("data", "early_exit", "train", "fastpaths")  # e2e takes minutes: only when asked
+DEFAULT_SECTIONS = ("data", "early_exit", "exit_study", "train", "fastpaths")  # e2e takes minutes: only when asked
 PRINTED = {  # the short table: these quantities per case, as "median [min, max]"
     "early_exit": ("mean depth", "speed-up", "ideal S/d", "realized/ideal", "ideal (Amdahl)", "realized/ideal (Amdahl)"),
+    "exit_study": ("mean depth", "speed-up", "ideal S/d", "realized/ideal", "ideal (Amdahl)", "realized/ideal (Amdahl)",
+                   "bar"),
     "train": ("tokens/s anira", "tokens/s ref", "anira/ref"),
     "fastpaths": ("time fast", "time plain", "plain/fast"),
     "e2e": ("wall", "cpu", "runs", "wall per run"),
@@ -567,7 +680,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def print_stats(rows: list[dict[str, Any]], quantities: tuple[str, ...]) -> None:
     """One line per case, one column per quantity: median [min, max] (a single value when equal);
-    a '*' marks a median below its target."""
+    a '*' marks a median below its target; the quantity "bar" names the target a case is judged by
+    and whether its median passes."""
     from tabulate import tabulate
 
     cases: dict[str, dict[str, str]] = {}
@@ -579,6 +693,8 @@ def print_stats(rows: list[dict[str, Any]], quantities: tuple[str, ...]) -> None
             med, lo, hi, u = r["median"], r["min"], r["max"], r["unit"]
             txt = _num(med, u) if _num(lo, u) == _num(hi, u) else f"{_num(med, u)} [{_num(lo, u)}, {_num(hi, u)}]"
             line[r["quantity"]] = txt + (" *" if r["meets"] == "no" else "")
+        if "bar" in quantities and r["meets"]:  # the case's bar, judged on the median
+            line["bar"] = f"{r['quantity']} >= {r['target']}: {'pass' if r['meets'] == 'yes' else 'FAIL'}"
         if r.get("mean_depth") != "" and "mean depth" in quantities:
             line["mean depth"] = f"{float(r['mean_depth']):.2f}"
     has_err = any("error" in v for v in cases.values())
@@ -628,6 +744,12 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--ee-max-depth", type=int, default=8, help="S, the dense baseline's depth")
     g.add_argument("--ee-mean-depths", type=_floats, default=[1, 2, 3, 4, 6, 8], help="comma-separated mean depths")
     g.add_argument("--ee-dists", default="two-point,spread", help="depth distributions: two-point, spread")
+    g = ap.add_argument_group("exit_study")
+    g.add_argument("--exit-tasks", default="addition,hops",
+                   help="comma-separated tasks whose evaluation batch is timed (its sequence length)")
+    g.add_argument("--exit-widths", type=_floats, default=[128, 256, 512], help="comma-separated d_model values")
+    g.add_argument("--exit-batch", type=int, default=32, help="sequences per forward (the study's eval batch)")
+    g.add_argument("--exit-dists", default=",".join(EXIT_DISTS), help=f"depth distributions from {list(EXIT_DISTS)}")
     g = ap.add_argument_group("train")
     g.add_argument("--train-batch", type=int, default=32, help="sequences per step (the cpu profile's batch)")
     g.add_argument("--train-depth", type=int, default=6, help="S, block applications per forward")
@@ -647,9 +769,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv and len(only) != 1:
         ap.error("--csv needs exactly one section in --only")
     for key in ("repeats", "threads", "n_examples", "batch_size", "d_model", "n_heads", "d_ff", "seq_len", "ee_batch",
-                "ee_max_depth", "train_batch", "train_depth", "train_steps", "e2e_runs"):
+                "exit_batch", "ee_max_depth", "train_batch", "train_depth", "train_steps", "e2e_runs"):
         if getattr(args, key) < 1:
             ap.error(f"--{key.replace('_', '-')} = {getattr(args, key)} must be >= 1")
+    args.exit_tasks = [t.strip() for t in args.exit_tasks.split(",") if t.strip()]
+    if not args.exit_tasks or any(t not in TASK_NAMES for t in args.exit_tasks):
+        ap.error(f"--exit-tasks = {args.exit_tasks!r}; allowed: {', '.join(TASK_NAMES)}")
+    args.exit_dists = [d.strip() for d in args.exit_dists.split(",") if d.strip()]
+    if not args.exit_dists or any(d not in EXIT_DISTS for d in args.exit_dists):
+        ap.error(f"--exit-dists = {args.exit_dists!r}; allowed: {', '.join(EXIT_DISTS)}")
+    if not args.exit_widths or any(w != int(w) or w < 1 or w % args.n_heads for w in args.exit_widths):
+        ap.error(f"--exit-widths = {args.exit_widths} must be whole numbers >= 1 divisible by --n-heads = {args.n_heads}")
+    args.exit_widths = [int(w) for w in args.exit_widths]
     args.ee_dists = [d.strip() for d in args.ee_dists.split(",") if d.strip()]
     if not args.ee_dists or any(d not in ("two-point", "spread") for d in args.ee_dists):
         ap.error(f"--ee-dists = {args.ee_dists!r}; allowed: two-point, spread")

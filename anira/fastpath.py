@@ -130,21 +130,29 @@ class RealExit:
     """Execution mode ``exit="exit"`` of ``AniraModel`` (the interface: ``anira.model.Execution``).
 
     Step n runs the block on the active tokens only: their rows are gathered, flattened across the
-    batch for the position-wise parts (re-injection, norms, MLP, state norm) and padded per sequence
-    for attention (``subset_attention``). Keys and values of every token come from its *current*
-    state and are cached in K, V (B, T, H, hd): a token that halted is projected once more, from its
-    frozen state, the first step after its state last changed (``kv_calls``), and never again. The
-    block's pieces it calls (``RecurrentBlock.inputs``, ``ln1``, ``attn.project_q``/``project_kv``/
-    ``wo``, ``finish``) are the ones a full step calls, on fewer rows: the same numbers as the
-    masked reference path.
+    batch for the position-wise parts (re-injection, norms, projections, MLP, state norm). Keys and
+    values of every token come from its *current* state and are cached in K, V (B, T, H, hd): a
+    token whose state changed at step n - 1 is projected at step n, with the active tokens in one
+    pass (``stale``). For a token that has halted this is its one key/value projection
+    (``kv_calls``); it is skipped when no active token comes after it in its sequence (nothing will
+    attend to it: the padding at the end of a batch, say), and never repeated. The block's pieces it
+    calls (``RecurrentBlock.inputs``, ``ln1``, ``attn.project_q``/``project_kv``/``wo``, ``finish``)
+    are the ones a full step calls, on fewer rows: the same numbers as the masked reference path.
+
+    Attention, per step, in whichever layout costs less (``GRID_FROM``): the active queries
+    *packed* per sequence against every key (``subset_attention``, work ~ B A T with A the most
+    active tokens in one sequence), or on the (B, T) *grid* with a causal mask (work ~ B T^2 / 2;
+    the halted tokens' query slots are zero and their outputs dropped: no block row is computed
+    for them). The grid is the cheaper one once A >= T / 2.
 
     Fast path (``AniraModel.fast_paths``): while every token is still active a step is one plain
     block call on the (B, T) grid, with no gather, scatter or padding; K/V are then stale for every
-    token and are projected later for the halted ones only.
+    token and are projected at the next step.
     """
 
     keeps_running = False  # a halted token stops: block_calls = depth, the loop ends when none is active
     frozen_context = True  # others attend to a halted token's frozen state: the decision runs in the loop
+    GRID_FROM = 0.5  # attention on the (B, T) grid when A / T >= this, else packed (class docstring)
 
     def __init__(self, model, e: torch.Tensor, pos: torch.Tensor, u: torch.Tensor):
         cfg, core, (B, T, D) = model.cfg, model.core, e.shape
@@ -156,6 +164,7 @@ class RealExit:
         self.block_calls = torch.zeros(B, T, dtype=torch.long, device=e.device)
         self.kv_calls = torch.zeros(B, T, dtype=torch.long, device=e.device)
         self.rows_computed = 0
+        self.layouts: list[str] = []  # attention layout of every per-token step ("packed" or "grid")
         if cfg.pos_encoding == "rope":  # the rotary angles of positions 0..T-1, indexed by each step's rows
             self._angles = rope_angles(pos, hd, cfg.rope_base)  # (T, hd/2) each
         else:
@@ -166,37 +175,56 @@ class RealExit:
         if self._angles is None:
             return ti[None]
         cos_t, sin_t = self._angles
-        return cos_t[ti][None], sin_t[ti][None]  # (1, N, hd/2)
+        return cos_t.index_select(0, ti)[None], sin_t.index_select(0, ti)[None]  # (1, N, hd/2)
 
     def step(self, n: int, h: torch.Tensor, run: torch.Tensor):
-        """h (B, T, D) -> (h, the new states the decision reads, their rows or None for all)."""
+        """h (B, T, D) -> (h, the new states the decision reads, their rows or None for all).
+
+        Rows are gathered and written back through flat indices b * T + t into (B T, D) views
+        (``index_select``/``index_copy``: a row copy each, where indexing with (b, t) pairs costs
+        several times more on a CPU)."""
         core, u = self.core, self.u
         if self.fast and bool(run.all()):  # no token has halted yet: one plain step on the (B, T) grid
             h = core(h, self.e, n, self.pos, u)
-            self.stale.fill_(True)  # every state changed; K/V are projected later only for the halted ones
+            self.stale.fill_(True)  # every state changed; K/V are projected at the next step
             self.block_calls += 1
             self.rows_computed += h.shape[0] * h.shape[1]
             return h, h, None
-        attn, K, V = core.attn, self.K, self.V
-        # halted tokens whose state changed: one key/value projection of the frozen state
-        bi, ti = (self.stale & ~run).nonzero(as_tuple=True)
-        if bi.numel():
-            x = core.ln1(core.inputs(h[bi, ti], None, u[bi, ti]))[None]  # (1, N, D)
-            k, v = attn.project_kv(x, self._at(ti))
-            K[bi, ti], V[bi, ti] = k[0].transpose(0, 1), v[0].transpose(0, 1)
-            self.kv_calls[bi, ti] += 1
-            self.stale[bi, ti] = False
-        bi, ti = run.nonzero(as_tuple=True)  # row-major: grouped by sequence
-        z = core.inputs(h[bi, ti], None, u[bi, ti])  # (N, D), only the active tokens
-        x = core.ln1(z)[None]  # (1, N, D)
-        rot = self._at(ti)
-        q = attn.project_q(x, rot)[0].transpose(0, 1)  # (N, H, hd)
-        k, v = attn.project_kv(x, rot)
-        K[bi, ti], V[bi, ti] = k[0].transpose(0, 1), v[0].transpose(0, 1)
-        y = subset_attention(q, run, K.transpose(1, 2), V.transpose(1, 2))  # (N, D)
+        attn = core.attn
+        B, T, D = h.shape
+        # K/V to project: every token whose state changed (the active ones among them) that an active
+        # token at or after its position will attend to
+        t = torch.arange(T, device=run.device)
+        last = torch.where(run, t, -1).amax(1)  # (B,) position of the last active token
+        need = self.stale & (t <= last[:, None])  # (B, T), contains run
+        fk = need.view(-1).nonzero().squeeze(1)  # (M,) flat rows b * T + t, row-major
+        tk = fk % T
+        z = core.inputs(h.view(-1, D).index_select(0, fk), None, u.reshape(-1, D).index_select(0, fk))  # (M, D)
+        x = core.ln1(z)[None]  # (1, M, D)
+        k, v = attn.project_kv(x, self._at(tk))  # (1, H, M, hd)
+        self.K.view(B * T, D).index_copy_(0, fk, k[0].transpose(0, 1).reshape(-1, D))
+        self.V.view(B * T, D).index_copy_(0, fk, v[0].transpose(0, 1).reshape(-1, D))
+        self.kv_calls += need & ~run
+        # the active tokens: a subsequence of the projected ones, in the same order
+        fi = run.view(-1).nonzero().squeeze(1)  # (N,)
+        bi, ti = fi // T, fi % T
+        if fi.numel() < fk.numel():
+            sel = run.view(-1).index_select(0, fk).nonzero().squeeze(1)  # their places among the M rows
+            z, x = z.index_select(0, sel), x.index_select(1, sel)
+        q = attn.project_q(x, self._at(ti))[0].transpose(0, 1)  # (N, H, hd)
+        A = int(run.sum(1).max())
+        if A >= self.GRID_FROM * T:
+            self.layouts.append("grid")
+            Q = q.new_zeros(B * T, D).index_copy_(0, fi, q.reshape(-1, D))  # the halted tokens' slots stay zero
+            Q = Q.view(B, T, *q.shape[1:]).transpose(1, 2)  # (B, H, T, hd)
+            y = F.scaled_dot_product_attention(Q, self.K.transpose(1, 2), self.V.transpose(1, 2), is_causal=True)
+            y = y.transpose(1, 2).reshape(B * T, D).index_select(0, fi)  # (N, D)
+        else:
+            self.layouts.append("packed")
+            y = subset_attention(q, run, self.K.transpose(1, 2), self.V.transpose(1, 2))  # (N, D)
         h_run = core.finish(z, attn.wo(y), n)  # (N, D)
-        h = h.index_put((bi, ti), h_run)
-        self.block_calls[bi, ti] += 1
-        self.stale[bi, ti] = True
-        self.rows_computed += bi.numel()
+        h = h.reshape(-1, D).index_copy(0, fi, h_run).view(B, T, D)
+        self.block_calls += run
+        self.stale = run | (self.stale & ~need)  # the active tokens just changed; the projected others are fresh
+        self.rows_computed += fi.numel()
         return h, h_run, (bi, ti)

@@ -1,12 +1,14 @@
 """Where the time of one inference forward goes, by part of the model (torch.profiler, CPU).
 
-Profiles ``model(ids, exit="exit")`` of a ``random``-mechanism ANIRA model with every token at
-depth ``--depth`` (two-point distribution on one value), against the dense pass at max depth, for
-the benchmark's shapes (batch 64, 100 tokens, d 128, 4 heads, d_ff 512, S = 8), and prints the
-share of self CPU time in each labelled region: the embedding + prelude, the recurrent loop, the
-coda + head. The regions are ``record_function`` labels in a subclass of the model (``LabelledModel``).
+Profiles ``model(ids, exit="exit")`` of a ``random``-mechanism ANIRA model whose depths are drawn
+from ``--depth-probs`` (a histogram over 1..S) or from the two-point distribution of mean
+``--depth``, against the dense pass at max depth, at the study's model size by default (d 128,
+4 heads, d_ff 4 d, S = 6, no prelude or coda in the loop; batch 32 of 60 tokens, the `hops` eval
+batch), and prints the share of CPU time in each labelled region: the embedding + prelude, the
+dense loop steps, the coda + head. The regions are ``record_function`` labels in a subclass of the
+model (``LabelledModel``).
 
-    python scripts/profile_early_exit.py --depth 1
+    python scripts/profile_early_exit.py --depth-probs 0.933,0.033,0.016,0.013,0.005,0   # oracle-like
     python scripts/profile_early_exit.py --depth 4 --rows 15
 """
 from __future__ import annotations
@@ -50,27 +52,45 @@ class LabelledModel(AniraModel):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--depth", type=float, default=1.0, help="mean depth of the random mechanism")
-    ap.add_argument("--max-depth", type=int, default=8)
+    ap.add_argument("--depth", type=float, default=1.0, help="mean depth of the random mechanism (two-point)")
+    ap.add_argument("--depth-probs", default=None, help="comma-separated depth histogram over 1..S (overrides --depth)")
+    ap.add_argument("--max-depth", type=int, default=6)
+    ap.add_argument("--d-model", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--seq-len", type=int, default=60)
+    ap.add_argument("--n-prelude", type=int, default=0)
+    ap.add_argument("--n-coda", type=int, default=0)
     ap.add_argument("--rows", type=int, default=12, help="operators listed")
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=64, max_len=128, max_depth=a.max_depth, mechanism="random",
-                      random_mean_depth=a.depth, pos_encoding="rope")
+    if a.depth_probs:
+        probs = tuple(float(x) for x in a.depth_probs.split(","))
+        probs = tuple(p / sum(probs) for p in probs)
+        depths = dict(random_depth_probs=probs)
+    else:
+        depths = dict(random_mean_depth=a.depth)
+    cfg = ModelConfig(vocab_size=64, max_len=a.seq_len, max_depth=a.max_depth, mechanism="random",
+                      d_model=a.d_model, d_ff=4 * a.d_model, n_prelude=a.n_prelude, n_coda=a.n_coda, **depths)
     model = LabelledModel(cfg).eval()
-    ids = torch.randint(0, 64, (64, 100))
+    ids = torch.randint(0, 64, (a.batch, a.seq_len))
+    gen = torch.Generator()
+
+    def run_exit():
+        gen.manual_seed(0)  # the same depth draws in every repeat
+        return model(ids, exit="exit", generator=gen)
+
     with torch.no_grad():
-        model(ids, exit="exit")  # warm-up
-        for name, call in (("exit", lambda: model(ids, exit="exit")), ("dense", lambda: dense_forward(model, ids))):
+        mean = float(run_exit().block_calls.float().mean())  # warm-up
+        for name, call in (("exit", run_exit), ("dense", lambda: dense_forward(model, ids))):
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 for _ in range(a.repeats):
                     with record_function(f"forward ({name})"):
                         call()
             events = {e.key: e for e in prof.key_averages()}
             total = events[f"forward ({name})"].cpu_time_total
-            print(f"\n== {name}, mean depth {a.depth:g} of {a.max_depth}: {total / a.repeats / 1e3:.1f} ms per forward")
+            print(f"\n== {name}, mean depth {mean:.3f} of {a.max_depth}: {total / a.repeats / 1e3:.1f} ms per forward")
             for region in ("embed+prelude", "loop step (dense)", "coda+head"):
                 if region in events:
                     t = events[region].cpu_time_total

@@ -154,3 +154,44 @@ def test_fastpaths_section_times_each_fast_path_against_its_plain_formula(tmp_pa
     for case in cases:
         r = _stats(rows, case, "plain/fast")
         assert r["target"] == "1.0" and float(r["median"]) > 0
+
+
+def test_exit_study_times_every_distribution_and_judges_its_bar(tmp_path, capsys):
+    out = tmp_path / "xs.csv"
+    args = ["--only", "exit_study", "--csv", str(out), "--repeats", "2", "--n-heads", "2", "--exit-tasks", "addition",
+            "--exit-widths", "16", "--exit-batch", "3"]
+    assert bench.main(args) == 0
+    rows = _rows(out)
+    assert not any(r["error"] for r in rows)
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    assert [c.split()[-1] for c in cases] == list(bench.EXIT_DISTS)
+    for case in cases:
+        r = _stats(rows, case, "speed-up")
+        assert r["d_model"] == "16" and r["d_ff"] == "64" and r["max_depth"] == "6" and r["batch"] == "3"
+        d = float(r["mean_depth"])
+        assert float(_stats(rows, case, "ideal S/d")["median"]) == pytest.approx(6 / d, rel=1e-4)  # d: 4 decimals
+        judged = [q for q in rows if q["case"] == case and q["target"]]
+        if case.endswith("oracle"):
+            assert [(q["quantity"], q["target"]) for q in judged] == [("realized/ideal", "0.6")]
+        elif case.endswith("full"):
+            assert d == 6.0 and [(q["quantity"], q["target"]) for q in judged] == [("speed-up", "0.97")]
+    printed = capsys.readouterr().out
+    assert "speed-up >= 0.97: " in printed and "realized/ideal >= 0.6: " in printed
+    assert ("pass" in printed) or ("FAIL" in printed)
+
+
+def test_exit_bar_by_ideal_distribution_and_width():
+    assert bench.exit_bar(1.04, "deep", 128) == ("speed-up", "speed-up >= 0.97", 0.97)
+    assert bench.exit_bar(1.1, "learned", 512)[2] == 0.97
+    assert bench.exit_bar(5.3, "oracle", 128)[2] == 0.6 and bench.exit_bar(5.3, "oracle", 256)[2] == 0.6
+    assert bench.exit_bar(5.3, "oracle", 512)[2] == 0.8
+    assert bench.exit_bar(1.2, "learned", 128) is None  # reported, not judged
+
+
+def test_exit_study_rejects_unknown_tasks_distributions_and_widths(capsys):
+    for flag, value, allowed in (("--exit-dists", "uniform", "oracle, learned, deep, full"),
+                                 ("--exit-tasks", "chess", "hops"), ("--exit-widths", "130", "divisible by --n-heads")):
+        with pytest.raises(SystemExit):
+            bench.main(["--only", "exit_study", flag, value])
+        err = capsys.readouterr().err
+        assert flag in err and allowed in err

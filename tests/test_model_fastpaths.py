@@ -3,11 +3,14 @@ halted agree with the general per-token code, the split adapter and the rotary k
 their plain formulas (values and gradients), and the parameters are those of the plain block."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
+from anira.fastpath import RealExit
 from anira.model import AniraModel, rope_angles, rope_rotate
-from test_model import MECHS, fwd, inputs, make
+from test_model import MECHS, expected_kv_calls, fwd, inputs, make
 
 
 def run_both(m: AniraModel, ids, diff, mode: str):
@@ -61,7 +64,9 @@ def test_exit_fast_path_keeps_halted_keys_of_their_frozen_state():
     ex, ref = fwd(m, ids, None, "exit"), fwd(m, ids, None, "masked")
     assert set(ex.depth.unique().tolist()) == {2, 5}
     assert torch.allclose(ex.logits, ref.logits, atol=1e-5)
-    assert torch.equal(ex.kv_calls, (ex.depth == 2).long())  # one projection per halted token, after step 2
+    # one projection per halted token after step 2, unless no later token of its sequence runs on
+    assert torch.equal(ex.kv_calls, expected_kv_calls(ex.depth))
+    assert torch.equal(ex.kv_calls.bool(), (ex.depth == 2) & (ex.depth.flip(1).cummax(1).values.flip(1) == 5))
 
 
 def test_split_adapter_equals_the_concatenated_product_and_keeps_the_parameters():
@@ -126,3 +131,58 @@ def test_rope_kernel_equals_the_plain_formula_with_gradients(per_sequence):
     cos, sin = rope_angles(pos[:2, :3] if per_sequence else pos[:3], 8, 100.0)
     fn = lambda t: rope_rotate(t, (cos.double(), sin.double()), 100.0)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (xd,)) and torch.autograd.gradgradcheck(fn, (xd,))
+
+
+@pytest.mark.parametrize("pe", ["learned", "rope"])
+@pytest.mark.parametrize("mech", ["early", "online", "oracle", "random"])
+def test_exit_attention_layouts_agree_on_both_sides_of_the_switch(mech, pe, monkeypatch):
+    """Real exit's per-token steps attend in the packed or the grid layout (``RealExit.GRID_FROM``):
+    forced either way or chosen per step, the numbers, the depths and the block rows are those of the
+    masked reference."""
+    m = make(mech, pe, random_depth_probs=(0.3, 0.1, 0.2, 0.2, 0.2))
+    ids, diff = inputs(4, 4, 29)
+    layouts: list[list[str]] = []
+    init = RealExit.__init__
+
+    def recording_init(self, *a, **k):
+        init(self, *a, **k)
+        layouts.append(self.layouts)
+
+    monkeypatch.setattr(RealExit, "__init__", recording_init)
+    ref = fwd(m, ids, diff, "masked", return_states=True)
+    for grid_from in (0.0, math.inf, RealExit.GRID_FROM):
+        monkeypatch.setattr(RealExit, "GRID_FROM", grid_from)
+        rows = []
+        hook = m.core.mlp.register_forward_hook(lambda mod, inp, out: rows.append(inp[0].shape[:-1].numel()))
+        try:
+            ex = fwd(m, ids, diff, "exit", return_states=True)
+        finally:
+            hook.remove()
+        assert torch.equal(ex.depth, ref.depth) and len(set(ex.depth.flatten().tolist())) > 2
+        assert torch.allclose(ex.logits, ref.logits, atol=1e-5), (ex.logits - ref.logits).abs().max()
+        assert torch.allclose(ex.states, ref.states, atol=1e-5)
+        assert torch.allclose(ex.p_n, ref.p_n, atol=1e-6)
+        assert sum(rows) == int(ex.depth.sum()) and torch.equal(ex.block_calls, ex.depth)
+        assert torch.equal(ex.kv_calls, expected_kv_calls(ex.depth))
+    grid, packed, auto = (set(x) for x in layouts)
+    assert grid == {"grid"} and packed == {"packed"} and auto  # the switch itself: the next test
+
+
+def test_grid_attention_is_chosen_from_the_most_active_tokens_in_one_sequence(monkeypatch):
+    """The grid layout is used exactly at the per-token steps where some sequence has at least
+    GRID_FROM * T active tokens."""
+    m = make("random", random_depth_probs=(0.3, 0.1, 0.2, 0.2, 0.2))
+    ids, _ = inputs(4, 4, 29)
+    layouts: list[list[str]] = []
+    init = RealExit.__init__
+
+    def recording_init(self, *a, **k):
+        init(self, *a, **k)
+        layouts.append(self.layouts)
+
+    monkeypatch.setattr(RealExit, "__init__", recording_init)
+    ex = fwd(m, ids, None, "exit")
+    assert (ex.depth == 1).any()  # step 1 is a plain step, every later one a per-token step
+    most = [int((ex.depth >= n).sum(1).max()) for n in range(2, int(ex.depth.max()) + 1)]
+    expected = ["grid" if a >= RealExit.GRID_FROM * ids.shape[1] else "packed" for a in most]
+    assert layouts[0] == expected and len(set(expected)) == 2
