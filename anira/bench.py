@@ -206,9 +206,36 @@ def early_exit_cases(means: list[float], dists: list[str], S: int) -> list[tuple
     return cases
 
 
+def _time_exit(model: Any, ids: torch.Tensor, difficulty: torch.Tensor | None,
+               args: argparse.Namespace) -> tuple[float, dict[str, list[float]]]:
+    """(mean block calls per token, interleaved times of ``exit``, ``dense`` and ``fixed``) of one
+    model on one batch: real exit (checked first against the masked reference, so the benchmark
+    times a correct path), every token to the end, and the embed + read-out that exit cannot skip.
+    The depth draws are the same in every repeat."""
+    from anira.analysis.speed import dense_forward
+
+    gen = torch.Generator()
+
+    def run_exit(mode: str = "exit"):
+        gen.manual_seed(args.seed)
+        return model(ids, difficulty=difficulty, exit=mode, generator=gen)
+
+    def run_fixed():
+        e, pos = model.embed(ids)
+        return model.readout(e, pos)
+
+    with torch.inference_mode():
+        out, ref = run_exit(), run_exit("masked")
+        if not torch.allclose(out.logits, ref.logits, atol=1e-4, rtol=1e-4):
+            err = (out.logits - ref.logits).abs().max().item()
+            raise AssertionError(f"exit logits differ from the masked reference (max |diff| {err:.2e})")
+        t = _interleaved({"exit": run_exit, "dense": lambda: dense_forward(model, ids), "fixed": run_fixed},
+                         args.repeats, warmup=1, clock=CLOCKS[args.clock])
+    return float(out.block_calls.float().mean()), t
+
+
 def bench_early_exit(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Real early exit vs the dense pass at S = max depth, several mean depths."""
-    from anira.analysis.speed import dense_forward
     from anira.model import AniraModel, ModelConfig
 
     S, B, T = args.ee_max_depth, args.ee_batch, args.seq_len
@@ -228,25 +255,7 @@ def bench_early_exit(args: argparse.Namespace) -> list[dict[str, Any]]:
         try:
             model = AniraModel(ModelConfig(**base, **over)).eval()
             model.load_state_dict(weights)
-            gen = torch.Generator()
-
-            def run_exit(mode: str = "exit"):
-                gen.manual_seed(args.seed)  # the same depth draws in every repeat
-                return model(ids, exit=mode, generator=gen)
-
-            def run_fixed():
-                e, pos = model.embed(ids)
-                return model.readout(e, pos)
-
-            with torch.inference_mode():
-                out = run_exit()
-                ref = run_exit("masked")  # the benchmark times a correct path
-                if not torch.allclose(out.logits, ref.logits, atol=1e-4, rtol=1e-4):
-                    err = (out.logits - ref.logits).abs().max().item()
-                    raise AssertionError(f"exit logits differ from the masked reference (max |diff| {err:.2e})")
-                d = float(out.block_calls.float().mean())
-                t = _interleaved({"exit": run_exit, "dense": lambda: dense_forward(model, ids), "fixed": run_fixed},
-                                 args.repeats, warmup=1, clock=CLOCKS[args.clock])
+            d, t = _time_exit(model, ids, None, args)
         except Exception as err:
             rows.append(_stat(sec, case, "", "", error=_error(err, args.verbose), **ctx))
             continue
@@ -303,12 +312,10 @@ def bench_exit_study(args: argparse.Namespace) -> list[dict[str, Any]]:
     is <= 1.1, realized/ideal at the oracle's low depths.
     """
     from anira.analysis.io import eval_examples
-    from anira.analysis.speed import dense_forward
     from anira.model import AniraModel, ModelConfig
     from anira.tasks import collate
 
     S, sec, rows = 6, "exit_study", []
-    clock = CLOCKS[args.clock]
     for task in args.exit_tasks:
         try:
             batch = collate(eval_examples(task, "in")[: args.exit_batch], feature_names=["difficulty"])
@@ -331,24 +338,7 @@ def bench_exit_study(args: argparse.Namespace) -> list[dict[str, Any]]:
                             else dict(mechanism="random", random_depth_probs=EXIT_DEPTHS[dist]))
                     model = AniraModel(ModelConfig(**base, **over)).eval()
                     model.load_state_dict(weights)
-                    gen = torch.Generator()
-
-                    def run_exit(mode: str = "exit"):
-                        gen.manual_seed(args.seed)  # the same depth draws in every repeat
-                        return model(ids, difficulty=diff, exit=mode, generator=gen)
-
-                    def run_fixed():
-                        e, pos = model.embed(ids)
-                        return model.readout(e, pos)
-
-                    with torch.inference_mode():
-                        out, ref = run_exit(), run_exit("masked")  # the benchmark times a correct path
-                        if not torch.allclose(out.logits, ref.logits, atol=1e-4, rtol=1e-4):
-                            err = (out.logits - ref.logits).abs().max().item()
-                            raise AssertionError(f"exit logits differ from the masked reference (max |diff| {err:.2e})")
-                        d = float(out.block_calls.float().mean())
-                        t = _interleaved({"exit": run_exit, "dense": lambda: dense_forward(model, ids),
-                                          "fixed": run_fixed}, args.repeats, warmup=1, clock=clock)
+                    d, t = _time_exit(model, ids, diff, args)
                 except Exception as err:
                     rows.append(_stat(sec, case, "", "", error=_error(err, args.verbose), **ctx))
                     continue

@@ -133,14 +133,8 @@ def test_rope_kernel_equals_the_plain_formula_with_gradients(per_sequence):
     assert torch.autograd.gradcheck(fn, (xd,)) and torch.autograd.gradgradcheck(fn, (xd,))
 
 
-@pytest.mark.parametrize("pe", ["learned", "rope"])
-@pytest.mark.parametrize("mech", ["early", "online", "oracle", "random"])
-def test_exit_attention_layouts_agree_on_both_sides_of_the_switch(mech, pe, monkeypatch):
-    """Real exit's per-token steps attend in the packed or the grid layout (``RealExit.GRID_FROM``):
-    forced either way or chosen per step, the numbers, the depths and the block rows are those of the
-    masked reference."""
-    m = make(mech, pe, random_depth_probs=(0.3, 0.1, 0.2, 0.2, 0.2))
-    ids, diff = inputs(4, 4, 29)
+def record_layouts(monkeypatch) -> list[list[str]]:
+    """The attention layouts of every real-exit forward from now on, one list per forward."""
     layouts: list[list[str]] = []
     init = RealExit.__init__
 
@@ -149,6 +143,18 @@ def test_exit_attention_layouts_agree_on_both_sides_of_the_switch(mech, pe, monk
         layouts.append(self.layouts)
 
     monkeypatch.setattr(RealExit, "__init__", recording_init)
+    return layouts
+
+
+@pytest.mark.parametrize("pe", ["learned", "rope"])
+@pytest.mark.parametrize("mech", ["early", "online", "oracle", "random"])
+def test_exit_attention_layouts_agree_on_both_sides_of_the_switch(mech, pe, monkeypatch):
+    """Real exit's per-token steps attend in the packed or the grid layout (``RealExit.GRID_FROM``):
+    forced either way or chosen per step, the numbers, the depths and the block rows are those of the
+    masked reference."""
+    m = make(mech, pe, random_depth_probs=(0.3, 0.1, 0.2, 0.2, 0.2))
+    ids, diff = inputs(4, 4, 29)
+    layouts = record_layouts(monkeypatch)
     ref = fwd(m, ids, diff, "masked", return_states=True)
     for grid_from in (0.0, math.inf, RealExit.GRID_FROM):
         monkeypatch.setattr(RealExit, "GRID_FROM", grid_from)
@@ -173,14 +179,7 @@ def test_grid_attention_is_chosen_from_the_most_active_tokens_in_one_sequence(mo
     GRID_FROM * T active tokens."""
     m = make("random", random_depth_probs=(0.3, 0.1, 0.2, 0.2, 0.2))
     ids, _ = inputs(4, 4, 29)
-    layouts: list[list[str]] = []
-    init = RealExit.__init__
-
-    def recording_init(self, *a, **k):
-        init(self, *a, **k)
-        layouts.append(self.layouts)
-
-    monkeypatch.setattr(RealExit, "__init__", recording_init)
+    layouts = record_layouts(monkeypatch)
     ex = fwd(m, ids, None, "exit")
     assert (ex.depth == 1).any()  # step 1 is a plain step, every later one a per-token step
     most = [int((ex.depth >= n).sum(1).max()) for n in range(2, int(ex.depth.max()) + 1)]
