@@ -43,18 +43,21 @@ def open_chain_reference(a: int, b: int, i: int, n: int) -> int:
     raise AssertionError("unreachable")
 
 
-def check_hints(words, n, pool):
+def check_hints(words, n, pool, order="consecutive"):
     """The hinted format read independently of ``parse``: n columns of (hint, digit, digit), "=",
-    then n + 1 pairs (hint, digit); column i's hint is letter offset + i, the same in the operands
-    and the answer, with 0 <= offset <= pool - n - 1; returns the scored positions (the answer digits)."""
+    then n + 1 pairs (hint, digit); column i's hint is the same in the operands and the answer;
+    consecutive: letter offset + i with 0 <= offset <= pool - n - 1; random: letters increasing with
+    the column; returns the scored positions (the answer digits)."""
     letters = [chr(ord("A") + j) for j in range(pool)]
     eq = 1 + 3 * n
     assert words[0] == "<bos>" and words[eq] == "=" and len(words) == eq + 1 + 2 * (n + 1)
     op_hints, ans_hints = words[1:eq:3], words[eq + 1::2]
     assert all(h in letters for h in op_hints + ans_hints)
-    offset = letters.index(ans_hints[-1])  # column 0
-    assert 0 <= offset <= pool - n - 1
-    assert ans_hints == [letters[offset + i] for i in reversed(range(n + 1))]
+    idx = [letters.index(h) for h in reversed(ans_hints)]  # column 0 first
+    if order == "consecutive":
+        assert 0 <= idx[0] <= pool - n - 1 and idx == list(range(idx[0], idx[0] + n + 1))
+    else:
+        assert all(x < y for x, y in zip(idx, idx[1:]))
     assert op_hints == ans_hints[1:]
     assert all(w.isdigit() for j, w in enumerate(words[1:eq]) if j % 3) and all(w.isdigit() for w in words[eq + 2::2])
     return list(range(eq + 2, len(words), 2))
@@ -70,7 +73,7 @@ def check_examples(task, exs):
         a, b = int(sa), int(sb)
         assert sr == str(a + b).zfill(n + 1)
         if c.hint_pool:
-            assert "+" not in words and ex.scored == check_hints(words, n, c.hint_pool)
+            assert "+" not in words and ex.scored == check_hints(words, n, c.hint_pool, c.hint_order)
         else:
             assert len(ex.scored) == n + 1 and ex.scored == list(range(len(ex.tokens) - n - 1, len(ex.tokens)))
         for k, rec in enumerate(ex.features):
@@ -91,12 +94,13 @@ def test_against_python_integers(rng):
 
 @settings(max_examples=25, deadline=None)
 @given(min_digits=st.integers(1, 20), extra=st.integers(0, 12), plant_prob=st.floats(0.0, 1.0), seed=st.integers(0, 2**31),
-       open_chain=st.booleans(), hint_extra=st.one_of(st.none(), st.integers(1, 6)))
-def test_reference_over_configs(min_digits, extra, plant_prob, seed, open_chain, hint_extra):
+       open_chain=st.booleans(), hint_extra=st.one_of(st.none(), st.integers(1, 6)),
+       hint_order=st.sampled_from(["consecutive", "random"]))
+def test_reference_over_configs(min_digits, extra, plant_prob, seed, open_chain, hint_extra, hint_order):
     max_digits = min(min_digits + extra, 32)
     hint_pool = 0 if hint_extra is None or max_digits + hint_extra > 26 else max_digits + hint_extra
     task = AdditionTask(AdditionConfig(min_digits=min_digits, max_digits=max_digits, plant_prob=plant_prob,
-                                       open_chain=open_chain, hint_pool=hint_pool))
+                                       open_chain=open_chain, hint_pool=hint_pool, hint_order=hint_order))
     check_examples(task, task.generate(20, seed=seed))
 
 
@@ -150,7 +154,8 @@ def test_sizes_cover_ranges_and_lengths():
 
 def test_hints_cover_the_pool_in_training():
     """Every hint letter and every pair of neighbouring letters that a 16-digit example uses is seen
-    in training (4-8 digits from random offsets), so the wide split asks for no unseen symbol."""
+    in training (4-8 digits, random increasing subsets), so the wide split asks for no unseen symbol;
+    and a column's letter does not name the letter of the column below (random order)."""
     def pairs(exs, task):
         out = set()
         for e in exs:
@@ -161,6 +166,10 @@ def test_hints_cover_the_pool_in_training():
     tr_task, wide_task = make_task("addition"), make_task("addition", range="wide")
     tr, wide = tr_task.generate(2000, seed=4), wide_task.generate(500, seed=4)
     assert pairs(wide, wide_task) <= pairs(tr, tr_task)
+    below = collections.defaultdict(set)
+    for upper, lower in pairs(tr, tr_task):
+        below[upper].add(lower)
+    assert min(len(v) for k, v in below.items() if k > "E") >= 4  # several letters can sit below any one
     assert len(tr_task.vocab) == len(wide_task.vocab) == len(make_task("addition", range="extrap").vocab)
     assert len(AdditionTask(AdditionConfig(**PLAIN_DESIGN)).vocab) == len(tr_task.vocab) - 20
 
@@ -189,6 +198,7 @@ def test_wide_keeps_the_training_chains():
     ({"hint_pool": 5}, r"hint_pool = 5 .*allowed: \[9, 26\]"),
     ({"hint_pool": 27}, r"hint_pool = 27 .*allowed: \[9, 26\]"),
     ({"max_digits": 20}, r"hint_pool = 20 .*allowed: \[21, 26\]"),
+    ({"hint_order": "shuffled"}, r"hint_order = 'shuffled' .*'consecutive', 'random'"),
 ])
 def test_bad_config_rejected(params, match):
     with pytest.raises(ValueError, match=match):
