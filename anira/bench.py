@@ -78,6 +78,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
+from anira.analysis.speed import amdahl_speedup, interleaved, time_exit
 from anira.tasks import TASK_NAMES, collate, make_task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,18 +102,9 @@ def _timed(fn: Callable[[], Any], repeats: int, clock: Callable[[], float] = tim
 
 def _interleaved(variants: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
                  clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
-    """Seconds per call of every variant: each repeat runs all variants once, in alternating order."""
-    names = list(variants)
-    for _ in range(warmup):
-        for k in names:
-            variants[k]()
-    times: dict[str, list[float]] = {k: [] for k in names}
-    for r in range(repeats):
-        for k in names if r % 2 == 0 else names[::-1]:
-            t0 = clock()
-            variants[k]()
-            times[k].append(clock() - t0)
-    return times
+    """Seconds per call of every variant: each repeat runs all variants once, in alternating order
+    (``anira.analysis.speed.interleaved``, the measurement notebook 06 uses)."""
+    return interleaved(variants, repeats, warmup=warmup, clock=clock)
 
 
 def _row(section: str, task: str, op: str, unit: str, per_s: list[float] | None = None, **extra: Any) -> dict[str, Any]:
@@ -209,29 +201,12 @@ def early_exit_cases(means: list[float], dists: list[str], S: int) -> list[tuple
 def _time_exit(model: Any, ids: torch.Tensor, difficulty: torch.Tensor | None,
                args: argparse.Namespace) -> tuple[float, dict[str, list[float]]]:
     """(mean block calls per token, interleaved times of ``exit``, ``dense`` and ``fixed``) of one
-    model on one batch: real exit (checked first against the masked reference, so the benchmark
-    times a correct path), every token to the end, and the embed + read-out that exit cannot skip.
-    The depth draws are the same in every repeat."""
-    from anira.analysis.speed import dense_forward
-
-    gen = torch.Generator()
-
-    def run_exit(mode: str = "exit"):
-        gen.manual_seed(args.seed)
-        return model(ids, difficulty=difficulty, exit=mode, generator=gen)
-
-    def run_fixed():
-        e, pos = model.embed(ids)
-        return model.readout(e, pos)
-
-    with torch.inference_mode():
-        out, ref = run_exit(), run_exit("masked")
-        if not torch.allclose(out.logits, ref.logits, atol=1e-4, rtol=1e-4):
-            err = (out.logits - ref.logits).abs().max().item()
-            raise AssertionError(f"exit logits differ from the masked reference (max |diff| {err:.2e})")
-        t = _interleaved({"exit": run_exit, "dense": lambda: dense_forward(model, ids), "fixed": run_fixed},
-                         args.repeats, warmup=1, clock=CLOCKS[args.clock])
-    return float(out.block_calls.float().mean()), t
+    model on one batch: ``anira.analysis.speed.time_exit``, the measurement notebook 06 makes on the
+    trained runs (real exit checked first against the masked reference; the same depth draws in
+    every repeat)."""
+    calls, t = time_exit(model, ids, difficulty, seed=args.seed, repeats=args.repeats, warmup=1,
+                         clock=CLOCKS[args.clock])
+    return float(calls.float().mean()), t
 
 
 def bench_early_exit(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -262,7 +237,7 @@ def bench_early_exit(args: argparse.Namespace) -> list[dict[str, Any]]:
         te, td, tf = t["exit"], t["dense"], t["fixed"]
         speed = [b / a for a, b in zip(te, td)]
         ideal = S / d
-        amd = [b / (f + (b - f) * d / S) for b, f in zip(td, tf)]
+        amd = [amdahl_speedup(b, f, d, S) for b, f in zip(td, tf)]
         tgt = 0.8 if m <= S / 2 else None  # the nominal mean: the drawn one is m up to sampling noise
         c = dict(ctx, mean_depth=round(d, 4))
         rows += [
@@ -345,7 +320,7 @@ def bench_exit_study(args: argparse.Namespace) -> list[dict[str, Any]]:
                 te, td, tf = t["exit"], t["dense"], t["fixed"]
                 speed = [b / a for a, b in zip(te, td)]
                 ideal = S / d
-                amd = [b / (f + (b - f) * d / S) for b, f in zip(td, tf)]
+                amd = [amdahl_speedup(b, f, d, S) for b, f in zip(td, tf)]
                 bar = exit_bar(ideal, dist, D)
                 target = {bar[0]: bar[2]} if bar else {}
                 c = dict(ctx, mean_depth=round(d, 4))

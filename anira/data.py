@@ -38,7 +38,8 @@ from anira.config import to_dict
 from anira.tasks import TASK_NAMES, Example, Vocab, make_task, task_class
 
 EVAL_COUNT = 512  # examples per task and split
-SPLITS = {"in": "train", "out": "extrap"}  # split name -> task range it is drawn from
+SPLITS = {"in": "train", "out": "extrap", "wide": "wide"}  # split name -> task range it is drawn from
+# every task has "in" and "out"; a task adds others in ``Task.ranges`` ("wide": `addition`, width only)
 MANIFEST = "manifest.json"
 FORMAT = 1  # bump when the file layout changes
 
@@ -66,9 +67,16 @@ def _check_task(task: str) -> None:
         raise ValueError(f"task = {task!r} is not a known task; allowed values: {list(TASK_NAMES)}")
 
 
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split = {split!r} is not allowed; allowed values: {list(SPLITS)}")
+def task_splits(task: str) -> list[str]:
+    """The frozen splits of ``task``: "in", "out" and the task's own (``Task.ranges``)."""
+    return list(task_class(task).ranges)
+
+
+def _check_split(split: str, task: str | None = None) -> None:
+    allowed = task_splits(task) if task is not None else list(SPLITS)
+    if split not in allowed:
+        where = f" for task {task!r}" if task is not None else ""
+        raise ValueError(f"split = {split!r} is not allowed{where}; allowed values: {allowed}")
 
 
 def _sha256(b: bytes) -> str:
@@ -107,14 +115,17 @@ def _task_class_or_raise(task: str):
 def build_task_files(task: str, count: int = EVAL_COUNT, params: dict[str, dict] | None = None
                      ) -> tuple[dict[str, bytes], list[dict[str, Any]]]:
     """The files of one task (relative path -> bytes) and its manifest entries, in memory.
-    ``params`` = {range name: task parameters} replaces a range's config (an earlier design)."""
+    ``params`` = {range name: task parameters} replaces a range's config (an earlier design); with
+    ``params`` only the ranges it names are written (an earlier design had "in" and "out" only)."""
     _check_task(task)
     _task_class_or_raise(task)
     files: dict[str, bytes] = {}
     entries: list[dict[str, Any]] = []
     vocab = None
-    for split, rng_name in SPLITS.items():
-        t = make_task(task, range=rng_name, **(params or {}).get(rng_name, {}))
+    for split, rng_name in task_class(task).ranges.items():
+        if params is not None and rng_name not in params:
+            continue
+        t = make_task(task, range=rng_name, **params.get(rng_name, {}) if params else {})
         vocab = t.vocab.to_json() if vocab is None else vocab
         if t.vocab.to_json() != vocab:
             raise ValueError(f"task {task!r}: the vocabulary differs between ranges; it must be fixed")
@@ -189,13 +200,13 @@ def _missing(path: Path) -> FileNotFoundError:
 
 
 def load_eval_set(task: str, split: str, root: str | os.PathLike | None = None, verify: bool = True) -> list[Example]:
-    """The frozen set ``split`` ("in" or "out") of ``task``.
+    """The frozen set ``split`` ("in", "out", or one of the task's own: ``task_splits``) of ``task``.
 
     With ``verify`` the file's sha256 must match the manifest (ValueError otherwise), so stale or
     edited files are never evaluated silently.
     """
     _check_task(task)
-    _check_split(split)
+    _check_split(split, task)
     root = Path(root) if root is not None else default_root()
     path = root / set_file(task, split)
     if not path.exists():
@@ -267,7 +278,7 @@ def check(root: str | os.PathLike | None = None, tasks: Iterable[str] = TASK_NAM
     return problems
 
 
-EARLIER = ("v1", "v2")  # the earlier designs whose sets committed results were scored on
+EARLIER = ("v1", "v2", "v3")  # the earlier designs whose sets committed results were scored on
 
 
 def earlier_params(design: str = "v1") -> dict[str, dict[str, dict]]:
@@ -277,6 +288,8 @@ def earlier_params(design: str = "v1") -> dict[str, dict[str, dict]]:
     chains, `toposort` before its 16-label pool (the first `cpu` reference study, up to commit
     352bed3). ``v2``: before the extrapolation sets were certified to need more steps than training
     (the second `cpu` reference study, commit 18ea01f, whose results are in ``data/results/cpu``).
+    ``v3``: `addition` at one width without column hints (``addition.PLAIN_DESIGN``; the learning
+    diagnostic in ``data/results/addition_diagnostic`` was scored on it); the other tasks as now.
     ``--earlier DESIGN`` writes their sets, e.g. into a separate root to redraw that study with
     ``ANIRA_DATA`` pointing there."""
     from anira.config import check_choice
@@ -287,6 +300,8 @@ def earlier_params(design: str = "v1") -> dict[str, dict[str, dict]]:
         return {"hops": {"train": hops.EARLIER_DESIGN, "extrap": hops.EARLIER_EXTRAP},
                 "addition": {"train": addition.EARLIER_DESIGN, "extrap": addition.EARLIER_EXTRAP},
                 "toposort": {"train": toposort.EARLIER_DESIGN, "extrap": toposort.EARLIER_EXTRAP}}
+    if design == "v3":
+        return {"addition": {"train": addition.PLAIN_DESIGN, "extrap": addition.PLAIN_EXTRAP}}
     return {"hops": {"train": hops.STUDY2_DESIGN, "extrap": hops.STUDY2_EXTRAP},
             "addition": {"train": addition.STUDY2_DESIGN, "extrap": addition.STUDY2_EXTRAP},
             "toposort": {"train": toposort.STUDY2_DESIGN, "extrap": toposort.STUDY2_EXTRAP}}
@@ -307,14 +322,16 @@ def certify(task: str, root: str | os.PathLike | None = None,
     out-of-range tokens that need more than k steps: ``n_beyond``, ``beyond_reader`` (its mean
     accuracy there: the guessing floor when no shortcut is left) and ``beyond_solved`` (the share it
     still gets right for sure, by a shortcut); ``floor_bar`` (the task's bound on that floor) and
-    ``certified`` (exact in range, at least one token beyond, none solved, floor <= the bar).
-    ``sets`` = {"in": [...], "out": [...]} replaces the frozen sets (e.g. an earlier design's)."""
+    ``certified`` (exact in range, at least one token beyond, none solved, floor <= the bar, and,
+    for a task with a "wide" split where only the width grows, ``wide_reader`` = 1: the same
+    k-step reader stays exact there). ``sets`` = {"in": [...], "out": [...]} replaces the frozen
+    sets (e.g. an earlier design's)."""
     import numpy as np
 
     _check_task(task)
     if task not in CERTIFIED:
         raise ValueError(f"task = {task!r} has no bounded reader; allowed values: {list(CERTIFIED)}")
-    sets = sets or {split: load_eval_set(task, split, root) for split in SPLITS}
+    sets = sets or {split: load_eval_set(task, split, root) for split in task_splits(task)}
     t = make_task(task)
     k = max(f["difficulty"] for ex in sets["in"] for f in ex.features)
 
@@ -331,8 +348,11 @@ def certify(task: str, root: str | os.PathLike | None = None,
            "beyond_reader": float(beyond.mean()) if beyond.size else float("nan"),
            "beyond_solved": float((beyond == 1).mean()) if beyond.size else float("nan"),
            "floor_bar": task_class(task).extrapolation_floor_bar}
+    if "wide" in sets:  # only the width grows: the same k-step reader must stay exact there
+        acc_wide, _ = read(sets["wide"])
+        res["wide_reader"] = float(acc_wide.mean())
     res["certified"] = bool(res["in_reader"] == 1.0 and beyond.size and res["beyond_solved"] == 0
-                            and res["beyond_reader"] <= res["floor_bar"])
+                            and res["beyond_reader"] <= res["floor_bar"] and res.get("wide_reader", 1.0) == 1.0)
     return res
 
 
@@ -353,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             print(f"{r['task']:9s} k={r['k']}  reader in range {r['in_reader']:.3f}  beyond k: {r['n_beyond']} tokens, "
                   f"reader {r['beyond_reader']:.3f} (bar {r['floor_bar']:.2f}), solved by a shortcut "
-                  f"{r['beyond_solved']:.3f}  {'certified' if r['certified'] else 'NOT certified'}")
+                  f"{r['beyond_solved']:.3f}" + (f"  reader on the wider set {r['wide_reader']:.3f}" if "wide_reader" in r else "")
+                  + f"  {'certified' if r['certified'] else 'NOT certified'}")
         return 0 if all(r["certified"] for r in rows) else 1
     root = Path(args.root) if args.root else default_root()
     if args.earlier and (args.check or root.resolve() == (Path(__file__).resolve().parent.parent / "data").resolve()):

@@ -2,7 +2,7 @@
 
 Backbone (identical for every decision mechanism)::
 
-    x       = Embed(input_ids) (+ learned absolute positions, or RoPE inside attention)
+    x       = Embed(input_ids) (+ learned absolute positions, or RoPE inside attention, or neither)
     x_t     = x_t + sum_{k=0}^{w-1} W_k x_{t-k}                  # short causal conv (conv_width w)
     e       = LN_e(Prelude(x))                                   # (B, T, D)
     h^0     = e
@@ -117,7 +117,7 @@ __all__ = ["ModelConfig", "ModelOutput", "AniraModel", "RecurrentBlock", "Layer"
            "Execution", "rope_angles", "rope_rotate", "subset_attention", "step_embedding", "truncated_geometric",
            "depth_from_p"]
 
-POS_ENCODINGS = ("learned", "rope")
+POS_ENCODINGS = ("learned", "rope", "none")
 REINJECTIONS = ("adapter", "add")
 INITS = ("gpt2", "torch")
 EXIT_MODES = ("dense", "masked", "exit", "frozen")
@@ -136,7 +136,9 @@ class ModelConfig:
     # (0 and 0 in the recipe: with a prelude and a coda, depth 1 already resolves 2 hops on `hops`, so
     # the loop would not be needed for them; without, every lookup is a loop step -- README)
     max_depth: int = 6  # S: most iterations of the shared block (trained range)
-    pos_encoding: Literal["learned", "rope"] = "rope"  # extrapolation to longer inputs is a study question
+    # extrapolation to longer inputs is a study question; "none": no position signal but the causal
+    # mask and the causal conv (conv_width), so attention can only match by content
+    pos_encoding: Literal["learned", "rope", "none"] = "rope"
     rope_base: float = 10000.0  # RoPE frequency base (only for pos_encoding="rope")
     state_norm: bool = True  # LayerNorm on e and on every state h^n (bounded state over many steps)
     conv_width: int = 4  # causal conv over the last conv_width tokens on the embeddings (0 = off), see docstring

@@ -186,15 +186,21 @@ def plot_task_examples(examples: Sequence[tuple[Task, Example]], max_difficulty:
     return fig
 
 
+RANGE_LABELS = {"train": "training", "extrap": "extrapolation", "wide": "wider inputs"}
+
+
 def feature_frame(task_name: str, n: int, seed: int) -> pd.DataFrame:
-    """Per scored-token features of ``n`` generated examples in both declared ranges."""
+    """Per scored-token features of ``n`` generated examples in every declared range (``range``:
+    "training", "extrapolation", and "wider inputs" for `addition`'s width-only range)."""
+    from anira.tasks import task_class
+
     frames = []
-    for rng_name in ("train", "extrap"):
+    for rng_name in task_class(task_name).ranges.values():
         task = make_task(task_name, range=rng_name)
         for k, ex in enumerate(task.generate(n, seed)):
             df = pd.DataFrame(ex.features)
             df["example"] = k
-            df["range"] = "training" if rng_name == "train" else "extrapolation"
+            df["range"] = RANGE_LABELS[rng_name]
             frames.append(df)
     out = pd.concat(frames, ignore_index=True)
     out.insert(0, "task", task_name)
@@ -202,7 +208,8 @@ def feature_frame(task_name: str, n: int, seed: int) -> pd.DataFrame:
 
 
 def plot_distributions(features: pd.DataFrame, axes: np.ndarray, palette: dict[str, str]) -> None:
-    """Difficulty (answer tokens) and size histograms, training vs extrapolation range."""
+    """Difficulty (answer tokens) and size histograms per declared range (training, extrapolation,
+    wider inputs); ``palette`` maps each range label to its colour."""
     answers = features[features["is_answer"] == 1]
     sns.histplot(answers, x="difficulty", hue="range", discrete=True, stat="probability", common_norm=False,
                  multiple="dodge", shrink=0.8, palette=palette, ax=axes[0])

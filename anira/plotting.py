@@ -403,6 +403,8 @@ def plot_generalization(table: pd.DataFrame, train_range: Mapping[str, tuple[flo
 
     table: ``by_size`` output; train_range: task -> (min, max) size (default: sizes of split 'in').
     A ``fixed_depth`` column gives one line per fixed depth; error bars are the SD over seeds.
+    The size axis of a task with a "wide" split (`addition`) shows "in" and "wide": its "out" split
+    has the training width (only the composition grows) and is read in ``extrapolation_table``.
     """
     _require(table, ["task", "mechanism", "size", "split", "accuracy", "acc_lo", "acc_hi", "mean_depth", "depth_lo",
                      "depth_hi"], "plot_generalization")
@@ -414,6 +416,8 @@ def plot_generalization(table: pd.DataFrame, train_range: Mapping[str, tuple[flo
     fig, axes = _panels(len(tasks), nrows=2)
     for col, task in enumerate(tasks):
         sub = table[table["task"] == task]
+        if (sub["split"] == "wide").any():
+            sub = sub[sub["split"] != "out"]
         for row, (q, lo, hi) in enumerate((("accuracy", "acc_lo", "acc_hi"), ("mean_depth", "depth_lo", "depth_hi"))):
             ax = axes[row, col]
             if task in train_range:

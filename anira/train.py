@@ -227,14 +227,20 @@ def config_hash(cfg: RunConfig) -> str:
 # data
 # ---------------------------------------------------------------------------------------------
 def load_eval_sets(task: str, n_fallback: int = 512) -> dict[str, list[Example]]:
-    """The frozen evaluation sets {"in": ..., "out": ...} of the task named ``task``; generated (with a warning) if missing."""
+    """The frozen evaluation sets {"in": ..., "out": ..., and the task's own splits (``Task.ranges``,
+    e.g. `addition`'s "wide")} of the task named ``task``; "in" and "out" are generated (with a
+    warning) if missing; a task's own split is evaluated where the data folder holds it (an earlier
+    design's folder, ``python -m anira.data --earlier``, has only "in" and "out")."""
     sets: dict[str, list[Example]] = {}
-    for split, rng_name, seed in (("in", "train", 10_001), ("out", "extrap", 10_002)):
+    for j, (split, rng_name) in enumerate(task_class(task).ranges.items()):
+        seed = 10_001 + j
         try:
             from anira.data import load_eval_set
 
             sets[split] = list(load_eval_set(task, split))
         except (ImportError, FileNotFoundError) as err:
+            if split not in ("in", "out"):
+                continue
             warnings.warn(f"frozen eval set {task}/{split} unavailable ({err}); generating {n_fallback} examples")
             sets[split] = make_task(task, range=rng_name).generate(n_fallback, seed=seed)
     return sets

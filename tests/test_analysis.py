@@ -16,7 +16,7 @@ from anira.analysis import (BootstrapConfig, alignment_table, by_size, claims_ta
                             feature_importance, load_summaries, mean_by, pareto, pareto_front, run_table, select,
                             speedup_table,
                             summaries_frame, test_time_depth, timing_decomposition,
-                            weighted_spearman)
+                            weighted_spearman, width_table)
 from anira.analysis import claims as C
 from anira.analysis._stats import resample_counts
 from synthetic import DYNAMIC, STATIC, synthetic_records  # tests/synthetic.py
@@ -217,6 +217,32 @@ def test_extrapolation_compares_tokens_beyond_training_with_the_hardest_in_range
     assert a["acc_in"] == 0.75 and a["acc_out"] == 0.25
     with pytest.raises(ValueError, match=r"tokens = 'some'.*'beyond', 'all'"):
         extrapolation_table(r, tokens="some")
+
+
+def test_width_table_separates_alignment_from_composition():
+    """`addition` records with a "wide" split: the one-column digits (floor 1: difficulty <= 1) fail
+    there and the chain digits do not, so the one-column row shows the whole drop (CI above 0) and
+    the chain row none; depth rises by one step on every wide digit. Records without a wide split
+    give an empty table."""
+    rows = []
+    for seed in (0, 1):
+        for split in ("in", "wide"):
+            for ex in range(40):
+                for pos, d in enumerate([0, 1, 2, 3]):
+                    ok = 0 if (split == "wide" and d <= 1) else 1
+                    rows.append(dict(run_id=f"r{seed}", task="addition", mechanism="online", seed=seed, beta=0.1,
+                                     max_depth=6, eval_max_depth=6, split=split, example=ex, position=pos,
+                                     size=8 if split == "in" else 12, difficulty=d, is_answer=1, correct=ok,
+                                     depth=d + 1 + (split == "wide")))
+    r = pd.DataFrame(rows)
+    w = width_table(r, boot=B).set_index("tokens")
+    assert list(w.index) == ["chain", "one-column"]
+    one, chain = w.loc["one-column"], w.loc["chain"]
+    assert one["acc_in"] == 1 and one["acc_wide"] == 0 and one["acc_drop"] == 1 and one["acc_drop_lo"] > 0.9
+    assert chain["acc_drop"] == 0 and chain["acc_drop_lo"] == chain["acc_drop_hi"] == 0
+    assert one["depth_in"] == 1.5 and one["depth_wide"] == 2.5 and one["depth_increase"] == 1
+    assert (w["n_seeds"] == 2).all()
+    assert width_table(r[r["split"] == "in"], boot=B).empty
 
 
 def test_extrapolation_table_and_by_size(recs):

@@ -208,7 +208,30 @@ def test_measure_speedup_ideal_is_max_depth_over_mean_block_calls(tmp_path):
     assert r["mean_depth"] == pytest.approx(float(depth.mean()))
     assert r["ideal_speedup"] == pytest.approx(4 / float(depth.mean()))
     assert r["realized_speedup"] == pytest.approx(r["time_dense_s"] / r["time_exit_s"])
-    assert r["time_exit_s"] > 0 and r["time_dense_s"] > 0
+    assert r["time_exit_s"] > 0 and r["time_dense_s"] > 0 and r["time_fixed_s"] > 0
+    # Amdahl: the fixed part (embedding + read-out) is paid in full, the loop's share shrinks by d/S
+    d, S = float(depth.mean()), 4
+    want = r["time_dense_s"] / (r["time_fixed_s"] + (r["time_dense_s"] - r["time_fixed_s"]) * d / S)
+    assert r["amdahl_speedup"] == pytest.approx(want)
+    assert r["efficiency_amdahl"] == pytest.approx(r["realized_speedup"] / want)
+
+
+def test_measure_speedup_times_committed_weights(tmp_path):
+    """A committed run (weights.pt, no checkpoint) is timed like a run trained here; a run with
+    neither is skipped with a message."""
+    from anira.train import WEIGHTS_FILE, config_hash, save_weights
+
+    cfg = RunConfig(task="hops", mechanism="online", max_depth=3, d_model=16, n_heads=2, d_ff=32, max_len=64)
+    model = AniraModel(cfg.model_config(vocab_size=len(task_class("hops").build_vocab())))
+    d = tmp_path / "committed"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"config": to_dict(cfg), "config_hash": config_hash(cfg)}))
+    save_weights(model, d / WEIGHTS_FILE, config_hash(cfg))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_text(json.dumps({"config": to_dict(cfg)}))
+    out = measure_speedup([d, bare], n_examples=4, repeats=1, num_threads=1)
+    assert list(out["run_id"]) == ["committed"] and out["realized_speedup"].iloc[0] > 0
 
 
 # --- plots added for the notebooks ---------------------------------------------------------------

@@ -28,14 +28,14 @@ def test_committed_sets_regenerate_byte_identical(task, tmp_path):
     committed = json.loads((REPO_DATA / data.MANIFEST).read_text())
     fresh = data.write_eval_sets(tmp_path, tasks=(task,))
     rels = sorted(fresh["files"])
-    assert rels == [f"{task}/eval_in.jsonl.gz", f"{task}/eval_out.jsonl.gz", f"{task}/vocab.json"]
+    assert rels == sorted([data.set_file(task, s) for s in data.task_splits(task)] + [f"{task}/vocab.json"])
     for rel in rels:
         assert (REPO_DATA / rel).exists(), f"data/{rel} is missing"
         assert (REPO_DATA / rel).read_bytes() == (tmp_path / rel).read_bytes(), f"data/{rel} differs from a regeneration"
         assert committed["files"][rel] == fresh["files"][rel]
     assert [e for e in committed["sets"] if e["task"] == task] == fresh["sets"]
     got = fresh["sets"]
-    assert [e["count"] for e in got] == [data.EVAL_COUNT] * 2
+    assert [e["count"] for e in got] == [data.EVAL_COUNT] * len(data.task_splits(task))
 
 
 def test_gzip_header_fixed_and_rewrite_identical(hops_root, tmp_path):
@@ -62,7 +62,7 @@ def test_load_equals_generator_with_recorded_seed(hops_root):
 
 
 def test_seeds_differ_per_task_and_split():
-    seeds = [data.eval_seed(t, s) for t in TASK_NAMES for s in data.SPLITS]
+    seeds = [data.eval_seed(t, s) for t in TASK_NAMES for s in data.task_splits(t)]
     assert len(set(seeds)) == len(seeds) and min(seeds) > 10_000
 
 
@@ -178,10 +178,21 @@ def test_earlier_designs_regenerate_the_previous_studys_data(task):
 
     params = data.earlier_params("v1")[task]
     sets = {split: make_task(task, range=rng, **params[rng]).generate(data.EVAL_COUNT, data.eval_seed(task, split))
-            for split, rng in data.SPLITS.items()}
+            for split, rng in (("in", "train"), ("out", "extrap"))}
     assert eval_sets_sha256(sets) == PREVIOUS_STUDY_FINGERPRINTS[task]
-    current = {split: data.load_eval_set(task, split) for split in data.SPLITS}
+    current = {split: data.load_eval_set(task, split) for split in data.task_splits(task)}
     assert eval_sets_sha256(current) != PREVIOUS_STUDY_FINGERPRINTS[task]
+
+
+def test_v3_design_regenerates_the_plain_addition_sets(tmp_path):
+    """``--earlier v3`` writes `addition` at one width without hints: byte for byte the sets the
+    addition diagnostic runs were scored on (the committed manifest before the hinted design)."""
+    assert data.main(["--earlier", "v3", "--root", str(tmp_path), "--tasks", "addition"]) == 0
+    m = json.loads((tmp_path / data.MANIFEST).read_text())
+    got = {e["split"]: e["content_sha256"] for e in m["sets"] if e["task"] == "addition"}
+    assert got == {"in": "995a1b1ba7a73dfd243f7972aeb5c0c9092ad710b0a2e958dfd697aee82d5541",
+                   "out": "abcb9fe528f285df380b6ce99eae95018aa7e013aae26adb559db96cf51d75e3"}
+    assert "A" not in make_task("addition", **data.earlier_params("v3")["addition"]["train"]).vocab.itos  # no hints
 
 
 # --- the extrapolation certificate -------------------------------------------------------------
@@ -202,7 +213,7 @@ def test_bounded_reader_with_enough_steps_solves_both_sets(task):
     """The reader is a correct solver when its steps are not bounded: every answer of both frozen
     sets right. So a reader at the floor beyond k fails for lack of steps, not by a bug."""
     t = make_task(task)
-    for split in data.SPLITS:
+    for split in data.task_splits(task):
         for ex in data.load_eval_set(task, split):
             got = t.bounded_reader(t.render(ex), 99)
             assert len(got) == len(ex.scored)
@@ -218,7 +229,7 @@ def test_hops_certificate_fails_on_the_second_studys_extrapolation_set():
     eliminating the closed chains' digits."""
     params = data.earlier_params("v2")["hops"]
     sets = {s: make_task("hops", range=r, **params[r]).generate(data.EVAL_COUNT, data.eval_seed("hops", s))
-            for s, r in data.SPLITS.items()}
+            for s, r in (("in", "train"), ("out", "extrap"))}
     c = data.certify("hops", sets=sets)
     assert not c["certified"] and c["beyond_solved"] == 1.0 and c["n_beyond"] > 500
 
@@ -232,6 +243,20 @@ def test_hops_reader_beyond_k_guesses_among_the_three_long_chains():
         assert t.bounded_reader(words, 4) == [pytest.approx(1 / 3)]
         assert t.bounded_reader(words, ex.size) == [1.0]
         assert t.bounded_reader(words, ex.features[0]["difficulty"] - 1) == [pytest.approx(1 / 3)]
+
+
+def test_addition_wide_set_grows_only_the_width():
+    """`addition`'s "wide" split (10-16 digits; 4-8 in training) keeps training's carry chains: the
+    4-column reader is exact on it, so a model that fails there fails at the width, not the carries.
+    The check can fail: the same split drawn without the cap on chains puts the reader below 1."""
+    c = data.certify("addition")
+    assert c["wide_reader"] == 1.0 and c["certified"]
+    wide = data.load_eval_set("addition", "wide")
+    assert min(e.size for e in wide) > max(e.size for e in data.load_eval_set("addition", "in"))
+    uncapped = make_task("addition", range="wide", max_run=0, max_difficulty=0).generate(data.EVAL_COUNT, seed=5)
+    sets = {"in": data.load_eval_set("addition", "in"), "out": data.load_eval_set("addition", "out"), "wide": uncapped}
+    c = data.certify("addition", sets=sets)
+    assert c["wide_reader"] < 0.99 and not c["certified"]
 
 
 def test_certify_refuses_a_task_without_a_reader(monkeypatch):

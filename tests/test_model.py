@@ -119,7 +119,7 @@ def ref_forward(m, ids, depth):
     return m.head(m.ln_f(h))
 
 
-@pytest.mark.parametrize("pe", ["learned", "rope"])
+@pytest.mark.parametrize("pe", ["learned", "rope", "none"])
 @pytest.mark.parametrize("mode", ["dense", "masked", "exit"])
 def test_depth_one_equals_one_plain_block(pe, mode):
     m = make("fixed", pe, max_depth=1)
@@ -203,7 +203,7 @@ def test_halted_states_never_change(mech, mode):
         assert not torch.isclose(S[n][running], S[n - 1][running]).all(-1).any()
 
 
-@pytest.mark.parametrize("pe", ["learned", "rope"])
+@pytest.mark.parametrize("pe", ["learned", "rope", "none"])
 @pytest.mark.parametrize("mech", MECHS)
 def test_early_exit_equals_masked_dense(pe, mech):
     m = make(mech, pe)
@@ -301,7 +301,7 @@ def expected_kv_calls(depth: torch.Tensor) -> torch.Tensor:
     return (depth < later).long()
 
 
-@pytest.mark.parametrize("pe", ["learned", "rope"])
+@pytest.mark.parametrize("pe", ["learned", "rope", "none"])
 @pytest.mark.parametrize("mech", MECHS)
 @pytest.mark.parametrize("mode", ["dense", "masked", "exit", "frozen"])
 def test_causality_future_tokens_change_no_earlier_prediction(pe, mech, mode):

@@ -29,7 +29,7 @@ def run_both(m: AniraModel, ids, diff, mode: str):
     return outs[True], outs[False], ranks
 
 
-CASES = [(mech, "exit", pe) for mech in MECHS for pe in ("learned", "rope")]
+CASES = [(mech, "exit", pe) for mech in MECHS for pe in ("learned", "rope", "none")]
 CASES += [(mech, "masked", "learned") for mech in MECHS] + [(mech, "frozen", "rope") for mech in ("fixed", "early", "online")]
 
 

@@ -236,12 +236,13 @@ def test_shipped_profiles_validate_with_the_real_trainer(name):
     assert {"early", "online", "fixed"} <= mechs
 
 
-@pytest.mark.parametrize("name", ["cpu", "cpu3", "full"])
+@pytest.mark.parametrize("name", ["cpu3", "full"])
 def test_study_profiles_carry_each_tasks_measured_recipe(name):
-    """Every early, online, oracle and random run of the cpu and full profiles has its task's
+    """Every early, online, oracle and random run of the cpu3 and full profiles has its task's
     ``adaptive_recipe`` (the controls differ from online only in the decision); fixed-depth runs
-    have none of it (nothing halts). The cpu profile also has each ``Task.recipe`` on every run;
-    the full profile too, except that it trains longer and with larger batches than any recipe."""
+    have none of it (nothing halts). The cpu3 profile also has each ``Task.recipe`` on every run;
+    the full profile too, except that it trains longer and with larger batches than any recipe.
+    (The second study's `cpu` profile keeps the recipes its committed runs were trained with.)"""
     import dataclasses
     import types
 
@@ -252,7 +253,7 @@ def test_study_profiles_carry_each_tasks_measured_recipe(name):
     specs = load_profile(name, check_notebooks=False).runs
     # a random run waits for its matched online run: its config before `random_mean_depth` is `base`
     runs = [r.config if r.config is not None else types.SimpleNamespace(**{**defaults, **r.base}) for r in specs]
-    assert {c.task for c in runs} >= {"hops", "addition", "toposort"}
+    assert {c.task for c in runs} >= ({"hops", "toposort"} if name == "cpu3" else {"hops", "addition", "toposort"})
     assert {c.mechanism for c in runs} == {"early", "online", "oracle", "random", "fixed"}
     for cfg in runs:
         task = make_task(cfg.task)

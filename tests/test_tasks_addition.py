@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anira.tasks import make_task
-from anira.tasks.addition import EARLIER_DESIGN, STUDY2_DESIGN, AdditionConfig, AdditionTask
+from anira.tasks.addition import EARLIER_DESIGN, PLAIN_DESIGN, STUDY2_DESIGN, AdditionConfig, AdditionTask
 
 
 def carry_into(a: int, b: int, i: int) -> int:
@@ -43,15 +43,39 @@ def open_chain_reference(a: int, b: int, i: int, n: int) -> int:
     raise AssertionError("unreachable")
 
 
+def check_hints(words, n, pool, order="consecutive"):
+    """The hinted format read independently of ``parse``: n columns of (hint, digit, digit), "=",
+    then n + 1 pairs (hint, digit); column i's hint is the same in the operands and the answer;
+    consecutive: letter offset + i with 0 <= offset <= pool - n - 1; random: letters increasing with
+    the column; returns the scored positions (the answer digits)."""
+    letters = [chr(ord("A") + j) for j in range(pool)]
+    eq = 1 + 3 * n
+    assert words[0] == "<bos>" and words[eq] == "=" and len(words) == eq + 1 + 2 * (n + 1)
+    op_hints, ans_hints = words[1:eq:3], words[eq + 1::2]
+    assert all(h in letters for h in op_hints + ans_hints)
+    idx = [letters.index(h) for h in reversed(ans_hints)]  # column 0 first
+    if order == "consecutive":
+        assert 0 <= idx[0] <= pool - n - 1 and idx == list(range(idx[0], idx[0] + n + 1))
+    else:
+        assert all(x < y for x, y in zip(idx, idx[1:]))
+    assert op_hints == ans_hints[1:]
+    assert all(w.isdigit() for j, w in enumerate(words[1:eq]) if j % 3) and all(w.isdigit() for w in words[eq + 2::2])
+    return list(range(eq + 2, len(words), 2))
+
+
 def check_examples(task, exs):
     c = task.config
     for ex in exs:
-        sa, sb, sr = AdditionTask.parse(task.render(ex))
+        words = task.render(ex)
+        sa, sb, sr = AdditionTask.parse(words)
         n = ex.size
         assert len(sa) == len(sb) == n and c.min_digits <= n <= c.max_digits
         a, b = int(sa), int(sb)
         assert sr == str(a + b).zfill(n + 1)
-        assert len(ex.scored) == n + 1 and ex.scored == list(range(len(ex.tokens) - n - 1, len(ex.tokens)))
+        if c.hint_pool:
+            assert "+" not in words and ex.scored == check_hints(words, n, c.hint_pool, c.hint_order)
+        else:
+            assert len(ex.scored) == n + 1 and ex.scored == list(range(len(ex.tokens) - n - 1, len(ex.tokens)))
         for k, rec in enumerate(ex.features):
             i = n - k  # column, 0 = least significant
             chain = chain_reference(a, b, i)
@@ -62,7 +86,7 @@ def check_examples(task, exs):
             assert rec == want, f"{sa} + {sb}, column {i}"
 
 
-@pytest.mark.parametrize("rng", ["train", "extrap"])
+@pytest.mark.parametrize("rng", ["train", "extrap", "wide"])
 def test_against_python_integers(rng):
     task = make_task("addition", range=rng)
     check_examples(task, task.generate(300, seed=3))
@@ -70,9 +94,13 @@ def test_against_python_integers(rng):
 
 @settings(max_examples=25, deadline=None)
 @given(min_digits=st.integers(1, 20), extra=st.integers(0, 12), plant_prob=st.floats(0.0, 1.0), seed=st.integers(0, 2**31),
-       open_chain=st.booleans())
-def test_reference_over_configs(min_digits, extra, plant_prob, seed, open_chain):
-    task = AdditionTask(AdditionConfig(min_digits, min(min_digits + extra, 32), plant_prob, open_chain))
+       open_chain=st.booleans(), hint_extra=st.one_of(st.none(), st.integers(1, 6)),
+       hint_order=st.sampled_from(["consecutive", "random"]))
+def test_reference_over_configs(min_digits, extra, plant_prob, seed, open_chain, hint_extra, hint_order):
+    max_digits = min(min_digits + extra, 32)
+    hint_pool = 0 if hint_extra is None or max_digits + hint_extra > 26 else max_digits + hint_extra
+    task = AdditionTask(AdditionConfig(min_digits=min_digits, max_digits=max_digits, plant_prob=plant_prob,
+                                       open_chain=open_chain, hint_pool=hint_pool, hint_order=hint_order))
     check_examples(task, task.generate(20, seed=seed))
 
 
@@ -114,10 +142,46 @@ def test_several_short_runs_give_more_digits_that_need_the_chain():
 def test_sizes_cover_ranges_and_lengths():
     tr = make_task("addition").generate(2000, seed=0)
     ex = make_task("addition", range="extrap").generate(2000, seed=0)
-    assert {e.size for e in tr} == {8} and {e.size for e in ex} == {8}
+    wide = make_task("addition", range="wide").generate(2000, seed=0)
+    assert {e.size for e in tr} == set(range(4, 9)) and {e.size for e in ex} == {8}
+    assert {e.size for e in wide} == set(range(10, 17))
+    assert all(len(e.tokens) == 5 * e.size + 4 for e in tr + ex + wide)  # hint a b per column, hint r per answer digit
     earlier = AdditionTask(AdditionConfig(**EARLIER_DESIGN)).generate(500, seed=0)
-    assert {e.size for e in earlier} == set(range(1, 9))
-    assert all(len(e.tokens) == 3 * e.size + 4 for e in tr + ex + earlier)
+    plain = AdditionTask(AdditionConfig(**PLAIN_DESIGN)).generate(500, seed=0)
+    assert {e.size for e in earlier} == set(range(1, 9)) and {e.size for e in plain} == {8}
+    assert all(len(e.tokens) == 3 * e.size + 4 for e in earlier + plain)
+
+
+def test_hints_cover_the_pool_in_training():
+    """Every hint letter and every pair of neighbouring letters that a 16-digit example uses is seen
+    in training (4-8 digits, random increasing subsets), so the wide split asks for no unseen symbol;
+    and a column's letter does not name the letter of the column below (random order)."""
+    def pairs(exs, task):
+        out = set()
+        for e in exs:
+            words = task.render(e)
+            hints = words[1:words.index("="):3]
+            out |= set(zip(hints, hints[1:]))
+        return out
+    tr_task, wide_task = make_task("addition"), make_task("addition", range="wide")
+    tr, wide = tr_task.generate(2000, seed=4), wide_task.generate(500, seed=4)
+    assert pairs(wide, wide_task) <= pairs(tr, tr_task)
+    below = collections.defaultdict(set)
+    for upper, lower in pairs(tr, tr_task):
+        below[upper].add(lower)
+    assert min(len(v) for k, v in below.items() if k > "E") >= 4  # several letters can sit below any one
+    assert len(tr_task.vocab) == len(wide_task.vocab) == len(make_task("addition", range="extrap").vocab)
+    assert len(AdditionTask(AdditionConfig(**PLAIN_DESIGN)).vocab) == len(tr_task.vocab) - 20
+
+
+def test_wide_keeps_the_training_chains():
+    """The wide range grows the width only: open chains <= 4 as in training, and long ones as common."""
+    def share(exs, d):
+        return sum(r["difficulty"] >= d for e in exs for r in e.features) / sum(len(e.features) for e in exs)
+    tr = make_task("addition").generate(2000, seed=6)
+    wide = make_task("addition", range="wide").generate(2000, seed=6)
+    assert max(r["difficulty"] for e in wide for r in e.features) == 4
+    assert share(wide, 2) > 0.05 and share(tr, 2) > 0.05
 
 
 @pytest.mark.parametrize("params,match", [
@@ -131,13 +195,17 @@ def test_sizes_cover_ranges_and_lengths():
     ({"digits": 8}, r"unknown key.*'digits'"),
     ({"n_runs": -1}, r"n_runs = -1 .*allowed: \[0, 32\]"),
     ({"max_run": 40}, r"max_run = 40 .*allowed: \[0, 32\]"),
+    ({"hint_pool": 5}, r"hint_pool = 5 .*allowed: \[9, 26\]"),
+    ({"hint_pool": 27}, r"hint_pool = 27 .*allowed: \[9, 26\]"),
+    ({"max_digits": 20}, r"hint_pool = 20 .*allowed: \[21, 26\]"),
+    ({"hint_order": "shuffled"}, r"hint_order = 'shuffled' .*'consecutive', 'random'"),
 ])
 def test_bad_config_rejected(params, match):
     with pytest.raises(ValueError, match=match):
         make_task("addition", **params)
 
 
-@pytest.mark.parametrize("rng", ["train", "extrap"])
+@pytest.mark.parametrize("rng", ["train", "extrap", "wide"])
 def test_floor_matches_a_one_column_reader(rng):
     """The floor is the expected accuracy of a reader simulated on the rendered text: it adds its
     own column and takes the carry from the column right below or from the answer digit just

@@ -8,7 +8,7 @@ describe one configuration per (task, mechanism): filter a beta sweep with ``sel
 
     03 alignment       depth_by_difficulty, alignment_table, depth_by_kind, complexity_vs_surprise,
                        training_curves (accuracy, depth and rho logged during training)
-    04 generalization  by_size, extrapolation_table, test_time_depth, train_size_range
+    04 generalization  by_size, extrapolation_table, width_table, test_time_depth, train_size_range
     05 timing          timing_decomposition, feature_importance, default_feature_sets, example_depths
     06 efficiency      pareto, speedup_table
     07 claims          claim_inputs, evaluate_claims, claims_table, thresholds, learning_table, random_match_table
@@ -24,7 +24,7 @@ from anira.analysis.alignment import (SURPRISE_SOURCES, alignment_table, complex
 from anira.analysis.claims import Claim, claim_inputs, claims_table, evaluate_claims, thresholds
 from anira.analysis.efficiency import load_summaries, pareto, pareto_front, speedup_table, summaries_frame
 from anira.analysis.generalization import (beyond_training, by_size, extrapolation_table, test_time_depth,
-                                           train_size_range, training_steps)
+                                           train_size_range, training_steps, width_table)
 from anira.analysis.io import (eval_examples, example_sequence, headline_beta, load_study, resolve_run_dirs,
                                runs_of_beta, select_beta, task_size_name, with_fixed_depth)
 from anira.analysis.learning import LEARN_FLOOR_GAP, learning_table, random_match_table, training_curves
@@ -46,7 +46,7 @@ __all__ = ["ADAPTIVE", "MECHANISMS", "RECORD_COLUMNS", "SPLITS", "BootstrapConfi
            "depth_by_difficulty", "depth_by_kind", "reference_surprise", "token_kind_labels", "Claim", "claim_inputs",
            "claims_table",
            "evaluate_claims", "thresholds", "load_summaries", "pareto", "pareto_front", "speedup_table", "summaries_frame", "by_size",
-           "extrapolation_table", "test_time_depth", "train_size_range", "beyond_training", "training_steps", "default_feature_sets",
+           "extrapolation_table", "test_time_depth", "width_table", "train_size_range", "beyond_training", "training_steps", "default_feature_sets",
            "example_depths", "feature_importance", "timing_decomposition", "load_records", "resolve_run_dirs", "load_study",
            "headline_beta", "select_beta", "runs_of_beta", "with_fixed_depth", "task_size_name", "eval_examples", "example_sequence",
            "LEARN_FLOOR_GAP", "learning_table", "random_match_table", "training_curves"]

@@ -32,7 +32,7 @@ import scipy.sparse
 
 from anira.config import ADAPTIVE, MECHANISMS, check_choice, check_fields, check_range  # noqa: F401 (re-exported)
 
-SPLITS = ("in", "out")  # training range / extrapolation range
+SPLITS = ("in", "out", "wide")  # training range / extrapolation range / wider inputs only (`addition`)
 RUN_COLUMNS = ("run_id", "task", "mechanism", "seed", "beta", "max_depth", "eval_max_depth")
 TOKEN_COLUMNS = ("split", "example", "position", "correct", "loss", "depth", "expected_depth",
                  "difficulty", "size", "is_answer")

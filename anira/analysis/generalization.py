@@ -5,6 +5,8 @@
   paired-within-run CIs of  acc_drop = acc_in - acc_out  and  depth_increase = depth_out - depth_in;
   by default on the tokens that test composition (``beyond_training``): out of range, those that need
   more steps than any in-range token; in range, the hardest ones (the most steps training needed).
+- ``width_table`` (`addition`'s "wide" split): only the width grows; accuracy on the one-column
+  tokens (the alignment diagnostic) beside the chain tokens, in range and wide.
 - ``test_time_depth``: the same model evaluated with eval_max_depth larger than its training
   max_depth; deltas against eval_max_depth == max_depth are paired (same sequences).
 Accuracies are fractions in [0, 1]; "20 points" is 0.20.
@@ -178,4 +180,51 @@ def test_time_depth(records: pd.DataFrame, groups: Sequence[str] = ("task", "mec
 
 test_time_depth.__test__ = False  # not a pytest test despite its name
 
-__all__ = ["by_size", "train_size_range", "training_steps", "beyond_training", "extrapolation_table", "test_time_depth"]
+
+def width_table(records: pd.DataFrame, groups: Sequence[str] = ("task", "mechanism"), depth_col: str = "depth",
+                boot: BootstrapConfig | None = None) -> pd.DataFrame:
+    """Only the width grows (the "wide" split, `addition`): in-range vs wide accuracy and depth per
+    group and token class, at the training max_depth.
+
+    ``tokens`` = "one-column": answer tokens the task's floor reader gets right for sure (floor 1:
+    nothing but the token's own column and the one below, the alignment diagnostic); "chain":
+    the multi-step tokens (floor < 1), whose open chains in the wide split are as long as in
+    training. A fall on "one-column" is a failure to find the columns at an unseen width, not a
+    failure to compose. Columns: *groups, tokens, acc_in, acc_wide, acc_drop (CI), depth_in,
+    depth_wide, depth_increase (CI), n_seeds; empty where no group has a wide split.
+    """
+    boot, groups = boot or BootstrapConfig(), list(groups)
+    cols = groups + ["tokens", "acc_in", "acc_wide", "acc_drop", "acc_drop_lo", "acc_drop_hi", "depth_in",
+                     "depth_wide", "depth_increase", "depth_increase_lo", "depth_increase_hi", "n_seeds"]
+    df = select(records, split=None, eval_depth="train")
+    check_columns(df, ["split", "correct", "is_answer", depth_col], "width_table")
+    df = df[df["split"].isin(["in", "wide"]) & (df["is_answer"] == 1)]
+    wide_groups = set(df.loc[df["split"] == "wide", groups].itertuples(index=False, name=None))
+    df = df[[g in wide_groups for g in df[groups].itertuples(index=False, name=None)]]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    check_one_config(df, groups)
+    df = df.assign(tokens=np.where(token_floor(df) >= 1, "one-column", "chain"))
+    tab, acc_reps, dep_reps = _acc_depth(df, ["tokens", "split"], groups, depth_col, boot)
+    rows = []
+    for gkey, sub in tab.groupby(groups + ["tokens"], sort=True, dropna=False):
+        s = sub.set_index("split")
+        row = dict(zip(groups + ["tokens"], gkey))
+        cells, _ = acc_reps.get(group_key(gkey[:-1]), ([], None))
+        i, o = _lookup(cells, (gkey[-1], "in")), _lookup(cells, (gkey[-1], "wide"))
+        for name, reps, col, sign in (("acc", acc_reps, "accuracy", 1), ("depth", dep_reps, "mean_depth", -1)):
+            v_in, v_wide = s[col].get("in", np.nan), s[col].get("wide", np.nan)
+            row[f"{name}_in"], row[f"{name}_wide"] = v_in, v_wide
+            rep = reps.get(group_key(gkey[:-1]), ([], None))[1]
+            key = "acc_drop" if name == "acc" else "depth_increase"
+            if i is None or o is None:
+                lo = hi = np.nan
+            else:
+                lo, hi = diff_ci(rep[:, i], rep[:, o], boot.ci) if sign > 0 else diff_ci(rep[:, o], rep[:, i], boot.ci)
+            row |= {key: sign * (v_in - v_wide), f"{key}_lo": lo, f"{key}_hi": hi}
+        row["n_seeds"] = int(sub["n_seeds"].max())
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+__all__ = ["by_size", "train_size_range", "training_steps", "beyond_training", "extrapolation_table", "test_time_depth",
+           "width_table"]

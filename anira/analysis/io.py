@@ -161,8 +161,11 @@ def eval_examples(task: str, split: str = "in") -> list:
     Same source as ``anira.train.load_eval_sets``: the frozen set of ``anira.data`` when it
     exists, else the trainer's seeded fallback (identical for every run).
     """
-    if split not in ("in", "out"):
-        raise ValueError(f"split = {split!r} is not allowed; allowed values: ['in', 'out']")
+    from anira.tasks import task_class
+
+    allowed = list(task_class(task).ranges)
+    if split not in allowed:
+        raise ValueError(f"split = {split!r} is not allowed for task {task!r}; allowed values: {allowed}")
     return list(_eval_set(task, split))
 
 
@@ -186,8 +189,9 @@ def example_sequence(records: pd.DataFrame, task: str, example: int, split: str 
     if not 0 <= example < len(exs):
         raise ValueError(f"example = {example} is out of range for {task}/{split}; allowed: [0, {len(exs) - 1}]")
     ex = exs[example]
-    from anira.tasks import task_class
-    vocab = task_class(task).build_vocab()
+    from anira.tasks import make_task
+
+    vocab = make_task(task).vocab  # the design's vocabulary (addition's hints included)
     pos = wide["position"].to_numpy(dtype=int)
     tok = np.asarray(ex.tokens)
     if pos.max() >= len(tok) or not np.array_equal(tok[pos], wide["target"].to_numpy(dtype=int)):

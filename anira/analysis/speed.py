@@ -5,22 +5,29 @@ For one trained run and one batch of its evaluation inputs (B sequences padded t
     t_exit   = median wall time of model(input_ids, exit="exit")   (halted tokens skipped)
     t_dense  = median wall time of ``dense_forward``: the same weights, every position runs all
                S = max_depth steps, one read-out (the cost of a fixed-depth model at depth S)
+    t_fixed  = median wall time of the part no exit can skip: embedding (+ prelude, convolution)
+               and read-out, run once per token
     realized = t_dense / t_exit
     ideal    = S / dbar,  dbar = mean block calls per position of the timed batch (padding
                included: the model decides a depth for padded positions too, and runs them)
     efficiency = realized / ideal       (1 = every skipped block call saved its full share of time)
+    amdahl   = t_dense / (t_fixed + (t_dense - t_fixed) dbar / S): the most a perfect exit could
+               give once the fixed part is paid; efficiency_amdahl = realized / amdahl
 
-Both passes see the same batch, threads and device; they alternate within each repeat so drift
-(other processes, frequency scaling) hits both alike. The ideal ignores what real exit adds
-(gathering the active tokens, one key/value projection per halted token, per-step bookkeeping),
-which dominates for tiny models: measure on the profile's real model size.
+The three passes see the same batch, threads and device; they alternate within each repeat (the
+order reversed every other repeat) so drift (other processes, frequency scaling) hits all alike.
+Real exit is first checked against the masked reference, so a wrong fast path is never timed.
+The ideal ignores what real exit adds (gathering the active tokens, one key/value projection per
+halted token, per-step bookkeeping), which dominates for tiny models: measure on the profile's
+real model size. ``python -m anira.bench --only exit_study`` uses the same measurement
+(``time_exit``) on untrained models of the study's shape at several widths.
 """
 from __future__ import annotations
 
 import statistics
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,17 +48,56 @@ def dense_forward(model, input_ids: torch.Tensor, depth: int | None = None) -> t
     return model.readout(h, pos)
 
 
-def _time(fn, repeats: int, device: str = "cpu") -> list[float]:
-    """Wall times of ``repeats`` calls; on CUDA the queue is drained before and after each call."""
+def interleaved(variants: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
+                clock: Callable[[], float] = time.perf_counter, device: str = "cpu") -> dict[str, list[float]]:
+    """Seconds per call of every variant: each repeat runs all variants once, in alternating order
+    (reversed every other repeat); on CUDA the queue is drained before and after each call."""
     sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
-    out = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - t0)
-    return out
+    names = list(variants)
+    for _ in range(warmup):
+        for k in names:
+            variants[k]()
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(repeats):
+        for k in names if r % 2 == 0 else names[::-1]:
+            sync()
+            t0 = clock()
+            variants[k]()
+            sync()
+            times[k].append(clock() - t0)
+    return times
+
+
+@torch.inference_mode()
+def time_exit(model, ids: torch.Tensor, difficulty: torch.Tensor | None = None, *, seed: int = 0, repeats: int = 5,
+              warmup: int = 1, clock: Callable[[], float] = time.perf_counter,
+              device: str = "cpu") -> tuple[torch.Tensor, dict[str, list[float]]]:
+    """(block calls per position (B, T), interleaved times of ``exit``, ``dense`` and ``fixed``) of
+    one model on one batch: real exit (checked first against the masked reference), every token
+    to the end (``dense_forward``), and the embedding + read-out that no exit can skip. The random
+    mechanism's depth draws are the same in every repeat (``seed``)."""
+    gen = torch.Generator().manual_seed(seed)  # CPU: the random mechanism draws on the CPU
+
+    def run_exit(mode: str = "exit"):
+        gen.manual_seed(seed)
+        return model(ids, difficulty=difficulty, exit=mode, generator=gen)
+
+    def run_fixed():
+        e, pos = model.embed(ids)
+        return model.readout(e, pos)
+
+    out, ref = run_exit(), run_exit("masked")
+    if not torch.allclose(out.logits, ref.logits, atol=1e-4, rtol=1e-4):
+        err = (out.logits - ref.logits).abs().max().item()
+        raise AssertionError(f"exit logits differ from the masked reference (max |diff| {err:.2e})")
+    t = interleaved({"exit": run_exit, "dense": lambda: dense_forward(model, ids), "fixed": run_fixed},
+                    repeats, warmup=warmup, clock=clock, device=device)
+    return out.block_calls, t
+
+
+def amdahl_speedup(t_dense: float, t_fixed: float, mean_depth: float, max_depth: int) -> float:
+    """The speed-up of a perfect exit once the fixed part is paid: only the loop's share shrinks."""
+    return t_dense / (t_fixed + (t_dense - t_fixed) * mean_depth / max_depth)
 
 
 @torch.no_grad()
@@ -70,33 +116,20 @@ def time_run(run_dir: str | Path, split: str = "in", n_examples: int = 32, repea
     exs = eval_examples(cfg.task, split)[:n_examples]
     batch = collate(exs, feature_names=["difficulty"]).to(device)
     diff = batch.features["difficulty"] if cfg.mechanism == "oracle" else None
-    gen = torch.Generator().manual_seed(cfg.seed + 2)  # CPU: the random mechanism draws on the CPU
-
-    def run_exit():
-        gen.manual_seed(cfg.seed + 2)  # the same random-depth draws every repeat
-        return model(batch.input_ids, difficulty=diff, exit="exit", generator=gen)
-
-    def run_dense():
-        return dense_forward(model, batch.input_ids)
-
-    for _ in range(warmup):
-        run_exit(), run_dense()
-    t_exit, t_dense = [], []
-    for _ in range(repeats):  # alternate, so drift affects both
-        t_exit += _time(run_exit, 1, device)
-        t_dense += _time(run_dense, 1, device)
-    out = run_exit()
-    calls = out.block_calls.float()  # (B, T)
+    calls, t = time_exit(model, batch.input_ids, diff, seed=cfg.seed + 2, repeats=repeats, warmup=warmup, device=device)
+    calls = calls.float()  # (B, T)
     mask = batch.loss_mask
     M = cfg.max_depth
-    te, td = statistics.median(t_exit), statistics.median(t_dense)
+    te, td, tf = (statistics.median(t[k]) for k in ("exit", "dense", "fixed"))
     mean_all = float(calls.mean())
+    amdahl = amdahl_speedup(td, tf, mean_all, M)
     return dict(run_id=Path(run_dir).name, task=cfg.task, mechanism=cfg.mechanism, seed=cfg.seed,
                 beta=cfg.beta if cfg.mechanism in ("early", "online", "random") else np.nan, max_depth=M,
                 d_model=cfg.d_model, n_seq=batch.input_ids.shape[0], seq_len=batch.input_ids.shape[1],
                 mean_depth=mean_all, mean_depth_scored=float(calls[mask].mean()) if mask.any() else np.nan,
-                ideal_speedup=M / mean_all, time_exit_s=te, time_dense_s=td, time_exit_min_s=min(t_exit),
-                time_dense_min_s=min(t_dense), realized_speedup=td / te, efficiency=(td / te) / (M / mean_all),
+                ideal_speedup=M / mean_all, time_exit_s=te, time_dense_s=td, time_fixed_s=tf,
+                time_exit_min_s=min(t["exit"]), time_dense_min_s=min(t["dense"]), realized_speedup=td / te,
+                efficiency=(td / te) / (M / mean_all), amdahl_speedup=amdahl, efficiency_amdahl=(td / te) / amdahl,
                 repeats=repeats, threads=torch.get_num_threads(), device=device)
 
 
@@ -110,17 +143,20 @@ def measure_speedup(run_dirs: Sequence[str | Path], mechanisms: Sequence[str] = 
     """
     import json
 
+    from anira.train import WEIGHTS_FILE
+
     cols = ["run_id", "task", "mechanism", "seed", "beta", "max_depth", "d_model", "n_seq", "seq_len", "mean_depth",
-            "mean_depth_scored", "ideal_speedup", "time_exit_s", "time_dense_s", "time_exit_min_s",
-            "time_dense_min_s", "realized_speedup", "efficiency", "repeats", "threads", "device"]
+            "mean_depth_scored", "ideal_speedup", "time_exit_s", "time_dense_s", "time_fixed_s", "time_exit_min_s",
+            "time_dense_min_s", "realized_speedup", "efficiency", "amdahl_speedup", "efficiency_amdahl", "repeats",
+            "threads", "device"]
     todo = []
     for rd in run_dirs:
         cfg = json.loads((Path(rd) / "config.json").read_text())["config"]
         if cfg["mechanism"] in mechanisms:
-            if (Path(rd) / "checkpoint.pt").is_file():
+            if (Path(rd) / "checkpoint.pt").is_file() or (Path(rd) / WEIGHTS_FILE).is_file():
                 todo.append(rd)
-            else:  # exported results keep records, not weights: nothing to time
-                print(f"measure_speedup: {Path(rd).name} has no checkpoint.pt (exported results?); not timed")
+            else:  # results exported without weights: nothing to time
+                print(f"measure_speedup: {Path(rd).name} has neither checkpoint.pt nor {WEIGHTS_FILE}; not timed")
     old = torch.get_num_threads()
     try:
         if num_threads is not None:
@@ -133,16 +169,18 @@ def measure_speedup(run_dirs: Sequence[str | Path], mechanisms: Sequence[str] = 
 
 
 def summarize_speedup(per_run: pd.DataFrame) -> pd.DataFrame:
-    """Mean (and SD over seeds) of ideal / realized speed-up per (task, mechanism, beta, max_depth)."""
+    """Mean (and SD over seeds) of ideal / realized / Amdahl speed-up per (task, mechanism, beta, max_depth)."""
     keys = ["task", "mechanism", "beta", "max_depth"]
     if per_run.empty:
         return pd.DataFrame(columns=keys + ["mean_depth", "ideal_speedup", "realized_speedup", "realized_speedup_sd",
-                                            "efficiency", "n_seeds"])
+                                            "efficiency", "amdahl_speedup", "efficiency_amdahl", "n_seeds"])
     return (per_run.groupby(keys, sort=True, dropna=False)
             .agg(mean_depth=("mean_depth", "mean"), ideal_speedup=("ideal_speedup", "mean"),
                  realized_speedup=("realized_speedup", "mean"), realized_speedup_sd=("realized_speedup", "std"),
-                 efficiency=("efficiency", "mean"), n_seeds=("seed", "size"))
+                 efficiency=("efficiency", "mean"), amdahl_speedup=("amdahl_speedup", "mean"),
+                 efficiency_amdahl=("efficiency_amdahl", "mean"), n_seeds=("seed", "size"))
             .reset_index())
 
 
-__all__ = ["dense_forward", "time_run", "measure_speedup", "summarize_speedup", "MEASURED"]
+__all__ = ["dense_forward", "interleaved", "time_exit", "amdahl_speedup", "time_run", "measure_speedup",
+           "summarize_speedup", "MEASURED"]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Literal
+from typing import Any
 
 from anira.tasks.base import BOS_ID, PAD_ID, Batch, Example, Task, Vocab, collate
 
@@ -23,13 +23,14 @@ def task_class(name: str) -> type[Task]:
     return getattr(importlib.import_module(module), cls)
 
 
-def make_task(name: str, range: Literal["train", "extrap"] = "train", **params: Any) -> Task:
-    """Build task ``name`` on its declared training or extrapolation range, with overrides."""
+def make_task(name: str, range: str = "train", **params: Any) -> Task:
+    """Build task ``name`` on one of its declared ranges (training, extrapolation, or a task's own
+    extra range such as ``addition``'s "wide"), with overrides."""
     cls = task_class(name)
-    if range not in ("train", "extrap"):
-        raise ValueError(f"range = {range!r} is not allowed; allowed values: ['train', 'extrap']")
-    base = cls.train_config() if range == "train" else cls.extrap_config()
-    return cls(base, **params)
+    allowed = list(cls.ranges.values())
+    if range not in allowed:
+        raise ValueError(f"range = {range!r} is not allowed for task {name!r}; allowed values: {allowed}")
+    return cls(getattr(cls, f"{range}_config")(), **params)
 
 
 __all__ = ["make_task", "task_class", "TASK_NAMES", "Task", "Example", "Vocab", "Batch", "collate", "PAD_ID", "BOS_ID"]

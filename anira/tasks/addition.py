@@ -1,11 +1,15 @@
 """`addition`: multi-digit addition, answer written most-significant digit first.
 
-Sequence (one example, n digits):
+Sequence (one example, n digits), with column hints (the design; ``hint_pool`` > 0):
+    <bos> H_{n-1} a_{n-1} b_{n-1} ... H_0 a_0 b_0 = H_n r_n H_{n-1} r_{n-1} ... H_0 r_0
+or plain (``hint_pool`` = 0, the earlier designs):
     <bos> a_{n-1} ... a_0 + b_{n-1} ... b_0 = r_n r_{n-1} ... r_0
 Both operands are written with exactly n digits (leading zeros allowed) and the answer with
 exactly n + 1 digits, so r_n is the carry out (0 or 1) and ``r = str(a + b).zfill(n + 1)``.
 The fixed width makes every answer position a function of its own column and the carry into
 it, and makes the sequence length a function of n alone. ``size`` = n (digits per operand).
+H_i is the hint letter of column i (letters increasing with the column, a random subset of the
+pool; see "Why column hints" below); the answer's hints are given, only the digits r_i are scored.
 
 Carries, with column sums s_i = a_i + b_i (i = 0 is the least significant column; s_n = 0):
 
@@ -50,15 +54,18 @@ or join an earlier one) and ``max_run`` caps L: several short runs put more digi
 run, the digits that need the chain. The features are computed from the final digits, so they stay
 exact whatever the planting did.
 
-Ranges: only the composition grows. Training plants runs of at most 3 nine-sums (``max_run``) and
-redraws every example with an open chain longer than 4 (``max_difficulty``: a run of natural 9-sums
-may extend a planted one), so no training digit needs more than 4 columns. Extrapolation keeps the
-width (8 digits, the same positions) and plants one run of 4-7 nine-sums (``min_run``) in every
-example, so one digit per example needs a chain of 5-8 columns and every other digit at most 4:
-a reader that reads at most 4 columns is exact in range and guesses that digit's carry out of
-range (``bounded_reader``; anira.data.certify). Carry-free digits out of range are the alignment
-diagnostic: they need nothing the training range did not. (The second study's extrapolation to
-10-16 digits changed the width and the positions at once: even its carry-free digits failed.)
+Ranges: each out-of-range split changes one thing. Training: 4-8 digits; it plants runs of at most 3
+nine-sums (``max_run``) and redraws every example with an open chain longer than 4
+(``max_difficulty``: a run of natural 9-sums may extend a planted one), so no training digit needs
+more than 4 columns. ``extrap`` (split "out"): only the composition grows. It keeps a training
+width (8 digits) and plants one run of 4-7 nine-sums (``min_run``) in every example, so one digit
+per example needs a chain of 5-8 columns and every other digit at most 4: a reader that reads at
+most 4 columns is exact in range and guesses that digit's carry out of range (``bounded_reader``;
+anira.data.certify). ``wide`` (split "wide"): only the width grows, 10-16 digits with training's
+chains, so the same reader stays exact there; its one-column digits are the alignment diagnostic
+(``anira.analysis.width_table``). (The second study's extrapolation to 10-16 digits changed the
+width and the composition at once, and its format moved every column: even its carry-free digits
+failed.)
 
 Per answer token (r_i, written at digit_index n - i), with its class by the rule of
 ``anira.tasks.features`` (the table ``AdditionTask.features``; docs/features.md):
@@ -76,7 +83,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from anira.config import check_range
+from anira.config import check_choice, check_range
 from anira.tasks.base import Example, Task, Vocab
 from anira.tasks.features import Feature, common
 
@@ -94,17 +101,53 @@ class AdditionConfig:
     min_run: int = 1  # shortest planted run (extrapolation: runs longer than any carry chain in training)
     max_difficulty: int = 4  # > 0: examples with a longer open chain are redrawn (training: 4; see below)
     open_chain: bool = True  # difficulty counts only what the written prefix leaves open (see above)
+    hint_pool: int = 0  # > 0: every column carries a hint letter from a pool this size (see below); 0: plain format
+    hint_order: str = "consecutive"  # "random" increasing subset of the pool (the design), or "consecutive" from a random offset
 
 
-# Why one width in training: with n varying, the offset from an answer digit back to its column
-# (2n + 2 tokens to a_i, n + 1 to b_i) changes with n, and the model must first find n before it
-# can add. At d 128 that alignment, not the carry chain, is what it failed to learn: the previous
-# `cpu` study (n = 1..8) scored 0.54 on the difficulty-0 digits, which need no carry at all. At one
-# width every column sits at a fixed offset, and the carry chain is what is left to learn.
+HINTS = tuple(chr(ord("A") + j) for j in range(26))  # column hint symbols (hint_pool <= 26)
+HINT_ORDERS = ("consecutive", "random")
+
+
+# Why column hints. With n varying, the offset from an answer digit back to its column (2n + 2 tokens
+# to a_i, n + 1 to b_i in the plain format) changes with n, and the model must first find n before it
+# can add. At d 128 that alignment, not the carry chain, is what it failed to learn: the previous `cpu`
+# study (n = 1..8, plain) scored 0.54 on the difficulty-0 digits, which need no carry at all. Trained
+# at one width (the plain design below) every column sits at a fixed offset, but then an unseen width
+# moves every column at once: the second study's 10-16 digit set scored 0.07 on its carry-free digits.
+# The hinted format names every column by a symbol instead (index hints, as in the length-generalization
+# literature on addition): column i's two digits and its answer digit carry the same hint, so an
+# answer digit finds its column by content at any width. The widths vary in training (4-8), so the
+# offsets between positions do not give the column away either.
+#
+#     plain (hint_pool 0): <bos> a_{n-1} .. a_0 + b_{n-1} .. b_0 = r_n .. r_0
+#     hinted:              <bos> H_{n-1} a_{n-1} b_{n-1} .. H_0 a_0 b_0 = H_n r_n H_{n-1} r_{n-1} .. H_0 r_0
+#
+# The answer's hints are given (the model predicts each digit r_i at its hint H_i, never a hint); the
+# carry rule, the chains and the features are those of the plain format. Which letters (``hint_order``):
+#   "random" (the design): H_0 < H_1 < .. < H_n, an increasing random subset of the pool. The letter of
+#       the column below is not known from a column's own letter, so the direct way to it is through
+#       that column (whose causal convolution holds the letter above it), one column per step.
+#   "consecutive": H_i = HINTS[offset + i], offset ~ U{0 .. hint_pool - n - 1}. Every letter names its
+#       neighbours, so one attention step can read several columns below at once.
+# Measured (README "`addition` design"): fixed depth 1 reaches 0.998 on the chain digits with
+# consecutive letters and still 0.914 with random subsets (0.759 in the one-width design), so under
+# either the learning bar on depth 1 fails and `addition` waits outside the `cpu3` study.
+#
+# Three ranges (``AdditionTask.ranges``): training (4-8 digits, planted runs of at most 3 nine-sums,
+# open chains capped at 4); ``extrap``, where only the composition grows (8 digits, one run of 4-7
+# nine-sums: one digit per example needs a chain of 5-8 columns); ``wide``, where only the width grows
+# (10-16 digits, the training rules for chains: no digit needs more than 4 columns, so the bounded
+# reader stays exact there and the carry-free digits measure the alignment alone).
+#
+# The plain single-width design (the third study's first addition design; README "`addition`"):
+PLAIN_DESIGN = dict(min_digits=8, max_digits=8, plant_prob=0.8, n_runs=1, max_run=3, min_run=1, max_difficulty=4,
+                    open_chain=True, hint_pool=0)
+PLAIN_EXTRAP = dict(PLAIN_DESIGN, plant_prob=1.0, min_run=4, max_run=0, max_difficulty=0)
 # The earlier design (n = 1..8; the previous `cpu` reference study, up to commit 352bed3, was scored
 # on its sets):
 EARLIER_DESIGN = dict(min_digits=1, max_digits=8, plant_prob=0.8, n_runs=1, max_run=0, min_run=1, max_difficulty=0,
-                      open_chain=False)
+                      open_chain=False, hint_pool=0)
 EARLIER_EXTRAP = dict(EARLIER_DESIGN, min_digits=10, max_digits=16)
 # The second `cpu` reference study's design (commit 18ea01f; results in data/results/cpu): carry chains up
 # to 8 in training; extrapolation to 10-16 digits changed the width and the positions at once.
@@ -117,8 +160,8 @@ class AdditionTask(Task):
     Config = AdditionConfig
     # Every feature's class by the rule of anira.tasks.features (docs/features.md); static = unchanged
     # for a column when the answer is written in another order (least significant digit first)
-    features = common(size="digits per operand", position="sequence index of the digit = 2 n + 3 + digit_index: "
-                                                          "layout plus progress",
+    features = common(size="digits per operand", position="sequence index of the digit = 3 n + 3 + 2 digit_index "
+                                                          "(hinted; plain: 2 n + 3 + digit_index): layout plus progress",
                       difficulty="open_chain (docstring)") + (
         Feature("n_digits", "static", "digits per operand (= size)"),
         Feature("digit_index", "progress", "answer digits already written (the output step)"),
@@ -134,7 +177,10 @@ class AdditionTask(Task):
     # 5,000 steps and deep supervision leaning on the deep steps (w_n ~ n^2): on the 543 in-range chain
     # digits `early` reached 0.825 at 3,000 steps with the plain mean, 0.867 / 0.890 / 0.891 with
     # ds_power 1 / 2 / 4, and 0.989 at 5,000 steps with 2 (fixed depth 6: 0.974 at 3,000; README)
-    recipe = {"steps": 5000}
+    # No position encoding: the hints align every digit with its column by content, so nothing ties the
+    # model to the training widths (with RoPE the same design scored 0.38 on 10-16 digits at step 1,500
+    # against 0.92 without: README "`addition` design")
+    recipe = {"steps": 5000, "pos_encoding": "none"}
     adaptive_recipe = {"ds_power": 2.0}
     size_name = "number of digits per operand"
     difficulty_name = "columns below still needed to fix the digit's carry (open carry chain)"
@@ -154,14 +200,23 @@ class AdditionTask(Task):
         d = records["difficulty"]
         return 0.5 + 0.5 * (d <= 1)
 
+    ranges = {"in": "train", "out": "extrap", "wide": "wide"}
+
     @classmethod
     def train_config(cls) -> AdditionConfig:
-        return AdditionConfig()
+        return AdditionConfig(min_digits=4, max_digits=8, hint_pool=20, hint_order="random")
 
     @classmethod
     def extrap_config(cls) -> AdditionConfig:
-        # the same width, one run of 4-7 nine-sums: one digit per example needs a chain of 5-8 columns
-        return AdditionConfig(plant_prob=1.0, min_run=4, max_run=0, max_difficulty=0)
+        # only the composition grows: 8 digits, one run of 4-7 nine-sums, so one digit per example
+        # needs a chain of 5-8 columns
+        return AdditionConfig(min_digits=8, max_digits=8, plant_prob=1.0, min_run=4, max_run=0, max_difficulty=0,
+                              hint_pool=20, hint_order="random")
+
+    @classmethod
+    def wide_config(cls) -> AdditionConfig:
+        # only the width grows: 10-16 digits, chains as in training (no digit needs more than 4 columns)
+        return AdditionConfig(min_digits=10, max_digits=16, hint_pool=20, hint_order="random")
 
     def validate(self) -> None:
         c = self.config
@@ -174,10 +229,17 @@ class AdditionTask(Task):
         if c.max_run:
             check_range("max_run", c.max_run, c.min_run, MAX_DIGITS, "0 (up to n - 1) or at least min_run")
         check_range("max_difficulty", c.max_difficulty, 0, MAX_DIGITS, "0 (no cap) or the longest open chain kept")
+        check_choice("hint_order", c.hint_order, HINT_ORDERS)
+        if c.hint_pool:
+            check_range("hint_pool", c.hint_pool, c.max_digits + 1, len(HINTS),
+                        "0 (plain format) or from max_digits + 1 (one hint per answer column) to 26")
 
     @classmethod
-    def build_vocab(cls) -> Vocab:
-        return Vocab([str(d) for d in range(10)] + [PLUS, EQUALS])
+    def build_vocab(cls, hint_pool: int = 0) -> Vocab:
+        return Vocab([str(d) for d in range(10)] + [PLUS, EQUALS] + list(HINTS[:hint_pool]))
+
+    def make_vocab(self) -> Vocab:
+        return self.build_vocab(self.config.hint_pool)
 
     # ------------------------------------------------------------------------------------
     def sample(self, rng: random.Random) -> Example:
@@ -216,12 +278,27 @@ class AdditionTask(Task):
         digits[n], carry_in[n], chain[n] = carry, carry, length
 
         ids = [1]
-        ids += [d + _ID_DIGIT0 for d in reversed(a)]
-        ids.append(_ID_PLUS)
-        ids += [d + _ID_DIGIT0 for d in reversed(b)]
-        ids.append(_ID_EQUALS)
-        start_pos = len(ids)
-        ids += [d + _ID_DIGIT0 for d in reversed(digits)]
+        if c.hint_pool:  # H_i a_i b_i per column, then H_i r_i per answer digit (scored: the r_i)
+            if c.hint_order == "consecutive":
+                h0 = _ID_HINT0 + randint(0, c.hint_pool - n - 1)
+                hint = [h0 + i for i in range(n + 1)]
+            else:  # an increasing random subset: the letter of the column below is not known from this one
+                hint = [_ID_HINT0 + j for j in sorted(rng.sample(range(c.hint_pool), n + 1))]
+            for i in reversed(range(n)):
+                ids += [hint[i], a[i] + _ID_DIGIT0, b[i] + _ID_DIGIT0]
+            ids.append(_ID_EQUALS)
+            scored = []
+            for i in reversed(range(n + 1)):
+                ids.append(hint[i])
+                scored.append(len(ids))
+                ids.append(digits[i] + _ID_DIGIT0)
+        else:
+            ids += [d + _ID_DIGIT0 for d in reversed(a)]
+            ids.append(_ID_PLUS)
+            ids += [d + _ID_DIGIT0 for d in reversed(b)]
+            ids.append(_ID_EQUALS)
+            scored = list(range(len(ids), len(ids) + n + 1))
+            ids += [d + _ID_DIGIT0 for d in reversed(digits)]
 
         feats = []
         for k in range(n + 1):  # k = digit_index, column i = n - k
@@ -229,7 +306,7 @@ class AdditionTask(Task):
             rec = {
                 "difficulty": chain[i],
                 "size": n,
-                "position": start_pos + k,
+                "position": scored[k],
                 "is_answer": 1,
                 "n_digits": n,
                 "digit_index": k,
@@ -239,7 +316,7 @@ class AdditionTask(Task):
             if c.open_chain:
                 rec["open_chain"] = rec["difficulty"] = 0 if i < n and a[i] + b[i] == 9 else chain[i]
             feats.append(rec)
-        return Example(tokens=ids, scored=list(range(start_pos, start_pos + n + 1)), features=feats, size=n)
+        return Example(tokens=ids, scored=scored, features=feats, size=n)
 
     def bounded_reader(self, words: list[str], k: int) -> list[float]:
         """Adds its own column and finds the carry into it: off the digit just written when its own
@@ -275,11 +352,17 @@ class AdditionTask(Task):
     # ------------------------------------------------------------------------------------
     @staticmethod
     def parse(words: list[str]) -> tuple[str, str, str]:
-        """Split a rendered example into the digit strings (a, b, answer), most significant first."""
-        i_plus, i_eq = words.index(PLUS), words.index(EQUALS)
-        return "".join(words[1:i_plus]), "".join(words[i_plus + 1 : i_eq]), "".join(words[i_eq + 1 :])
+        """Split a rendered example into the digit strings (a, b, answer), most significant first
+        (either format: the hints are dropped)."""
+        i_eq = words.index(EQUALS)
+        if PLUS in words:
+            i_plus = words.index(PLUS)
+            return "".join(words[1:i_plus]), "".join(words[i_plus + 1 : i_eq]), "".join(words[i_eq + 1 :])
+        cols, ans = words[1:i_eq], words[i_eq + 1 :]
+        return "".join(cols[1::3]), "".join(cols[2::3]), "".join(ans[1::2])
 
 
-_V = AdditionTask.build_vocab()
-_ID_DIGIT0, _ID_PLUS, _ID_EQUALS = _V.stoi["0"], _V.stoi[PLUS], _V.stoi[EQUALS]
+_V = AdditionTask.build_vocab(len(HINTS))
+_ID_DIGIT0, _ID_PLUS, _ID_EQUALS, _ID_HINT0 = _V.stoi["0"], _V.stoi[PLUS], _V.stoi[EQUALS], _V.stoi[HINTS[0]]
 assert all(_V.stoi[str(d)] == _ID_DIGIT0 + d for d in range(10))
+assert all(_V.stoi[h] == _ID_HINT0 + j for j, h in enumerate(HINTS))

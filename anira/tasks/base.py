@@ -101,6 +101,9 @@ class Task(ABC):
     # the imposed-depth mechanisms do not use). The learning diagnostic trains with them; a profile
     # states its values explicitly in its sweep. Each subclass says why.
     recipe: ClassVar[dict[str, Any]] = {}
+    # frozen evaluation split -> the range it is drawn from (``<range>_config``); a task may add
+    # splits beside the two every task has (``addition``: "wide", where only the width grows)
+    ranges: ClassVar[dict[str, str]] = {"in": "train", "out": "extrap"}
     adaptive_recipe: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kw: Any) -> None:
@@ -127,7 +130,7 @@ class Task(ABC):
             raise ValueError(f"task {self.name}: config must be a {self.Config.__name__}, got {type(config).__name__}")
         self.config = config
         self.validate()
-        self.vocab = self.build_vocab()
+        self.vocab = self.make_vocab()
 
     # --- declared ranges -------------------------------------------------------------------
     @classmethod
@@ -150,6 +153,11 @@ class Task(ABC):
     @abstractmethod
     def build_vocab(cls) -> Vocab:
         """The task's vocabulary; identical for every config so one model covers all ranges."""
+
+    def make_vocab(self) -> Vocab:
+        """This config's vocabulary: ``build_vocab()`` unless a design parameter adds tokens
+        (``addition``'s column hints); every range of one design shares it."""
+        return self.build_vocab()
 
     @abstractmethod
     def sample(self, rng: random.Random) -> Example:
