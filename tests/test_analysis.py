@@ -190,6 +190,34 @@ def test_regression_of_depth_on_complexity_and_surprise_together(surprise):
         complexity_surprise_regression(r, surprise="loss")
 
 
+def test_language_claims_come_out_every_way_and_the_controls_as_they_must():
+    """The language rows: depth built from difficulty reads "reproduced", depth built from the
+    surprising (free-choice) tokens "not reproduced"; the oracle and random sanity rows come out as
+    predicted, and a random control in the oracle's place does not."""
+    r = synthetic_records(tasks=("language",), seeds=(0, 1), n_examples=40, n_tokens=10,
+                          depth_mode={"online": "difficulty", "early": "surprise", "oracle": "difficulty",
+                                      "random": "random", "fixed": "constant"})
+    r = r.assign(uniform=1, n_branching=np.where(r["kind"] == 1, 6, 1))
+    inputs = C.claim_inputs(r, boot=B, n_splits=3)
+    assert set(inputs["language"]["surprise_source"]) == {"reference", "own", "generator"}
+    by = {c.scope: c for c in C.language_claims(inputs["language"], inputs["language_alignment"])}
+    assert by["language / online"].verdict == "reproduced" and by["language / online"].ci_lo > C.LANGUAGE_MARGIN
+    assert by["language / early"].verdict == "not reproduced" and "follows surprise" in by["language / early"].note
+    assert by["language / oracle"].verdict == "as predicted" and by["language / random"].verdict == "as predicted"
+    swapped = inputs["language"].assign(mechanism=inputs["language"]["mechanism"].replace(
+        {"oracle": "random", "random": "oracle"}))
+    bad = {c.scope: c for c in C.language_claims(swapped, inputs["language_alignment"])}
+    assert bad["language / oracle"].verdict == "not as predicted" and bad["language / random"].verdict == "not as predicted"
+    # the rows are part of the claims table; without language runs there are none
+    assert any(c.scope == "language / online" for c in evaluate_claims(**inputs))
+    assert not any(c.scope.startswith("language") for c in evaluate_claims(**_tables()))
+    # the learning and room bars apply: a uniform depth is never "reproduced"
+    learning = pd.DataFrame([dict(task="language", mechanism="online", seed=0, learned=True, room=True,
+                                  depth_varies=False, depth_mean=3.0, depth_sd=0.0, max_depth=6)])
+    flat = {c.scope: c for c in C.language_claims(inputs["language"], inputs["language_alignment"], learning)}
+    assert flat["language / online"].verdict == "not reproduced" and "saved uniformly" in flat["language / online"].note
+
+
 def test_generator_entropy_is_known_only_where_the_draw_is_uniform():
     r = pd.DataFrame({"kind": [0, 1, 1, 2], "uniform": [1, 1, 0, 0], "n_branching": [1, 6, 14, 6]})
     ent = generator_entropy(r)
@@ -696,7 +724,9 @@ def test_learning_bar_not_judged_without_a_floor_keeps_the_verdicts():
     r = synthetic_records(tasks=("hops",), seeds=(0,), n_examples=20,
                           depth_mode={"early": "difficulty", "online": "random"})
     inputs = C.claim_inputs(r, boot=B, n_splits=3)  # hops only: no timing table
-    assert set(inputs) == {"alignment", "extrapolation", "timing", "learning", "timing_prediction", "certificates"}
+    assert set(inputs) == {"alignment", "extrapolation", "timing", "learning", "timing_prediction", "certificates",
+                           "language", "language_alignment"}
+    assert inputs["language"] is None and inputs["language_alignment"] is None  # no language runs
     assert inputs["learning"]["learned"].isna().all()
     with_bar = evaluate_claims(**inputs)
     without = evaluate_claims(**{k: v for k, v in inputs.items() if k != "learning"})
@@ -781,6 +811,13 @@ def test_pinned_or_uniform_depth_is_never_reproduced():
     assert "saved uniformly" in uniform[("hops / online", "Alignment")].note
     assert uniform[("hops / online", "Decision timing")].verdict == C.DEPTH_CONSTANT
     assert uniform[("hops / online", "No extrapolation")].verdict == "reproduced"  # room to add depth out of range
+    # ... but a uniform depth that stays the same out of range reproduces "more compute" only with
+    # equality: never "reproduced"
+    same = _tables()
+    same["extrapolation"] = same["extrapolation"].assign(depth_increase=0.0, depth_increase_lo=0.0, depth_increase_hi=0.0)
+    flat = {(c.scope, c.finding.split(":")[0]): c for c in evaluate_claims(**same, learning=tables["uniform"])}
+    assert flat[("hops / online", "No extrapolation")].verdict == C.DEPTH_CONSTANT
+    assert "not more depth out of range" in flat[("hops / online", "No extrapolation")].note
     # the learning bar comes first: a run that did not learn stays "untestable (not learned)"
     failed = learning_table(_as_run(_with_depth(_diagnostic_runs()["fixed1_s0"], float(S)), "h-f", mechanism="online"))
     both = verdicts(pd.concat([failed, tables["varied"][tables["varied"]["task"] != "hops"]], ignore_index=True))

@@ -35,6 +35,14 @@ dynamic explains more), linear model as in the paper:
   total R^2 are within SANITY_TOL of it. ``random`` (depth independent of the token): the rule
   predicts total R^2 (every class) < TIMING_MIN_R2 and neither direction reproduced. A sanity row
   whose depth is constant is "untestable (no depth variance)".
+Claim 4, language (``language_claims``; the task where difficulty and surprise come apart), for
+early and online: depth follows complexity (the facts an answer needs) rather than surprise. The
+alignment rule on rho(depth, complexity), and, with every surprise source (the reference model's
+loss, the model's own, the generator's entropy), the regression of depth on both standardised must
+attribute depth to complexity (``alignment.complexity_surprise_regression``: "follows complexity").
+Sanity rows: oracle must come out "complexity", random "neither". (This rule was added after the
+third study's language tables were first drawn; it reuses the alignment threshold and a zero margin,
+and no other value was tried.)
 Aggregate rows (per mechanism over the algorithmic tasks with a testable row, T of them):
     value = fraction of the T tasks reproduced; reproduced if it is >= TASK_FRACTION, not
     reproduced if even the inconclusive tasks could not lift it there, inconclusive otherwise
@@ -87,6 +95,12 @@ TIMING_MIN_R2 = 0.05  # below this total R^2 there is no allocation signal to at
 # decomposition over 5-10 features. Set with the rule, before this rule was run on any study (the
 # cpu study's toposort runs were known to be near-constant: online SD 0.08).
 TIMING_MIN_DEPTH_SD = MIN_DEPTH_SD  # 0.2, one constant with the learning table's depth_varies
+# Language (added with the third study's language runs, after its tables were first drawn; no other
+# value was tried): the alignment threshold above, reused, and a zero margin as for timing
+LANGUAGE_TASK = "language"
+LANGUAGE_MECHANISMS = ADAPTIVE
+LANGUAGE_MARGIN = 0.0  # beta_complexity - beta_surprise (standardised) must be above this by its CI
+LANGUAGE_SANITY = {"oracle": "complexity", "random": "neither"}  # what the rule must give the controls
 SANITY_TOL = 0.02  # oracle: d and total R^2 within this of the label's own decomposition
 TASK_FRACTION = 2 / 3  # aggregate rule: reproduced on >= 2/3 of the algorithmic tasks with data
 
@@ -320,6 +334,11 @@ def extrapolation_claims(extrapolation: pd.DataFrame | None, learning: pd.DataFr
                         learning_status(learning, task, mech))
             room = depth_status(learning, task, mech)
             c = _room(c, room if room[0] == "no room" else ("", ""), None)
+            if room[0] == "no variance" and c.verdict == "reproduced" and not _f(r["depth_increase_lo"]) > 0:
+                # compute saved uniformly and no more of it out of range: "more compute" holds only
+                # with equality (a constant depth in and out), so the row is not a reproduction
+                c.verdict = DEPTH_CONSTANT
+                c.note = f"{room[1]}; not more depth out of range; {c.note}"
             cert = (certificates or {}).get(task)
             if cert is None:
                 c.note += "; out-of-range set not certified (no certificate given)"
@@ -454,16 +473,87 @@ def timing_sanity(timing: pd.DataFrame | None, prediction: pd.DataFrame | None, 
     return out
 
 
+def _language_rows(table: pd.DataFrame | None, mech: str) -> pd.DataFrame:
+    if table is None or table.empty:
+        return pd.DataFrame()
+    return table[(table["task"] == LANGUAGE_TASK) & (table["mechanism"] == mech)].set_index("surprise_source")
+
+
+def _language_note(rows: pd.DataFrame) -> str:
+    def sd(x):
+        return "" if pd.isna(x) else f" (seed SD {_f(x):.3f})"
+
+    return "; ".join(
+        f"{src}: beta_c {_f(r['beta_complexity']):.3f}{sd(r.get('beta_complexity_seed_sd'))}, "
+        f"beta_s {_f(r['beta_surprise']):.3f}{sd(r.get('beta_surprise_seed_sd'))}, follows {r['follows']}"
+        for src, r in rows.iterrows())
+
+
+def language_claims(regression: pd.DataFrame | None, alignment: pd.DataFrame | None,
+                    learning: pd.DataFrame | None = None) -> list[Claim]:
+    """The language finding: depth follows the facts a token needs (complexity), not how
+    unpredictable it is (surprise). Per mechanism in LANGUAGE_MECHANISMS, from
+    ``complexity_surprise_regression`` with every surprise source (``regression``: their rows
+    together) and ``alignment_table`` on the language task:
+        reproduced      rho(depth, complexity) passes the alignment rule (ALIGN_RHO_MIN, CI low > 0) and
+                        every surprise source "follows complexity" (beta_c CI > 0 and beta_c - beta_s
+                        CI > LANGUAGE_MARGIN)
+        not reproduced  rho's CI upper bound < ALIGN_RHO_MIN, or some source gives "surprise" or "neither"
+        inconclusive    otherwise, or data missing.
+    Value: beta_c - beta_s with the reference model's surprise. The learning and room bars apply as
+    for alignment. Sanity rows: the rule must give ``oracle`` "complexity" and ``random`` "neither"
+    with every source (LANGUAGE_SANITY)."""
+    finding = "Language: compute follows complexity (facts needed), not surprise"
+    stat = "beta_complexity - beta_surprise, depth on both standardised (reference surprise)"
+    comp = (f"rho(depth, complexity) > {ALIGN_RHO_MIN}, CI low > {ALIGN_CI_LO_MIN}; every surprise source: "
+            f"beta_c CI low > 0 and difference CI low > {LANGUAGE_MARGIN}")
+    out = []
+    for mech in LANGUAGE_MECHANISMS:
+        rows, a = _language_rows(regression, mech), _rows(alignment, LANGUAGE_TASK, mech)
+        if rows.empty or a is None:
+            continue
+        va = interval_verdict(_f(a["rho"]), _f(a["rho_lo"]), _f(a["rho_hi"]), ALIGN_RHO_MIN, ALIGN_CI_LO_MIN)
+        follows = set(rows["follows"])
+        if va == "not reproduced" or follows & {"surprise", "neither"}:
+            v = "not reproduced"
+        elif va == "reproduced" and follows == {"complexity"}:
+            v = "reproduced"
+        else:
+            v = "inconclusive"
+        ref = rows.loc["reference"] if "reference" in rows.index else rows.iloc[0]
+        note = (f"rho(depth, complexity) = {_f(a['rho']):.3f} [{_f(a['rho_lo']):.3f}, {_f(a['rho_hi']):.3f}] ({va}); "
+                + _language_note(rows))
+        c = _judged(Claim(finding, stat, LANGUAGE_MARGIN, comp, _f(ref["beta_diff"]), v, _f(ref["beta_diff_lo"]),
+                          _f(ref["beta_diff_hi"]), f"{LANGUAGE_TASK} / {mech}", note),
+                    learning_status(learning, LANGUAGE_TASK, mech))
+        out.append(_room(c, depth_status(learning, LANGUAGE_TASK, mech), "not reproduced"))
+    for mech, predicted in LANGUAGE_SANITY.items():
+        rows = _language_rows(regression, mech)
+        if rows.empty:
+            continue
+        ok = set(rows["follows"]) == {predicted}
+        ref = rows.loc["reference"] if "reference" in rows.index else rows.iloc[0]
+        out.append(Claim(f"Language sanity: {mech} follows {predicted}", stat, LANGUAGE_MARGIN,
+                         f"the rule gives '{predicted}' with every surprise source", _f(ref["beta_diff"]),
+                         "as predicted" if ok else "not as predicted", _f(ref["beta_diff_lo"]),
+                         _f(ref["beta_diff_hi"]), f"{LANGUAGE_TASK} / {mech}", _language_note(rows)))
+    return out
+
+
 def evaluate_claims(alignment: pd.DataFrame | None = None, extrapolation: pd.DataFrame | None = None,
                     timing: pd.DataFrame | None = None, learning: pd.DataFrame | None = None,
                     timing_prediction: pd.DataFrame | None = None,
-                    certificates: dict[str, dict] | None = None) -> list[Claim]:
+                    certificates: dict[str, dict] | None = None, language: pd.DataFrame | None = None,
+                    language_alignment: pd.DataFrame | None = None) -> list[Claim]:
     """All claims from the tables of ``alignment_table``, ``extrapolation_table`` and
     ``timing_decomposition`` (None -> that claim is 'inconclusive', data missing), with the learning
     bar of ``learning_table`` applied (None -> no bar: verdicts as if every run had learned), and the
-    timing sanity rows judged against ``timing_prediction`` (``timing.rule_prediction``)."""
+    timing sanity rows judged against ``timing_prediction`` (``timing.rule_prediction``); the
+    language rows (``language_claims``) where ``language`` (the regression with every surprise
+    source) and ``language_alignment`` are given, none otherwise."""
     return (alignment_claims(alignment, learning) + extrapolation_claims(extrapolation, learning, certificates)
-            + timing_claims(timing, learning, timing_prediction))
+            + timing_claims(timing, learning, timing_prediction)
+            + language_claims(language, language_alignment, learning))
 
 
 def claim_inputs(records: pd.DataFrame, boot=None, n_splits: int = 5,
@@ -478,12 +568,14 @@ def claim_inputs(records: pd.DataFrame, boot=None, n_splits: int = 5,
     claims; the claims consult only the rows of their own task x mechanism).
     "certificates" is ``anira.data.certify`` of each task's frozen sets (those under ``ANIRA_DATA``:
     the sets the records were scored on, which the driver checks), or None with ``certify=False``.
+    "language" / "language_alignment": the language task's regression with every surprise source and
+    its alignment table (None without language runs).
     Returns {"alignment": ..., "extrapolation": ..., "timing": ..., "learning": ..., "timing_prediction": ...,
-    "certificates": ...}.
+    "certificates": ..., "language": ..., "language_alignment": ...}.
     """
     from anira import data
     from anira.analysis._stats import select
-    from anira.analysis.alignment import alignment_table
+    from anira.analysis.alignment import SURPRISE_SOURCES, alignment_table, complexity_surprise_regression
     from anira.analysis.generalization import extrapolation_table
     from anira.analysis.learning import learning_table
     from anira.analysis.timing import rule_prediction, timing_decomposition
@@ -494,6 +586,12 @@ def claim_inputs(records: pd.DataFrame, boot=None, n_splits: int = 5,
     al = part(ALIGN_MECHANISMS, ALGORITHMIC_TASKS)
     ex = part(EXTRAP_MECHANISMS, ALGORITHMIC_TASKS)
     tm = part(tuple(TIMING_DIRECTION) + TIMING_SANITY, ALGORITHMIC_TASKS)
+    lang = select(records, split=None, eval_depth=None, task=LANGUAGE_TASK)
+    lang_mechs = tuple(m for m in LANGUAGE_MECHANISMS + tuple(LANGUAGE_SANITY) if m in set(lang["mechanism"]))
+    lang_adaptive = lang[lang["mechanism"].isin(LANGUAGE_MECHANISMS)]
+    # the generator's entropy needs the generator's columns (records of the language task have them);
+    # without a fixed reference run "reference" falls back to the model's own loss (dropped as a repeat)
+    sources = [s for s in SURPRISE_SOURCES if s != "generator" or {"uniform", "n_branching"} <= set(lang.columns)]
     return {
         "alignment": alignment_table(al, boot=boot) if len(al) else None,
         "extrapolation": extrapolation_table(ex, boot=boot) if len(ex) else None,
@@ -501,6 +599,10 @@ def claim_inputs(records: pd.DataFrame, boot=None, n_splits: int = 5,
         "learning": learning_table(records) if len(records) else None,
         "timing_prediction": rule_prediction(tm, model=timing_model, n_splits=n_splits, boot=boot) if len(tm) else None,
         "certificates": ({t: data.certify(t) for t in sorted(set(ex["task"]))} if certify and len(ex) else None),
+        "language": (pd.concat([complexity_surprise_regression(lang, mechanisms=lang_mechs, surprise=s, boot=boot)
+                                for s in sources], ignore_index=True)
+                     .drop_duplicates(["mechanism", "surprise_source"]) if lang_mechs else None),
+        "language_alignment": alignment_table(lang_adaptive, boot=boot) if len(lang_adaptive) else None,
     }
 
 
@@ -515,7 +617,7 @@ def thresholds() -> dict[str, float | str | tuple]:
                 ALIGN_CI_LO_MIN=ALIGN_CI_LO_MIN, EXTRAP_ACC_DROP_MIN=EXTRAP_ACC_DROP_MIN,
                 EXTRAP_DEPTH_INCREASE_MIN=EXTRAP_DEPTH_INCREASE_MIN, TIMING_DIRECTION=TIMING_DIRECTION,
                 TIMING_MARGIN=TIMING_MARGIN, TIMING_MIN_R2=TIMING_MIN_R2, TIMING_MIN_DEPTH_SD=TIMING_MIN_DEPTH_SD,
-                SANITY_TOL=SANITY_TOL, TASK_FRACTION=TASK_FRACTION,
+                SANITY_TOL=SANITY_TOL, TASK_FRACTION=TASK_FRACTION, LANGUAGE_MARGIN=LANGUAGE_MARGIN,
                 LEARN_FLOOR_GAP=LEARN_FLOOR_GAP, ROOM_MAX_FRACTION=ROOM_MAX_FRACTION, MIN_DEPTH_SD=MIN_DEPTH_SD)
 
 
