@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PROFILE ?= cpu
+PROFILE ?= cpu3
+STUDY_ARGS ?=  # e.g. --no-reuse (train from scratch instead of reusing the committed runs), --dry-run
 WORKERS ?= 2  # runs side by side (each run uses the profile's num_threads)
 export MPLBACKEND := agg
 
@@ -16,9 +17,9 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# Run the whole study (all notebooks, in order) on PROFILE (default: cpu).
+# Run the whole study (all notebooks, in order) on PROFILE (default: cpu3, the reference study).
 study: setup
-	$(PY) -m anira.study --profile $(PROFILE) --executor local --workers $(WORKERS)
+	$(PY) -m anira.study --profile $(PROFILE) --executor local --workers $(WORKERS) $(STUDY_ARGS)
 
 # Unit tests + every notebook executed by nbval on its default (smoke) parameters. As root on
 # Debian/Ubuntu, tests/test_slurm.py also brings up a local Slurm (scripts/slurm_local.sh) and runs
