@@ -19,6 +19,7 @@ T = TypeVar("T")
 # The decision mechanisms, defined once (model, trainer, analyses and figures import them from here).
 MECHANISMS = ("fixed", "early", "online", "oracle", "random")  # every mechanism, in the order figures use
 ADAPTIVE = ("early", "online")  # the two learned allocations (ANIRA-E, ANIRA-O), trained with the ponder loss
+VARYING = ADAPTIVE + ("oracle", "random")  # the mechanisms whose depth varies per token (the controls too)
 # Upper bound of every depth setting (max_depth, fixed_depth, eval_max_depth): the study uses at most 16 and a
 # step costs one block forward per iteration, so a typo like max_depth=500 (a 69 s step on a CPU) is refused.
 MAX_DEPTH = 32

@@ -10,8 +10,8 @@ thread; two run side by side (``--workers``). Finished runs are cached by config
 
 The floor is ``Task.floor``: the expected accuracy, per token, of a reader without multi-step
 computation (e.g. ``hops``: a 1-hop lookup, else a guess). The multi-step tokens
-(``Task.multi_step``) are those it cannot be sure of, where depth can pay. Bars, each printed with
-its verdict:
+(``Task.multi_step``) are those it cannot be sure of, where depth can pay. Bars (defined and judged
+in ``anira.analysis.learning``: ``diagnostic_bars``), each printed with its verdict:
   * fixed max depth at least 0.15 above the floor on the multi-step tokens (it computes);
   * fixed depth 1 at least 0.15 below fixed max depth on the multi-step tokens (the loop is used);
   * ``early`` and ``online`` within 0.05 of fixed max depth on the multi-step tokens (halting does
@@ -43,19 +43,15 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from anira.analysis.learning import LEARN_FLOOR_GAP  # noqa: E402
+from anira.analysis import load_records, select  # noqa: E402
+from anira.analysis.learning import diagnostic_bars, learning_table  # noqa: E402
 from anira.config import load_yaml  # noqa: E402
 from anira.tasks import task_class  # noqa: E402
 from anira.train import RunConfig, config_hash, run  # noqa: E402
-
-BARS = {"floor_gap": LEARN_FLOOR_GAP, "depth1_gap": 0.15, "adaptive_gap": 0.05, "cpu_min": 25.0}
-HOPS_BARS = {"max_in": 0.95, "max_per_hop": 0.90}  # hops: learned outright (issue "hops-learns")
-LANGUAGE_BARS = {"one_fact": 0.90, "grammar": 0.99, "free_ce_gap": 0.10, "adaptive_gap": 0.03}
 
 
 def run_configs(overrides: dict, only: list[str] | None) -> dict[str, RunConfig]:
@@ -79,19 +75,6 @@ def run_configs(overrides: dict, only: list[str] | None) -> dict[str, RunConfig]
     return {name: RunConfig.from_dict({**base, **v}, where=f"diagnostic run {name}") for name, v in variants.items()}
 
 
-def in_range_records(run_dir: Path) -> pd.DataFrame:
-    """The run's scored in-range tokens at the trained depth, with ``floor`` and ``multi_step``."""
-    rec = pd.read_csv(run_dir / "records.csv.gz")
-    rec = rec[(rec.split == "in") & (rec.eval_max_depth == rec.eval_max_depth.min())]
-    task = task_class(rec.task.iloc[0])
-    return rec.assign(floor=task.floor(rec), multi_step=task.multi_step(rec))
-
-
-def per_difficulty(rec: pd.DataFrame) -> pd.DataFrame:
-    """acc, floor and mean depth per difficulty."""
-    return rec.groupby("difficulty").agg(acc=("correct", "mean"), floor=("floor", "mean"), depth=("depth", "mean"))
-
-
 def curve(run_dir: Path, levels) -> pd.DataFrame:
     rows = [json.loads(l) for l in (run_dir / "log.jsonl").read_text().splitlines()]
     out = []
@@ -104,81 +87,39 @@ def curve(run_dir: Path, levels) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def language_verdicts(name: str, rec: pd.DataFrame) -> list[tuple[str, bool, str]]:
-    """The language bars on one run's in-range tokens: 1-fact answers, grammar tokens, and the
-    cross-entropy of the uniformly drawn free choices against their entropy ln(n_branching)."""
-    one = rec[(rec.kind == 2) & (rec.steps == 1)].correct.mean()
-    grammar = rec[rec.kind == 0].correct.mean()
-    free = rec[(rec.kind == 1) & (rec.uniform == 1)]
-    gap = free.loss.mean() - np.log(free.n_branching).mean()
-    b = LANGUAGE_BARS
-    return [(f"{name}: 1-fact answers >= {b['one_fact']}", one >= b["one_fact"], f"{one:.3f}"),
-            (f"{name}: grammar tokens >= {b['grammar']}", grammar >= b["grammar"], f"{grammar:.4f}"),
-            (f"{name}: uniform free choices' cross-entropy <= entropy + {b['free_ce_gap']} nats",
-             gap <= b["free_ce_gap"], f"{free.loss.mean():.3f} vs ln n {np.log(free.n_branching).mean():.3f} "
-                                      f"({gap:+.3f}) on {len(free):,} tokens")]
-
-
 def report(names: dict[str, Path]) -> bool:
-    """Print the table, the curves and the bars; True when every bar holds."""
+    """Print the table, the curves and the bars (``anira.analysis.learning.diagnostic_bars``);
+    True when every bar holds."""
     summaries = {n: json.loads((d / "summary.json").read_text()) for n, d in names.items()}
-    records = {n: in_range_records(d) for n, d in names.items()}
-    first = next(iter(records.values()))
+    records = select(load_records([d / "records.csv.gz" for d in names.values()]), split="in", eval_depth="train")
+    first = records[records.run_id == next(iter(names.values())).name]
     task_name = first.task.iloc[0]
+    task = task_class(task_name)
+    floor, multi = task.floor(first), task.multi_step(first)
     levels = sorted(first.difficulty.unique())
+    learned = learning_table(records).set_index("run_id")
     rows = []
     for n, s in summaries.items():
-        rec, t = records[n], per_difficulty(records[n])
+        rec = records[records.run_id == names[n].name]
+        by = rec.groupby("difficulty").agg(acc=("correct", "mean"), depth=("depth", "mean"))
         row = {"run": n, "steps": s["steps"], "cpu_min": s.get("train_cpu_s", float("nan")) / 60,
-               "acc_in": s["in"]["acc"], "acc_multi": rec.correct[rec.multi_step].mean(),
+               "acc_in": s["in"]["acc"], "acc_multi": learned.loc[names[n].name, "acc_multi"],
                "depth_in": s["in"]["mean_depth"], "rho": s["in"].get("rho"), "halt_start": s.get("halt_start")}
-        for h in levels:
-            row[f"acc{h}"] = t.acc.get(h)
-        for h in levels:
-            row[f"depth{h}"] = t.depth.get(h)
+        row.update({f"acc{h}": by.acc.get(h) for h in levels})
+        row.update({f"depth{h}": by.depth.get(h) for h in levels})
         rows.append(row)
-    floor = first.floor
-    floor_row = {"run": "floor", "acc_in": floor.mean(), "acc_multi": floor[first.multi_step].mean(),
+    floor_row = {"run": "floor", "acc_in": floor.mean(), "acc_multi": floor[multi].mean(),
                  **{f"acc{h}": floor[first.difficulty == h].mean() for h in levels}}
-    table = pd.DataFrame(rows + [floor_row])
     pd.set_option("display.width", 250)
     print(f"task {task_name}: in-range accuracy and mean depth per difficulty (real early exit, trained depth)")
-    print(f"floor: the reader that {task_class(task_name).floor_reader}; acc_multi: on the "
-          f"{int(first.multi_step.sum())} multi-step tokens of {len(first)} scored")
-    print(table.round(3).to_string(index=False), end="\n\n")
+    print(f"floor: the reader that {task.floor_reader}; acc_multi: on the "
+          f"{int(multi.sum())} multi-step tokens of {len(first)} scored")
+    print(pd.DataFrame(rows + [floor_row]).round(3).to_string(index=False), end="\n\n")
     for n, d in names.items():
         print(f"learning curve: {n}")
         print(curve(d, levels).round(3).to_string(index=False), end="\n\n")
-
-    verdicts = []
-    fixed_max = next((n for n in names if n.startswith("fixed") and n != "fixed1"), None)
-    by = {r["run"]: r for r in rows}
-    if fixed_max:
-        m = by[fixed_max]
-        gap = m["acc_multi"] - floor_row["acc_multi"]
-        verdicts.append((f"{fixed_max} >= {BARS['floor_gap']} above the floor on multi-step tokens",
-                         gap >= BARS["floor_gap"], f"{m['acc_multi']:.3f} vs {floor_row['acc_multi']:.3f} ({gap:+.3f})"))
-        if "fixed1" in by:
-            gap = m["acc_multi"] - by["fixed1"]["acc_multi"]
-            verdicts.append((f"fixed1 >= {BARS['depth1_gap']} below {fixed_max} on multi-step tokens",
-                             gap >= BARS["depth1_gap"], f"{by['fixed1']['acc_multi']:.3f} ({gap:+.3f} below)"))
-        if task_name == "hops":
-            hops = [h for h in levels if h in (1, 2, 3, 4)]
-            verdicts.append((f"{fixed_max}: in-range >= {HOPS_BARS['max_in']}", m["acc_in"] >= HOPS_BARS["max_in"],
-                             f"{m['acc_in']:.3f}"))
-            worst = min(m[f"acc{h}"] for h in hops)
-            verdicts.append((f"{fixed_max}: every hop count 1-4 >= {HOPS_BARS['max_per_hop']}",
-                             worst >= HOPS_BARS["max_per_hop"], f"lowest {worst:.3f}"))
-        if task_name == "language":
-            verdicts += language_verdicts(fixed_max, records[fixed_max])
-        adaptive_gap = LANGUAGE_BARS["adaptive_gap"] if task_name == "language" else BARS["adaptive_gap"]
-        for n in ("early", "online"):
-            if n in by:
-                gap = m["acc_multi"] - by[n]["acc_multi"]
-                verdicts.append((f"{n} within {adaptive_gap} of {fixed_max} on multi-step tokens",
-                                 gap <= adaptive_gap, f"{by[n]['acc_multi']:.3f} ({gap:+.3f} below)"))
-    for n, r in by.items():
-        verdicts.append((f"{n} <= {BARS['cpu_min']:.0f} CPU-minutes", r["cpu_min"] <= BARS["cpu_min"], f"{r['cpu_min']:.1f}"))
+    verdicts = diagnostic_bars(records, {n: d.name for n, d in names.items()},
+                               {n: r["cpu_min"] for n, r in zip(summaries, rows)})
     print("bars")
     for what, ok, value in verdicts:
         print(f"  {'PASS' if ok else 'FAIL'}  {what}: {value}")

@@ -1,4 +1,4 @@
-"""scripts/learning_diagnostic.py at toy scale: it trains the four runs once, reads them back
+"""scripts/learning_diagnostic.py (a command over ``anira.analysis.learning.diagnostic_bars``) at toy scale: it trains the four runs once, reads them back
 without training, prints the per-hop table beside the floor and a verdict per bar, and refuses bad
 input before anything is written."""
 import importlib.util
@@ -126,7 +126,8 @@ def test_language_bars_judge_one_fact_answers_grammar_and_free_choice_entropy():
     import numpy as np
     import pandas as pd
 
-    diag = load_script()
+    from anira.analysis.learning import language_bars
+
     rec = pd.DataFrame({
         "kind": [0] * 100 + [1] * 100 + [2] * 100,
         "steps": [0] * 200 + [1] * 50 + [2] * 50,
@@ -135,9 +136,9 @@ def test_language_bars_judge_one_fact_answers_grammar_and_free_choice_entropy():
         "correct": [True] * 100 + [False] * 100 + [True] * 46 + [False] * 4 + [True] * 50,
         "loss": [0.0] * 100 + [float(np.log(6))] * 100 + [0.0] * 100,
     })
-    ok = diag.language_verdicts("fixed6", rec)
+    ok = language_bars("fixed6", rec)
     assert [v[1] for v in ok] == [True, True, True] and "0.920" in ok[0][2]
     worse = rec.assign(loss=np.where(rec.kind == 1, np.log(6) + 0.2, rec.loss))
-    assert [v[1] for v in diag.language_verdicts("fixed6", worse)] == [True, True, False]
+    assert [v[1] for v in language_bars("fixed6", worse)] == [True, True, False]
     missed = rec.assign(correct=np.where(rec.kind == 0, np.arange(300) % 50 != 0, rec.correct))
-    assert [v[1] for v in diag.language_verdicts("fixed6", missed)] == [True, False, True]
+    assert [v[1] for v in language_bars("fixed6", missed)] == [True, False, True]

@@ -41,6 +41,7 @@ import pandas as pd
 from anira.analysis._stats import (BootstrapConfig, _runs, check_columns, check_one_config, diff_ci, group_rng,
                                    mean_by, nanmean, percentile_ci, resample_counts, run_clusters, seed_sd, select,
                                    spearman_by, token_floor)
+from anira.config import VARYING
 
 KIND_NAMES = {0: "grammar", 1: "free", 2: "answer"}  # language `kind` codes
 
@@ -132,7 +133,7 @@ def reference_surprise(records: pd.DataFrame, reference_mechanism: str = "fixed"
 
 
 def complexity_vs_surprise(records: pd.DataFrame, task: str = "language",
-                           mechanisms: Sequence[str] = ("early", "online", "oracle", "random"),
+                           mechanisms: Sequence[str] = VARYING,
                            surprise: Literal["reference", "own"] = "reference", reference_mechanism: str = "fixed",
                            depth_col: str = "depth", boot: BootstrapConfig | None = None) -> pd.DataFrame:
     """Does depth follow complexity (difficulty) or surprise (loss)? See the module docstring.
@@ -201,7 +202,7 @@ def _follows(lo: np.ndarray, dlo: float, dhi: float) -> str:
 
 
 def complexity_surprise_regression(records: pd.DataFrame, task: str = "language",
-                                   mechanisms: Sequence[str] = ("early", "online", "oracle", "random"),
+                                   mechanisms: Sequence[str] = VARYING,
                                    surprise: Literal["reference", "own", "generator"] = "reference",
                                    reference_mechanism: str = "fixed", depth_col: str = "depth",
                                    boot: BootstrapConfig | None = None) -> pd.DataFrame:

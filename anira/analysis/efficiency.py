@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from anira.config import ADAPTIVE
+from anira.config import ADAPTIVE, VARYING
 
 SUMMARY_KEYS: dict[str, tuple[str, ...]] = {  # canonical field -> dotted keys tried in order
     "run_id": ("run_id", "config_hash"),
@@ -135,7 +135,7 @@ def pareto(summaries: Sequence[Mapping[str, Any]] | pd.DataFrame, mechanisms: Se
 
 
 def speedup_table(summaries: Sequence[Mapping[str, Any]] | pd.DataFrame,
-                  mechanisms: Sequence[str] = ("early", "online", "oracle", "random"), aggregate: bool = True) -> pd.DataFrame:
+                  mechanisms: Sequence[str] = VARYING, aggregate: bool = True) -> pd.DataFrame:
     """Realized wall-clock speed-up of real early exit vs the ideal max_depth / mean_depth.
 
     Per run: task, mechanism, seed, beta, max_depth, mean_depth, ideal_speedup, wall_time,

@@ -12,7 +12,7 @@ the only tokens on which depth can pay. A run at the floor answers like that rea
 and its extrapolation say nothing about the paper's findings: the claims call its rows
 "untestable (not learned)" instead of "reproduced" or "not reproduced".
 
-LEARN_FLOOR_GAP = 0.15 is the floor bar of the learning diagnostic (``scripts/learning_diagnostic.py``),
+LEARN_FLOOR_GAP = 0.15 is the floor bar of the learning diagnostic (``diagnostic_bars``),
 fixed with it before the study: about ten standard errors of an accuracy over the ~1,000 multi-step
 tokens of a frozen evaluation set (sd <= 0.5 / sqrt(1000) = 0.016), and more than the seed-to-seed
 spread measured on ``hops``. A gap that size is not noise; a smaller one is not evidence of learning.
@@ -41,6 +41,13 @@ import pandas as pd
 from anira.analysis._stats import _fixed_depths, check_columns, select
 
 LEARN_FLOOR_GAP = 0.15  # acc_multi must be >= floor_multi + this (the diagnostic's floor bar)
+# The other bars of the learning diagnostic (scripts/learning_diagnostic.py), judged on the four runs
+# of one recipe (fixed 1, fixed max depth, early, online) by ``diagnostic_bars``:
+DEPTH1_GAP = 0.15  # fixed depth 1 at least this far below fixed max depth on the multi-step tokens
+ADAPTIVE_GAP = 0.05  # early and online within this of fixed max depth on the multi-step tokens
+CPU_MINUTES_MAX = 25.0  # each run's training, in CPU-minutes (``train_cpu_s`` of its summary)
+HOPS_BARS = {"max_in": 0.95, "max_per_hop": 0.90}  # hops, fixed max depth: learned outright
+LANGUAGE_BARS = {"one_fact": 0.90, "grammar": 0.99, "free_ce_gap": 0.10, "adaptive_gap": 0.03}
 ROOM_MAX_FRACTION = 0.85  # an adaptive run has room when its in-range answer depth <= this x max_depth
 MIN_DEPTH_SD = 0.2  # below this SD of the in-range answer depth, depth does not vary (see claims)
 _TOL = 1e-9  # an accuracy exactly at the bar passes ("at least"), whatever the float rounding
@@ -106,6 +113,70 @@ def learning_table(records: pd.DataFrame) -> pd.DataFrame:
     if len(out):
         out = out.sort_values(["task", "mechanism", "fixed_depth", "seed"], na_position="first", kind="stable")
     return out.reset_index(drop=True)
+
+
+def language_bars(name: str, rec: pd.DataFrame) -> list[tuple[str, bool, str]]:
+    """The language bars on one run's in-range tokens (records of the `language` task): 1-fact
+    answers, grammar tokens, and the cross-entropy of the uniformly drawn free choices against
+    their entropy ln(n_branching). (bar, passed, value) per bar; ``name`` labels the run."""
+    one = rec[(rec.kind == 2) & (rec.steps == 1)].correct.mean()
+    grammar = rec[rec.kind == 0].correct.mean()
+    free = rec[(rec.kind == 1) & (rec.uniform == 1)]
+    gap = free.loss.mean() - np.log(free.n_branching).mean()
+    b = LANGUAGE_BARS
+    return [(f"{name}: 1-fact answers >= {b['one_fact']}", bool(one >= b["one_fact"]), f"{one:.3f}"),
+            (f"{name}: grammar tokens >= {b['grammar']}", bool(grammar >= b["grammar"]), f"{grammar:.4f}"),
+            (f"{name}: uniform free choices' cross-entropy <= entropy + {b['free_ce_gap']} nats",
+             bool(gap <= b["free_ce_gap"]), f"{free.loss.mean():.3f} vs ln n {np.log(free.n_branching).mean():.3f} "
+                                            f"({gap:+.3f}) on {len(free):,} tokens")]
+
+
+def diagnostic_bars(records: pd.DataFrame, names: dict[str, str], cpu_minutes: dict[str, float]
+                    ) -> list[tuple[str, bool, str]]:
+    """The learning diagnostic's bars on the runs of one recipe, (bar, passed, value) each.
+
+    ``records``: the runs' records; ``names``: display name -> run_id, with "fixed1" for fixed
+    depth 1, "fixed<S>" for fixed max depth, "early" and "online" (any subset);
+    ``cpu_minutes``: display name -> training CPU-minutes. Bars: fixed max depth
+    LEARN_FLOOR_GAP above the floor on the multi-step tokens (``learning_table``); fixed 1 at least
+    DEPTH1_GAP below it; early and online within ADAPTIVE_GAP of it (``language``:
+    LANGUAGE_BARS["adaptive_gap"]); `hops` also HOPS_BARS on fixed max depth, `language` also
+    ``language_bars``; every run at most CPU_MINUTES_MAX.
+    """
+    table = learning_table(records).set_index("run_id")
+    acc = {n: float(table.loc[r, "acc_multi"]) for n, r in names.items()}
+    floor = float(table["floor_multi"].iloc[0])
+    task = str(table["task"].iloc[0])
+    out: list[tuple[str, bool, str]] = []
+    fixed_max = next((n for n in names if n.startswith("fixed") and n != "fixed1"), None)
+    if fixed_max:
+        m = acc[fixed_max]
+        out.append((f"{fixed_max} >= {LEARN_FLOOR_GAP} above the floor on multi-step tokens",
+                    bool(m - floor >= LEARN_FLOOR_GAP - _TOL), f"{m:.3f} vs {floor:.3f} ({m - floor:+.3f})"))
+        if "fixed1" in acc:
+            gap = m - acc["fixed1"]
+            out.append((f"fixed1 >= {DEPTH1_GAP} below {fixed_max} on multi-step tokens",
+                        bool(gap >= DEPTH1_GAP - _TOL), f"{acc['fixed1']:.3f} ({gap:+.3f} below)"))
+        run = select(records, split="in", eval_depth="train", run_id=names[fixed_max])
+        if task == "hops":
+            in_acc = float(run["correct"].mean())
+            out.append((f"{fixed_max}: in-range >= {HOPS_BARS['max_in']}", in_acc >= HOPS_BARS["max_in"],
+                        f"{in_acc:.3f}"))
+            worst = float(run[run["difficulty"].isin([1, 2, 3, 4])].groupby("difficulty")["correct"].mean().min())
+            out.append((f"{fixed_max}: every hop count 1-4 >= {HOPS_BARS['max_per_hop']}",
+                        worst >= HOPS_BARS["max_per_hop"], f"lowest {worst:.3f}"))
+        if task == "language":
+            out += language_bars(fixed_max, run)
+        bar = LANGUAGE_BARS["adaptive_gap"] if task == "language" else ADAPTIVE_GAP
+        for n in ("early", "online"):
+            if n in acc:
+                gap = m - acc[n]
+                out.append((f"{n} within {bar} of {fixed_max} on multi-step tokens", bool(gap <= bar + _TOL),
+                            f"{acc[n]:.3f} ({gap:+.3f} below)"))
+    for n in names:
+        out.append((f"{n} <= {CPU_MINUTES_MAX:.0f} CPU-minutes", bool(cpu_minutes[n] <= CPU_MINUTES_MAX),
+                    f"{cpu_minutes[n]:.1f}"))
+    return out
 
 
 def _depth_use(run: pd.DataFrame, is_fixed: bool) -> dict:

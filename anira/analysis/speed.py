@@ -33,7 +33,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-MEASURED = ("early", "online", "oracle", "random")  # mechanisms whose depth varies per token
+from anira.config import VARYING
+
+MEASURED = VARYING  # mechanisms whose depth varies per token
 
 
 @torch.no_grad()
