@@ -322,8 +322,7 @@ class RecurrentBlock(nn.Module):
         h = LN_s(b + MLP(LN_2 b))                                ``finish``
 
     ``inputs`` and ``finish`` are position-wise, so real early exit calls them on the active rows
-    only (``anira.fastpath.RealExit``); a variant of the block overrides them (see
-    scripts/hops_probe.py).
+    only (``anira.fastpath.RealExit``).
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -675,7 +674,7 @@ class AniraModel(nn.Module):
         self.conv = nn.Conv1d(D, D, cfg.conv_width, padding=cfg.conv_width - 1) if cfg.conv_width else None
         self.prelude = nn.ModuleList(Layer(cfg) for _ in range(cfg.n_prelude if cfg.prelude_in_loop else 0))
         self.ln_e = nn.LayerNorm(D) if cfg.state_norm else nn.Identity()
-        self.core = self.make_core(cfg)
+        self.core = RecurrentBlock(cfg)  # the shared block, applied at every step
         self.coda = nn.ModuleList(Layer(cfg) for _ in range(cfg.n_coda))
         self.ln_f = nn.LayerNorm(D)
         self.head = nn.Linear(D, cfg.vocab_size, bias=False)
@@ -689,12 +688,6 @@ class AniraModel(nn.Module):
         self.ln_r = nn.LayerNorm(D) if own else None
         self.block_calls_total = 0  # running count of recurrent-block token invocations (all forwards)
         self._init_weights()
-
-    def make_core(self, cfg: ModelConfig) -> nn.Module:
-        """The shared block (hook for variants, e.g. scripts/hops_probe.py). Any module with
-        ``inject(e)`` and ``forward(h, e, n, pos, u)`` runs in dense mode; masked mode needs
-        nothing more; exit and frozen also call ``RecurrentBlock``'s pieces."""
-        return RecurrentBlock(cfg)
 
     def _init_weights(self) -> None:
         if self.cfg.init == "gpt2":  # else the modules keep PyTorch's default init
@@ -710,11 +703,11 @@ class AniraModel(nn.Module):
                 if name.endswith("wo.weight") or name.endswith("mlp.proj.weight"):
                     nn.init.normal_(p, std=0.02 / math.sqrt(n_res))
         D = self.cfg.d_model
-        for block in self.modules():  # one RecurrentBlock, or several in a variant core (make_core)
-            if isinstance(block, RecurrentBlock) and block.adapter is not None:
-                with torch.no_grad():  # the adapter starts as z = h + e (residual-like recurrence)
-                    block.adapter.weight.copy_(torch.cat([torch.eye(D), torch.eye(D)], dim=1))
-                    block.adapter.weight.add_(0.02 * torch.randn_like(block.adapter.weight))
+        adapter = self.core.adapter
+        if adapter is not None:
+            with torch.no_grad():  # the adapter starts as z = h + e (residual-like recurrence)
+                adapter.weight.copy_(torch.cat([torch.eye(D), torch.eye(D)], dim=1))
+                adapter.weight.add_(0.02 * torch.randn_like(adapter.weight))
         if self.halt is not None:
             nn.init.zeros_(self.halt.weight)
             nn.init.constant_(self.halt.bias, self.cfg.halt_bias_init)

@@ -23,23 +23,30 @@ from torch.profiler import ProfilerActivity, profile, record_function
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from anira.analysis.speed import dense_forward  # noqa: E402
-from anira.model import AniraModel, ModelConfig, RecurrentBlock  # noqa: E402
+from anira.model import AniraModel, ModelConfig  # noqa: E402
 
 
-class LabelledBlock(RecurrentBlock):
-    """The library's block, each full (dense) step inside a ``record_function`` label."""
+def label_forward(module: torch.nn.Module, name: str) -> None:
+    """Every ``module(...)`` call (a full, dense step of the block) inside a ``record_function``
+    label, through forward hooks: the module and its numbers are unchanged."""
+    def enter(m, args):
+        m._label = record_function(name)
+        m._label.__enter__()
 
-    def forward(self, *a, **k):
-        with record_function("loop step (dense)"):
-            return super().forward(*a, **k)
+    def leave(m, args, out):
+        m._label.__exit__(None, None, None)
+
+    module.register_forward_pre_hook(enter)
+    module.register_forward_hook(leave)
 
 
 class LabelledModel(AniraModel):
-    """AniraModel with ``record_function`` labels around its embedding and read-out, and the
-    labelled block (``AniraModel.make_core``); the same weights and numbers as AniraModel."""
+    """AniraModel with ``record_function`` labels around its embedding, its block's dense steps
+    and its read-out; the same weights and numbers as AniraModel."""
 
-    def make_core(self, cfg: ModelConfig) -> RecurrentBlock:
-        return LabelledBlock(cfg)
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        label_forward(self.core, "loop step (dense)")
 
     def embed(self, input_ids):
         with record_function("embed+prelude"):
