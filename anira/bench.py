@@ -255,7 +255,7 @@ def bench_early_exit(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 # depth histograms over 1..6 (every position of a 32-sequence evaluation batch, padding included)
 # of adaptive runs that the study trains: ``learned`` is the online run of `hops` seed 0 of the cpu3
-# study; ``deep`` has the mean depth (5.8 of 6) of the online/early/random runs of the cpu study,
+# study; ``deep`` has the mean depth (5.8 of 6) of the online/early/random runs of the second cpu study,
 # where real exit used to be slower than dense; ``full`` runs every token to the end (only the
 # overhead of real exit). The oracle's depths come from the task's own evaluation batch.
 EXIT_DEPTHS: dict[str, tuple[float, ...]] = {

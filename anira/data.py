@@ -278,28 +278,23 @@ def check(root: str | os.PathLike | None = None, tasks: Iterable[str] = TASK_NAM
     return problems
 
 
-EARLIER = ("v1", "v2", "v3")  # the earlier designs whose sets committed results were scored on
+EARLIER = ("v2", "v3")  # the earlier designs whose sets committed diagnostic runs were scored on
 
 
-def earlier_params(design: str = "v1") -> dict[str, dict[str, dict]]:
+def earlier_params(design: str) -> dict[str, dict[str, dict]]:
     """Task parameters of an earlier design that committed results were scored on.
 
-    ``v1``: `hops` before its dense design, `addition` before its single training width and open
-    chains, `toposort` before its 16-label pool (the first `cpu` reference study, up to commit
-    352bed3). ``v2``: before the extrapolation sets were certified to need more steps than training
-    (the second `cpu` reference study, commit 18ea01f, whose results are in ``data/results/cpu``).
-    ``v3``: `addition` at one width without column hints (``addition.PLAIN_DESIGN``; the learning
-    diagnostic in ``data/results/addition_diagnostic`` was scored on it); the other tasks as now.
-    ``--earlier DESIGN`` writes their sets, e.g. into a separate root to redraw that study with
-    ``ANIRA_DATA`` pointing there."""
+    ``v2``: before the extrapolation sets were certified to need more steps than training (the
+    second `cpu` reference study, commit 18ea01f; the learning diagnostics in
+    ``data/results/{hops,addition,toposort}_diagnostic`` were scored on it). ``v3``: `addition` at
+    one width without column hints (``addition.PLAIN_DESIGN``; the depth-used diagnostic's addition
+    runs were scored on it); the other tasks as now. ``--earlier DESIGN`` writes their sets, e.g.
+    into a separate root to rescore those runs with ``ANIRA_DATA`` pointing there. (The first
+    study's designs, v1, are in the git history: README, "Earlier studies".)"""
     from anira.config import check_choice
     from anira.tasks import addition, hops, toposort
 
     check_choice("design", design, EARLIER)
-    if design == "v1":
-        return {"hops": {"train": hops.EARLIER_DESIGN, "extrap": hops.EARLIER_EXTRAP},
-                "addition": {"train": addition.EARLIER_DESIGN, "extrap": addition.EARLIER_EXTRAP},
-                "toposort": {"train": toposort.EARLIER_DESIGN, "extrap": toposort.EARLIER_EXTRAP}}
     if design == "v3":
         return {"addition": {"train": addition.PLAIN_DESIGN, "extrap": addition.PLAIN_EXTRAP}}
     return {"hops": {"train": hops.STUDY2_DESIGN, "extrap": hops.STUDY2_EXTRAP},
@@ -361,10 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="regenerate in a temporary directory and compare sha256")
     ap.add_argument("--root", default=None, help="data root (default: $ANIRA_DATA or the repository's data/)")
     ap.add_argument("--tasks", nargs="+", default=list(TASK_NAMES), help=f"tasks (default: all of {list(TASK_NAMES)})")
-    ap.add_argument("--earlier", nargs="?", const="v1", default=None, choices=EARLIER, metavar="DESIGN",
-                    help=f"write an earlier design's sets ({', '.join(EARLIER)}; v1 without a value: see "
-                         "anira.data.earlier_params) instead of the current ones; use it with --root, never on the "
-                         "repository's data/")
+    ap.add_argument("--earlier", default=None, choices=EARLIER, metavar="DESIGN",
+                    help=f"write an earlier design's sets ({', '.join(EARLIER)}: see anira.data.earlier_params) "
+                         "instead of the current ones; use it with --root, never on the repository's data/")
     ap.add_argument("--certify", action="store_true",
                     help="run each algorithmic task's bounded reader on its frozen sets and print the certificate")
     args = ap.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Run the whole study for one profile: ``python -m anira.study --profile cpu``.
+"""Run the whole study for one profile: ``python -m anira.study --profile cpu3``.
 
 Every notebook of the profile runs in order through papermill; the training notebook once per run
 of the sweep. Finished runs are cached under ``runs/<profile>/runs/<config_hash>/`` and skipped;
@@ -6,11 +6,11 @@ interrupted ones resume; finished runs committed under ``data/results/<profile>/
 their weights) are copied into the cache first and not trained again (``--no-reuse``). Examples::
 
     python -m anira.study --profile smoke --dry-run            # the plan (runs, hashes, cached or not), estimated time
-    python -m anira.study --profile cpu --executor local --workers 2
+    python -m anira.study --profile cpu3 --executor local --workers 2
     python -m anira.study --profile full --executor slurm --partition gpu --time 240 --gpus 1
-    python -m anira.study --profile cpu --only-notebooks 03,04 # re-run two analyses on finished runs
-    python -m anira.study --profile cpu --export-to data/results  # copy the results and weights to commit
-    python -m anira.study --profile cpu --results-from data/results --only-notebooks 3,4,5,6,7  # redraw the figures
+    python -m anira.study --profile cpu3 --only-notebooks 03,04 # re-run two analyses on finished runs
+    python -m anira.study --profile cpu3 --export-to data/results  # copy the results and weights to commit
+    python -m anira.study --profile cpu3 --results-from data/results --only-notebooks 3,4,5,6,7  # redraw the figures
 
 Exit status: 0 done, 1 some runs or notebooks failed (rerun to resume), 2 bad input (nothing ran).
 """

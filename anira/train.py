@@ -230,7 +230,7 @@ def load_eval_sets(task: str, n_fallback: int = 512) -> dict[str, list[Example]]
     """The frozen evaluation sets {"in": ..., "out": ..., and the task's own splits (``Task.ranges``,
     e.g. `addition`'s "wide")} of the task named ``task``; "in" and "out" are generated (with a
     warning) if missing; a task's own split is evaluated where the data folder holds it (an earlier
-    design's folder, ``python -m anira.data --earlier``, has only "in" and "out")."""
+    design's folder, ``python -m anira.data --earlier DESIGN``, has only "in" and "out")."""
     sets: dict[str, list[Example]] = {}
     for j, (split, rng_name) in enumerate(task_class(task).ranges.items()):
         seed = 10_001 + j

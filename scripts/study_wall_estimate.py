@@ -2,8 +2,8 @@
 with each run's measured time (the logic is ``anira.pipeline.estimate``; ``--dry-run`` of the
 driver prints the same kind of estimate for a study not yet run).
 
-    python scripts/study_wall_estimate.py --profile cpu --runs-root data/results
-    python scripts/study_wall_estimate.py --profile cpu --runs-root data/results --waves
+    python scripts/study_wall_estimate.py --profile cpu3 --runs-root data/results
+    python scripts/study_wall_estimate.py --profile cpu3 --runs-root data/results --waves
 """
 from __future__ import annotations
 

@@ -145,43 +145,19 @@ def test_bench_data_section_runs_and_reports_errors(tmp_path, monkeypatch, capsy
 
 
 def test_earlier_design_sets_written_apart_and_refused_on_the_repository(tmp_path):
-    """--earlier writes the hops sets of the earlier design (what the previous cpu reference study was scored
-    on) under another root; on the repository's data/ it is refused before anything is written."""
-    from anira.tasks.hops import EARLIER_DESIGN, HopsConfig, HopsTask
+    """--earlier writes the hops sets of an earlier design (what the second cpu reference study and
+    the hops learning diagnostic were scored on) under another root; on the repository's data/ it
+    is refused before anything is written."""
+    from anira.tasks.hops import STUDY2_DESIGN, HopsConfig, HopsTask
 
-    assert data.main(["--earlier", "--root", str(tmp_path), "--tasks", "hops"]) == 0
+    assert data.main(["--earlier", "v2", "--root", str(tmp_path), "--tasks", "hops"]) == 0
     exs = data.load_eval_set("hops", "in", root=tmp_path)
     assert [e.to_json() for e in exs] == [
-        e.to_json() for e in HopsTask(HopsConfig(**EARLIER_DESIGN)).generate(data.EVAL_COUNT, data.eval_seed("hops", "in"))]
+        e.to_json() for e in HopsTask(HopsConfig(**STUDY2_DESIGN)).generate(data.EVAL_COUNT, data.eval_seed("hops", "in"))]
     before = (REPO_DATA / data.MANIFEST).read_bytes()
     with pytest.raises(SystemExit) as exc:
-        data.main(["--earlier", "--root", str(REPO_DATA), "--tasks", "hops"])
+        data.main(["--earlier", "v2", "--root", str(REPO_DATA), "--tasks", "hops"])
     assert exc.value.code == 2 and (REPO_DATA / data.MANIFEST).read_bytes() == before
-
-
-# What the previous reference study (data/results/cpu up to commit 352bed3, before the per-task
-# recipes) recorded as `inputs_sha256` for each task: its sets were made from the earlier designs.
-PREVIOUS_STUDY_FINGERPRINTS = {
-    "hops": "a86145d5dd9840a46acd2e29fd6eb2564db895dcf53b50cccaadf0abe05c76b1",
-    "addition": "ea91136a294c1ee221d0391e6c155dca994cada8eacf6afa672459adc149f30d",
-    "toposort": "9680e3b57143462f1a0140712eedf0e76c1e522c3c53c754a66c7224a4fd4a01",
-}
-
-
-@pytest.mark.parametrize("task", sorted(PREVIOUS_STUDY_FINGERPRINTS))
-def test_earlier_designs_regenerate_the_previous_studys_data(task):
-    """The earlier designs (``anira.data.earlier_params``) still generate exactly the frozen sets
-    the previous reference study was scored on, so that study (in the git history) can be redrawn
-    with ``python -m anira.data --earlier --root DIR`` and ``ANIRA_DATA=DIR``; the current design's
-    sets are different data."""
-    from anira.train import eval_sets_sha256
-
-    params = data.earlier_params("v1")[task]
-    sets = {split: make_task(task, range=rng, **params[rng]).generate(data.EVAL_COUNT, data.eval_seed(task, split))
-            for split, rng in (("in", "train"), ("out", "extrap"))}
-    assert eval_sets_sha256(sets) == PREVIOUS_STUDY_FINGERPRINTS[task]
-    current = {split: data.load_eval_set(task, split) for split in data.task_splits(task)}
-    assert eval_sets_sha256(current) != PREVIOUS_STUDY_FINGERPRINTS[task]
 
 
 def test_v3_design_regenerates_the_plain_addition_sets(tmp_path):

@@ -284,10 +284,10 @@ def test_papermill_reads_every_declared_parameter(name):
 def test_check_profile_names_the_allowed_profiles():
     from anira.notebook import check_profile
 
-    check_profile("nb", "cpu", "../figures/smoke")
+    check_profile("nb", "cpu3", "../figures/smoke")
     check_profile("nb", "mine", "/elsewhere/figures/mine")  # a profile file outside profiles/
     with pytest.raises(ValueError, match=r"nb: parameter profile = 'smok' is not a profile; allowed values: "
-                                         r"\['cpu', 'cpu3', 'full', 'smoke'\]"):
+                                         r"\['cpu3', 'full', 'smoke'\]"):
         check_profile("nb", "smok", "../figures/smoke")
 
 
@@ -342,7 +342,7 @@ def test_papermill_run_config_of_the_wrong_type_is_refused(tmp_path):
     (["-p", "n_stats", "abc"], ["01_tasks: parameter n_stats = 'abc' has the wrong type; expected int "
                                 "(the notebook's default is 200)"]),
     (["-p", "profile", "smok"], ["01_tasks: parameter profile = 'smok' is not a profile; allowed values: "
-                                 "['cpu', 'cpu3', 'full', 'smoke', 'figs']"]),
+                                 "['cpu3', 'full', 'smoke', 'figs']"]),
 ])
 def test_papermill_01_tasks_refuses_before_writing_figures(tmp_path, args, parts):
     figs = tmp_path / "figs"

@@ -226,7 +226,7 @@ def test_hash_stable_matches_trainer_and_changes_with_parameters(tmp_path):
     assert set(ha) <= set(hc) and len(set(hc) - set(ha)) == 4
 
 
-@pytest.mark.parametrize("name", ["smoke", "cpu", "cpu3", "full"])
+@pytest.mark.parametrize("name", ["smoke", "cpu3", "full"])
 def test_shipped_profiles_validate_with_the_real_trainer(name):
     nb_dir = REPO / "notebooks"
     check = all((nb_dir / f"{nb}.ipynb").exists() for nb in ("01_tasks", "02_train"))
@@ -241,8 +241,7 @@ def test_study_profiles_carry_each_tasks_measured_recipe(name):
     """Every early, online, oracle and random run of the cpu3 and full profiles has its task's
     ``adaptive_recipe`` (the controls differ from online only in the decision); fixed-depth runs
     have none of it (nothing halts). The cpu3 profile also has each ``Task.recipe`` on every run;
-    the full profile too, except that it trains longer and with larger batches than any recipe.
-    (The second study's `cpu` profile keeps the recipes its committed runs were trained with.)"""
+    the full profile too, except that it trains longer and with larger batches than any recipe."""
     import dataclasses
     import types
 
@@ -261,7 +260,7 @@ def test_study_profiles_carry_each_tasks_measured_recipe(name):
         for key, value in task.adaptive_recipe.items():
             assert getattr(cfg, key) == (value if adaptive else defaults[key]), (cfg.task, cfg.mechanism, key)
         for key, value in task.recipe.items():
-            if name in ("cpu", "cpu3"):
+            if name == "cpu3":
                 assert getattr(cfg, key) == value, (cfg.task, cfg.mechanism, key)
             elif key in ("steps", "batch_size"):  # paper scale: longer, and larger batches
                 assert getattr(cfg, key) > value, (cfg.task, key)
@@ -542,39 +541,15 @@ def test_killing_the_driver_loses_only_the_current_step(tmp_path, executor, monk
     assert man["status"] == "complete" and len(attempts(layout.run_dir(h))) == 2
 
 
-def test_committed_reference_results_are_the_cpu_profile(tmp_path, monkeypatch):
-    """data/results/cpu holds exactly the runs profiles/cpu.yaml plans, all finished, on the data
-    they were scored on (the second study's design, ``python -m anira.data --earlier v2``: on the
-    current frozen sets the driver refuses them), and its manifest records this profile file: a
-    change to the profile that is not followed by a rerun (and export) of the reference study fails
-    here. The profile file the study was run with is also kept beside it (data/results/cpu/cpu.yaml)."""
-    from anira import data
-
-    root = Path(__file__).resolve().parents[1] / "data" / "results"
-    if not (root / "cpu" / "runs").is_dir():
-        pytest.skip("no committed cpu results in this checkout")
-    layout = Layout("cpu", runs_root=root)
-    with pytest.raises(ValueError, match="was evaluated on other data"):
-        driver_mod.make_plan(load_profile("cpu"), layout)
-    assert data.main(["--earlier", "v2", "--root", str(tmp_path)]) == 0
-    monkeypatch.setenv("ANIRA_DATA", str(tmp_path))
-    plan = driver_mod.make_plan(load_profile("cpu"), layout)
-    assert [p.spec.label() for p in plan if p.state != "done"] == []
-    committed = {p.name for p in layout.runs_dir.iterdir() if p.is_dir()}
-    assert committed == {p.config_hash for p in plan}
-    manifest = json.loads(layout.manifest.read_text())
-    assert manifest["profile_sha256"] == load_profile("cpu").sha256 == load_profile(root / "cpu" / "cpu.yaml").sha256
-
-
 # ------------------------------------------------------------------------------------------------
 # notebook selection, the summary line, the manifest's sessions, a redraw from exported results
 # ------------------------------------------------------------------------------------------------
 def test_only_notebooks_takes_numbers_with_or_without_the_leading_zero():
-    prof = load_profile("cpu")
+    prof = load_profile("cpu3")
     names = [nb.name for nb in driver_mod.select_notebooks(prof, ["3", "07"])]
     assert names == ["03_alignment", "07_claims"]
     assert [nb.name for nb in driver_mod.select_notebooks(prof, ["04_generalization", "4"])] == ["04_generalization"]
-    with pytest.raises(ValueError, match=r"only_notebooks: '9' matches 0 notebooks of profile 'cpu'; allowed: "):
+    with pytest.raises(ValueError, match=r"only_notebooks: '9' matches 0 notebooks of profile 'cpu3'; allowed: "):
         driver_mod.select_notebooks(prof, ["9"])
 
 
@@ -621,9 +596,9 @@ def test_sessions_summary_and_a_redraw_that_writes_nothing_into_the_results(tmp_
 
 def test_notebook_path_parameters_are_relative_to_the_notebook_inside_the_repository():
     nb = driver_mod.NotebookSpec("03_alignment", ROOT / "notebooks" / "03_alignment.ipynb", {}, False, 60, ())
-    layout = Layout("cpu", ROOT / "runs", ROOT / "figures")
-    assert driver_mod._common_params(nb, load_profile("cpu"), layout) == {
-        "profile": "cpu", "figures_dir": "../figures/cpu", "runs_dir": "../runs/cpu/runs"}
+    layout = Layout("cpu3", ROOT / "runs", ROOT / "figures")
+    assert driver_mod._common_params(nb, load_profile("cpu3"), layout) == {
+        "profile": "cpu3", "figures_dir": "../figures/cpu3", "runs_dir": "../runs/cpu3/runs"}
     assert driver_mod._nb_path(nb, Path("/elsewhere/figures")) == "/elsewhere/figures"
 
 # ------------------------------------------------------------------------------------------------
@@ -756,9 +731,10 @@ def test_a_study_committed_part_by_part_is_completed_not_retrained(tmp_path, mon
 
 
 def test_committed_runs_of_the_third_study_are_planned_finished_and_carry_weights():
-    """data/results/cpu3 holds finished runs of profiles/cpu3.yaml (committed sitting by sitting): every
-    one is a run the profile plans, on the current frozen data, with its trained weights, so the
-    driver reuses it instead of training it again."""
+    """data/results/cpu3 holds exactly the runs profiles/cpu3.yaml plans (committed sitting by
+    sitting), all finished, on the current frozen data, each with its trained weights, so the driver
+    reuses them instead of training them again; its manifest records this profile file: a change
+    to the profile that is not followed by a rerun (and export) of the reference study fails here."""
     root = Path(__file__).resolve().parents[1] / "data" / "results"
     if not (root / "cpu3" / "runs").is_dir():
         pytest.skip("no committed cpu3 runs in this checkout")
@@ -766,6 +742,8 @@ def test_committed_runs_of_the_third_study_are_planned_finished_and_carry_weight
     plan = driver_mod.make_plan(load_profile("cpu3"), layout)  # raises if a committed run was scored on other data
     planned = {p.config_hash for p in plan if p.config_hash}
     committed = sorted(p.name for p in layout.runs_dir.iterdir() if p.is_dir())
-    assert committed and set(committed) <= planned
+    assert committed and set(committed) == planned
+    assert [p.spec.label() for p in plan if p.state != "done"] == []
     for h in committed:
         assert run_state(layout.run_dir(h), h) == "done" and (layout.run_dir(h) / "weights.pt").is_file(), h
+    assert json.loads(layout.manifest.read_text())["profile_sha256"] == load_profile("cpu3").sha256

@@ -1,5 +1,5 @@
 """anira.pipeline.estimate: the replay of the driver's schedule on a known case and on the committed
-cpu study; the dry run's estimate from measured numbers; scripts/study_wall_estimate.py wraps it."""
+cpu3 study; the dry run's estimate from measured numbers; scripts/study_wall_estimate.py wraps it."""
 import importlib.util
 from pathlib import Path
 
@@ -14,15 +14,6 @@ from anira.study import main as study_main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def study2_data(tmp_path_factory, monkeypatch):
-    """The committed cpu study was scored on the second study's sets (``anira.data --earlier v2``)."""
-    from anira import data
-
-    root = tmp_path_factory.mktemp("data-v2")
-    assert data.main(["--earlier", "v2", "--root", str(root)]) == 0
-    monkeypatch.setenv("ANIRA_DATA", str(root))
-    return root
 RESULTS = ROOT / "data" / "results"
 
 
@@ -49,30 +40,30 @@ def test_step_work_counts_the_depth_a_fixed_run_uses():
     assert step_work({**base, "mechanism": "fixed", "fixed_depth": 1}) * 6 == step_work({**base, "mechanism": "online"})
 
 
-def test_committed_cpu_study_replays_between_its_lower_bound_and_the_sum(capsys, study2_data):
-    if not (RESULTS / "cpu" / "runs").is_dir():
-        pytest.skip("no committed cpu results in this checkout")
-    runs, factor = run_times(load_profile("cpu"), Layout("cpu", runs_root=RESULTS))
-    assert factor >= 1.0 and any(not r["measured"] for r in runs) and any(r["measured"] for r in runs)
+def test_committed_cpu3_study_replays_between_its_lower_bound_and_the_sum(capsys):
+    if not (RESULTS / "cpu3" / "runs").is_dir():
+        pytest.skip("no committed cpu3 results in this checkout")
+    runs, factor = run_times(load_profile("cpu3"), Layout("cpu3", runs_root=RESULTS))
+    assert factor >= 1.0 and all(r["measured"] for r in runs)  # every run timed in its own summary
     work = sum(r["seconds"] for r in runs)
     assert work / 2 <= replay(runs, 2) <= replay(runs, 2, waves=True) <= work
-    assert load_script().main(["--profile", "cpu", "--runs-root", str(RESULTS)]) == 0
+    assert load_script().main(["--profile", "cpu3", "--runs-root", str(RESULTS)]) == 0
     assert "replayed sweep" in capsys.readouterr().out
 
 
-def test_dry_run_estimate_of_the_cpu_study_is_its_measured_schedule(tmp_path, capsys, study2_data):
-    """From scratch (an empty runs root) the dry run times every run of the cpu profile from the
+def test_dry_run_estimate_of_the_cpu3_study_is_its_measured_schedule(tmp_path, capsys):
+    """From scratch (an empty runs root) the dry run times every run of the cpu3 profile from the
     committed results: within 15 % of the replay of the runs' measured times."""
-    if not (RESULTS / "cpu" / "runs").is_dir():
-        pytest.skip("no committed cpu results in this checkout")
-    prof = load_profile("cpu")
-    est = estimate_plan(prof, make_plan(prof, Layout("cpu", runs_root=tmp_path)), workers=2)
-    measured = replay(run_times(prof, Layout("cpu", runs_root=RESULTS))[0], 2)
-    assert est["runs"] == 20 and est["how"]["same config"] >= 12
+    if not (RESULTS / "cpu3" / "runs").is_dir():
+        pytest.skip("no committed cpu3 results in this checkout")
+    prof = load_profile("cpu3")
+    est = estimate_plan(prof, make_plan(prof, Layout("cpu3", runs_root=tmp_path)), workers=2)
+    measured = replay(run_times(prof, Layout("cpu3", runs_root=RESULTS))[0], 2)
+    assert est["runs"] == 32 and est["how"]["same config"] >= 24
     assert 0.85 * measured <= est["sweep_s"] <= 1.15 * measured
-    line = f"estimated time: {format_duration(est['total_s'])} on 2 worker(s): 20 runs to train"
+    line = f"estimated time: {format_duration(est['total_s'])} on 2 worker(s): 32 runs to train"
     assert line in format_estimate(est)
-    args = ["--profile", "cpu", "--runs-root", str(tmp_path), "--dry-run", "--executor", "local", "--workers", "2"]
+    args = ["--profile", "cpu3", "--runs-root", str(tmp_path), "--dry-run", "--executor", "local", "--workers", "2"]
     assert study_main(args) == 0
     assert line in capsys.readouterr().out
 

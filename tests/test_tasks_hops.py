@@ -1,7 +1,6 @@
 """`hops` against an independent interpreter: every answer and feature is recomputed from the
 rendered text alone (assignments read into a dict, resolved by repeated lookup, a left-to-right
-reader simulated pass by pass). Both designs: the dense default (``queries="any"``) and the earlier
-one-chain-per-query design (``EARLIER_DESIGN``, the previous reference study's)."""
+reader simulated pass by pass)."""
 import collections
 
 import pytest
@@ -9,13 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anira.tasks import make_task
-from anira.tasks.hops import EARLIER_DESIGN, EARLIER_EXTRAP, HopsConfig, HopsTask, guess_pool, no_composition_accuracy
-
-
-def earlier(range="train", **overrides):
-    """The earlier design's task (training or extrapolation range)."""
-    base = EARLIER_DESIGN if range == "train" else EARLIER_EXTRAP
-    return HopsTask(HopsConfig(**{**base, **overrides}))
+from anira.tasks.hops import HopsConfig, HopsTask, guess_pool, no_composition_accuracy
 
 
 def interpret(words):
@@ -68,72 +61,15 @@ def interpret(words):
     return env, records
 
 
-def chain_lengths(env):
-    """Length of every chain (variables that resolve to the same bottom variable)."""
-    count = collections.Counter()
-    for v in env:
-        x = v
-        while not env[x].isdigit():
-            x = env[x]
-        count[x] += 1
-    return list(count.values())
-
-
-def check_examples(task, exs):
-    c = task.config
-    for ex in exs:
-        words = task.render(ex)
-        env, refs = interpret(words)
-        assert len(refs) == len(ex.features) >= 1 and len(refs) <= c.n_queries
-        assert [r["position"] for r in refs] == ex.scored
-        assert len({r["bottom"] for r in refs}) == len(refs), "every query has its own chain"
-        assert len({w for w in words[words.index("|") + 1 :] if w.isalpha()}) == len(refs)
-        assert c.min_vars <= len(env) <= c.max_vars
-        assert max(chain_lengths(env)) <= min(c.max_hops, len(env))
-        assert all(int(v) < c.n_values for v in env.values() if v.isdigit())
-        digits = [v for v in env.values() if v.isdigit()]  # one per chain
-        if c.distinct_values:  # distinct up to n_values chains, and every digit used once per round
-            counts = collections.Counter(digits)
-            assert max(counts.values()) == -(-len(digits) // c.n_values), f"digits {digits} not spread evenly"
-            answers = [r["value"] for r in refs]
-            assert len(set(answers)) == len(answers) or len(digits) > c.n_values
-        for ref, rec in zip(refs, ex.features):
-            assert ref["answer"] == ref["value"], "answer token is the value at the end of the chain"
-            assert c.min_hops <= ref["difficulty"] <= c.max_hops
-            for k, v in rec.items():
-                assert ref[k] == v, f"feature {k}: generator {v}, reference {ref[k]} in {' '.join(words)}"
-
-
-@pytest.mark.parametrize("rng", ["train", "extrap"])
-def test_earlier_design_against_reference_interpreter(rng):
-    task = earlier(rng)
-    check_examples(task, task.generate(300, seed=11))
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    min_vars=st.integers(2, 12), extra_vars=st.integers(0, 10), min_hops=st.integers(1, 4),
-    extra_hops=st.integers(0, 6), n_queries=st.integers(1, 6), n_values=st.integers(1, 10),
-    hop_tilt=st.floats(-3.0, 3.0), distinct=st.booleans(), seed=st.integers(0, 2**31),
-)
-def test_reference_over_configs(min_vars, extra_vars, min_hops, extra_hops, n_queries, n_values, hop_tilt, distinct,
-                                seed):
-    max_vars = min(min_vars + extra_vars, 26)
-    min_hops = min(min_hops, min_vars)
-    max_hops = min(min_hops + extra_hops, max_vars)
-    task = HopsTask(HopsConfig(min_vars, max_vars, min_hops, max_hops, n_queries, n_values, hop_tilt, distinct,
-                               n_names=26, queries="own_chain"))
-    check_examples(task, task.generate(20, seed=seed))
-
-
 def test_distinct_digits_remove_the_lucky_guess():
     """With i.i.d. digits, "answer with a digit of the prompt" is often right by luck; with
     distinct digits a uniform guess among the prompt's digits scores exactly 1 / n_chains."""
     def guess_rate(distinct):
-        exs = earlier(distinct_values=distinct).generate(2000, seed=3)
+        task = make_task("hops", distinct_values=distinct)
+        exs = task.generate(2000, seed=3)
         hit = 0.0
         for ex in exs:
-            words = earlier().render(ex)
+            words = task.render(ex)
             prompt_digits = [w for w in words[: words.index("|")] if w.isdigit()]
             for i in ex.scored:
                 hit += prompt_digits.count(words[i]) / len(prompt_digits)
@@ -143,68 +79,11 @@ def test_distinct_digits_remove_the_lucky_guess():
     assert iid > distinct + 0.05, (iid, distinct)
 
 
-def test_earlier_no_composition_floor_matches_a_simulated_reader():
-    """The guessing floor from the features equals, token by token, the expected score of a reader
-    simulated on the rendered text: one lookup in the assignments, else a uniform guess among the
-    prompt's digits not yet given as an earlier answer."""
-    task = earlier()
-    n_multi = 0
-    for ex in task.generate(1500, seed=11):
-        words = task.render(ex)
-        end = words.index("|")
-        env = {words[k]: words[k + 2] for k in range(1, end, 4)}
-        digits, taken = {w for w in words[1:end] if w.isdigit()}, set()
-        for i, f in zip(ex.scored, ex.features):
-            var, answer = words[i - 1], words[i]
-            if env[var].isdigit():
-                expected = float(env[var] == answer)
-            else:
-                candidates = digits - taken
-                expected, n_multi = (answer in candidates) / len(candidates), n_multi + 1
-            assert no_composition_accuracy(f["difficulty"], guess_pool(f)) == pytest.approx(expected)
-            taken.add(answer)
-    assert n_multi > 1000  # the multi-hop branch was exercised
-
-
-def test_earlier_training_hops_balanced_and_sizes_uniform():
-    exs = earlier().generate(3000, seed=5)
-    hops = collections.Counter(r["difficulty"] for e in exs for r in e.features)
-    share = {h: hops[h] / sum(hops.values()) for h in range(1, 5)}
-    assert set(hops) == {1, 2, 3, 4}
-    assert all(0.2 <= s <= 0.32 for s in share.values()), share
-    sizes = collections.Counter(e.size for e in exs)
-    assert set(sizes) == set(range(4, 9)) and min(sizes.values()) > 450
-    # every hop count occurs with every query index, so position is no proxy for difficulty
-    by_index = collections.Counter((r["query_index"], r["difficulty"]) for e in exs for r in e.features)
-    assert all(by_index[(0, h)] > 100 for h in range(1, 5))
-
-
-def test_earlier_extrap_reaches_every_hop_count():
-    exs = earlier("extrap").generate(1000, seed=5)
-    hops = collections.Counter(r["difficulty"] for e in exs for r in e.features)
-    assert set(hops) == set(range(1, 9)) and min(hops.values()) > 200
-    assert max(r["sweeps"] for e in exs for r in e.features) >= 5
-
-
 def test_sequence_lengths():
-    assert max(len(e.tokens) for e in earlier().generate(2000, seed=1)) <= 70
-    assert max(len(e.tokens) for e in earlier("extrap").generate(2000, seed=1)) <= 150
     # dense: 8-12 assignments and 4 queries in training; 16-20 assignments and 1 query out of range
     assert {len(e.tokens) for e in make_task("hops").generate(500, seed=1)} == {1 + n * 4 + 4 * 3 for n in range(8, 13)}
     assert {len(e.tokens) for e in make_task("hops", range="extrap").generate(500, seed=1)} == {
         1 + n * 4 + 3 for n in range(16, 21)}
-
-
-def test_earlier_queried_variable_not_always_a_chain_head():
-    """Leftover variables go on top of chains, so some queried variables are pointed at."""
-    task = earlier("extrap")
-    heads = []
-    for ex in task.generate(200, seed=2):
-        words = task.render(ex)
-        env, _ = interpret(words)
-        pointed = {v for v in env.values() if not v.isdigit()}
-        heads += [words[i - 1] not in pointed for i in ex.scored]
-    assert 0 < sum(heads) < len(heads)
 
 
 def test_parse_round_trip():
@@ -222,17 +101,14 @@ def test_parse_round_trip():
     ({"max_vars": 27}, r"max_vars = 27 .*allowed: \[8, 20\]"),
     ({"n_names": 27}, r"n_names = 27 .*allowed: \[2, 26\]"),
     ({"n_names": 6}, r"min_vars = 8 .*allowed: \[2, 6\]"),
-    ({"queries": "all"}, r"queries = 'all'.*'any', 'own_chain'"),
     ({"n_queries": 9}, r"n_queries = 9 .*allowed: \[1, 8\]"),
     ({"min_longest": 5}, r"min_longest = 5 .*allowed: \[1, 4\]"),
-    ({"queries": "own_chain", "min_longest": 2}, r"min_longest = 2 .*own_chain"),
     ({"min_hops": 9}, r"min_hops = 9 .*allowed: \[1, 8\].*min_vars"),
     ({"min_hops": 0}, r"min_hops = 0"),
     ({"max_hops": 13}, r"max_hops = 13 .*allowed: \[1, 12\]"),
     ({"min_hops": 5}, r"max_hops = 4 .*allowed: \[5, 12\]"),
     ({"min_hops": 3, "max_hops": 2}, r"max_hops = 2 .*allowed: \[3, 12\]"),
     ({"min_longest": 3, "n_longest": 3}, r"n_longest = 3 .*allowed: \[1, 2\].*fit in min_vars"),
-    ({"queries": "own_chain", "n_longest": 2}, r"n_longest = 2 .*own_chain"),
     ({"n_queries": 0}, r"n_queries = 0"),
     ({"n_queries": -1}, r"n_queries = -1"),
     ({"n_values": 11}, r"n_values = 11 .*allowed: \[1, 10\]"),
@@ -245,7 +121,7 @@ def test_bad_config_rejected(params, match):
         make_task("hops", **params)
 
 
-# --- the dense design (the default) ---------------------------------------------------------
+# --- the design: reference records ---------------------------------------------------------------
 def interpret_dense(words):
     """Reference records of the dense design from the rendered words: the common interpreter plus
     the per-token shortcut features, found by walking each queried variable's chain."""

@@ -93,7 +93,7 @@ TIMING_MIN_R2 = 0.05  # below this total R^2 there is no allocation signal to at
 # An integer depth whose one-step deviations from its mode touch fewer than ~4% of tokens has an SD
 # below 0.2 (sqrt(p (1 - p)) < 0.2 for p < 0.042): effectively constant, too little variance for a
 # decomposition over 5-10 features. Set with the rule, before this rule was run on any study (the
-# cpu study's toposort runs were known to be near-constant: online SD 0.08).
+# second cpu study's toposort runs were known to be near-constant: online SD 0.08).
 TIMING_MIN_DEPTH_SD = MIN_DEPTH_SD  # 0.2, one constant with the learning table's depth_varies
 # Language (added with the third study's language runs, after its tables were first drawn; no other
 # value was tried): the alignment threshold above, reused, and a zero margin as for timing

@@ -15,7 +15,7 @@ every finished run is. Checkpoints (weights plus optimizer state and RNG states)
 ``weights.pt`` holds the trained weights alone, in float16 where that recomputes every committed
 record with the same prediction and depth (about 0.6 MB for a d 128 model), else float32
 (``export_weights``). With exported results the analyses 03-07 redraw from the records
-(``python -m anira.study --profile cpu --results-from data/results``), ``anira.train.load_model``
+(``python -m anira.study --profile cpu3 --results-from data/results``), ``anira.train.load_model``
 loads any exported run, and the study driver reuses them instead of training them again.
 
 What is exported holds paths relative to the repository (``make_portable``), never the absolute

@@ -39,9 +39,9 @@ i.e. the smallest k such that columns i-k..i-1 together with the digits already 
 ``difficulty`` = open_chain: 0 for the last digit and for a digit inside a run of 9-sums (once the
 digit above the run is written), 1 for a digit whose carry the column right below settles, L + 1
 for the digit right above a run of L 9-sums: the one digit of a run that needs the whole chain.
-(Without the prefix term, the earlier design's difficulty, the digits inside a run counted as
-hard although a causal model reads their carry off the previous answer digit: in the previous
-`cpu` study they were its best digits, its difficulty-0 digits its worst.)
+(Without the prefix term, the first study's difficulty, the digits inside a run counted as hard
+although a causal model reads their carry off the previous answer digit: in that study they were
+its best digits, its difficulty-0 digits its worst.)
 
 Generator: digits are uniform (P(s = 9) = 0.1, so long chains would be rare); with probability
 ``plant_prob`` one propagate run is planted: length L ~ U{1..n-1} in columns start..start+L-1,
@@ -76,7 +76,6 @@ Per answer token (r_i, written at digit_index n - i), with its class by the rule
   dynamic  prefix_reveals (derived by the analysis) = 1 when the digit just written fixes c_i
            (s_i = 9, 1 <= i < n): what the earlier outputs revealed. So
            open_chain = carry_chain * (1 - prefix_reveals): the label is a static x dynamic product.
-With ``open_chain=False`` (the earlier design) difficulty = carry_chain and no open_chain is recorded.
 """
 from __future__ import annotations
 
@@ -100,7 +99,6 @@ class AdditionConfig:
     max_run: int = 3  # longest planted run (0: up to n - 1); training: 3, so open chains stay <= 4
     min_run: int = 1  # shortest planted run (extrapolation: runs longer than any carry chain in training)
     max_difficulty: int = 4  # > 0: examples with a longer open chain are redrawn (training: 4; see below)
-    open_chain: bool = True  # difficulty counts only what the written prefix leaves open (see above)
     hint_pool: int = 0  # > 0: every column carries a hint letter from a pool this size (see below); 0: plain format
     hint_order: str = "consecutive"  # "random" increasing subset of the pool (the design), or "consecutive" from a random offset
 
@@ -144,16 +142,14 @@ HINT_ORDERS = ("consecutive", "random")
 #
 # The plain single-width design (the third study's first addition design; README "`addition`"):
 PLAIN_DESIGN = dict(min_digits=8, max_digits=8, plant_prob=0.8, n_runs=1, max_run=3, min_run=1, max_difficulty=4,
-                    open_chain=True, hint_pool=0)
+                    hint_pool=0)
 PLAIN_EXTRAP = dict(PLAIN_DESIGN, plant_prob=1.0, min_run=4, max_run=0, max_difficulty=0)
-# The earlier design (n = 1..8; the previous `cpu` reference study, up to commit 352bed3, was scored
-# on its sets):
-EARLIER_DESIGN = dict(min_digits=1, max_digits=8, plant_prob=0.8, n_runs=1, max_run=0, min_run=1, max_difficulty=0,
-                      open_chain=False, hint_pool=0)
-EARLIER_EXTRAP = dict(EARLIER_DESIGN, min_digits=10, max_digits=16)
-# The second `cpu` reference study's design (commit 18ea01f; results in data/results/cpu): carry chains up
-# to 8 in training; extrapolation to 10-16 digits changed the width and the positions at once.
-STUDY2_DESIGN = dict(EARLIER_DESIGN, min_digits=8, max_digits=8, open_chain=True)
+# The second `cpu` reference study's design (commit 18ea01f; the addition learning diagnostic in
+# data/results/addition_diagnostic was scored on it): carry chains up to 8 in training; extrapolation to
+# 10-16 digits changed the width and the positions at once. (The first study's designs, 1-8 digits and
+# difficulty = carry_chain, are in the git history: README, "Earlier studies".)
+STUDY2_DESIGN = dict(min_digits=8, max_digits=8, plant_prob=0.8, n_runs=1, max_run=0, min_run=1, max_difficulty=0,
+                     hint_pool=0)
 STUDY2_EXTRAP = dict(STUDY2_DESIGN, min_digits=10, max_digits=16)
 
 
@@ -199,8 +195,7 @@ class AdditionTask(Task):
         """One-column reader: digit r_i is (s_i + c_i) mod 10; it reads c_i off column i - 1 or off
         the digit just written, which settles it unless difficulty >= 2 (a 9-sum below, and no
         prefix that gives the carry away); then it guesses c_i in {0, 1}, and exactly one guess is
-        right: ``1 if difficulty <= 1 else 0.5``. (In the earlier design, difficulty = carry_chain,
-        it is the same reader without the prefix.)"""
+        right: ``1 if difficulty <= 1 else 0.5``."""
         d = records["difficulty"]
         return 0.5 + 0.5 * (d <= 1)
 
@@ -307,8 +302,9 @@ class AdditionTask(Task):
         feats = []
         for k in range(n + 1):  # k = digit_index, column i = n - k
             i = n - k
+            open_chain = 0 if i < n and a[i] + b[i] == 9 else chain[i]
             rec = {
-                "difficulty": chain[i],
+                "difficulty": open_chain,
                 "size": n,
                 "position": scored[k],
                 "is_answer": 1,
@@ -316,9 +312,8 @@ class AdditionTask(Task):
                 "digit_index": k,
                 "carry_in": carry_in[i],
                 "carry_chain": chain[i],
+                "open_chain": open_chain,
             }
-            if c.open_chain:
-                rec["open_chain"] = rec["difficulty"] = 0 if i < n and a[i] + b[i] == 9 else chain[i]
             feats.append(rec)
         return Example(tokens=ids, scored=scored, features=feats, size=n)
 

@@ -14,9 +14,7 @@ The number of hops of a variable is the number of assignments followed to reach 
 
 so in a chain x_k has k hops, and ``difficulty`` = hops of the queried variable.
 
-Two designs (``HopsConfig.queries``); the default is the dense one.
-
-``queries="any"`` (the default, dense design). Why: a small model learns pointer chasing in a CPU
+The design is a dense one. Why: a small model learns pointer chasing in a CPU
 budget only when training covers its symbols densely (measured: a plain looped Transformer
 learns 1-4 hops in ~2,000 steps with 8 variables named from a pool of 8 letters and 4 queries
 over any variable, and is still at chance after 1,500 steps when the 8 names come from 26
@@ -49,21 +47,14 @@ letters; see docs/study.md). So:
   earlier query asked for (h when there is none): what is left to resolve if the earlier answer
   were reused.
 
-``queries="own_chain"`` (the earlier design, of the committed ``cpu`` study; ``EARLIER_DESIGN``):
-  n ~ U{min_vars..max_vars} from all 26 names; at most ``n_queries`` queries, each on its own
-  chain with P(h) ~ h**hop_tilt over the hop counts that still fit; leftover variables start
-  distractor chains or sit on top of short chains; chain digits distinct. ``size`` = n.
-  Its generator is kept unchanged, so the earlier evaluation sets regenerate exactly
-  (tests/test_tasks_hops.py checks them against the committed runs' data fingerprint).
-
 Per answer token (query j of the example, variable x with h hops), with its class by the rule of
 ``anira.tasks.features`` (the table ``HopsTask.features``; docs/features.md):
   static   n_vars = n, n_chains (chains in the prompt, queried or not), n_queries (in this
-           example); dense design only: n_distinct_digits (distinct digits in the prompt);
+           example), n_distinct_digits (distinct digits in the prompt);
            sweeps (below); assign_pos (derived: the prompt position of x's assignment)
   label    chain_length = h (the length of the chain followed from x, = difficulty)
   progress query_index = j (0-based): answers already written
-  dynamic  dense design only: chain_seen, hops_to_known (above): what earlier answers revealed
+  dynamic  chain_seen, hops_to_known (above): what earlier answers revealed
   other    distance = position of the query's ``x`` token minus position of the left-hand ``x``
                of its assignment (how far back the first lookup reaches) = 4n + 3j + 2 -
                assign_pos: static layout plus progress, so it is used through its parts
@@ -76,16 +67,16 @@ Per answer token (query j of the example, variable x with h hops), with its clas
 
 The no-composition floor (``no_composition_accuracy``): a reader that does the one lookup of a
 1-hop query and guesses every other answer uniformly among the prompt's digits it cannot rule
-out: all distinct digits of the prompt in the dense design (``n_distinct_digits``), those no
-earlier query took in the earlier design (``n_chains - query_index``; its digits are distinct per
-chain).
+out: all distinct digits of the prompt (``n_distinct_digits``).
+
+The designs of the earlier reference studies (one chain per query; 8 names) are in the git history
+(README, "Earlier studies").
 """
 from __future__ import annotations
 
 import random
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Literal
 
 from anira.config import check_choice, check_range
 from anira.tasks.base import Example, Task, Vocab
@@ -96,36 +87,28 @@ N_DIGITS = 10
 ASSIGN, SEP, END, QUERY = "=", ";", "|", "?"
 
 
-QUERY_MODES = ("any", "own_chain")
-
 
 @dataclass
 class HopsConfig:
     min_vars: int = 8  # size range (number of variables, = assignments); dense training: 8-12
     max_vars: int = 12  # 12 variables + 4 queries = 61 tokens
-    min_hops: int = 1  # dense: queries go to variables with >= min_hops hops; own_chain: hop range of the queries
-    max_hops: int = 4  # longest chain (dense) / most hops of a query; 1..4 in training, 8 in extrapolation
-    n_queries: int = 4  # queries per example (own_chain: at most this many, fewer when the chains fill n)
+    min_hops: int = 1  # queries go to variables with >= min_hops hops
+    max_hops: int = 4  # longest chain; 1..4 in training, 6 in extrapolation
+    n_queries: int = 4  # queries per example
     n_values: int = 10  # literal digits 0..n_values-1; 10 makes chance accuracy 10 %
-    hop_tilt: float = 0.0  # P(L) ~ L**hop_tilt per chain (dense) or per query (own_chain); < 0 favours 1 hop
-    distinct_values: bool = False  # chains get distinct digits (while chains <= n_values); dense: i.i.d.
+    hop_tilt: float = 0.0  # P(L) ~ L**hop_tilt per chain; < 0 favours 1 hop
+    distinct_values: bool = False  # chains get distinct digits (while chains <= n_values); else i.i.d.
     n_names: int = 20  # name pool: the first n_names letters, covering the extrapolation range (see docstring)
-    queries: Literal["any", "own_chain"] = "any"  # dense design, or the earlier one-chain-per-query design
-    min_longest: int = 1  # dense: the longest chain has at least this many variables (extrapolation: 5)
-    n_longest: int = 1  # dense: chains drawn at the longest length L (all the same L); with min_longest > 1
+    min_longest: int = 1  # the longest chain has at least this many variables (extrapolation: 5)
+    n_longest: int = 1  # chains drawn at the longest length L (all the same L); with min_longest > 1
     #                     every other chain is shorter than min_longest (extrapolation: 3, see below)
 
 
-# The earlier design (the previous `cpu` reference study, up to commit 352bed3, was made with it):
-# 4-8 variables from 26 names, at most 3 queries, one chain per query, distinct digits, query hops tilted to balance 1..4.
-EARLIER_DESIGN = dict(min_vars=4, max_vars=8, min_hops=1, max_hops=4, n_queries=3, n_values=10, hop_tilt=1.0,
-                      distinct_values=True, n_names=26, queries="own_chain", min_longest=1, n_longest=1)
-EARLIER_EXTRAP = dict(EARLIER_DESIGN, min_vars=10, max_vars=16, max_hops=8)
-# The second `cpu` reference study's design (commit 18ea01f; its results are in data/results/cpu): exactly
-# 8 variables from 8 names; extrapolation made one chain of 5-8 and left every other chain at most 3 long,
+# The second `cpu` reference study's design (commit 18ea01f; the hops learning diagnostic in
+# data/results/hops_diagnostic was scored on it): exactly 8 variables from 8 names; extrapolation made one chain of 5-8 and left every other chain at most 3 long,
 # so a reader that follows 4 pointers and eliminates the closed chains' digits answers every query.
 STUDY2_DESIGN = dict(min_vars=8, max_vars=8, min_hops=1, max_hops=4, n_queries=4, n_values=10, hop_tilt=0.0,
-                     distinct_values=False, n_names=8, queries="any", min_longest=1, n_longest=1)
+                     distinct_values=False, n_names=8, min_longest=1, n_longest=1)
 STUDY2_EXTRAP = dict(STUDY2_DESIGN, max_hops=8, min_longest=5)
 
 
@@ -134,7 +117,7 @@ class HopsTask(Task):
     Config = HopsConfig
     # Every feature's class by the rule of anira.tasks.features (docs/features.md); static = unchanged
     # when the same queries are answered in another order
-    features = common(size="the longest chain of the prompt (earlier design: the number of variables)",
+    features = common(size="the longest chain of the prompt",
                       position="sequence index of the answer = 4 n_vars + 3 query_index + 3: prompt layout plus "
                                "progress",
                       difficulty="hops of the queried variable") + (
@@ -156,7 +139,7 @@ class HopsTask(Task):
                                         "lookup lands): prompt layout",
                 derived="position - 1 - distance"),
     )
-    size_name = "longest chain (variables)"  # dense design; the earlier design's size was the number of variables
+    size_name = "longest chain (variables)"
     difficulty_name = "pointer hops from the queried variable to its digit"
     floor_reader = "answers a 1-hop query by one lookup, guesses any other among the digits it cannot rule out"
 
@@ -167,11 +150,9 @@ class HopsTask(Task):
     def __init__(self, config: HopsConfig | None = None, **overrides):
         super().__init__(config, **overrides)
         c = self.config
-        # cumulative weights of h**hop_tilt, indexed by hop count (own_chain: from min_hops; dense:
-        # chain lengths from 1), for a draw by bisection
-        lo = c.min_hops if c.queries == "own_chain" else 1
+        # cumulative weights of L**hop_tilt, indexed by chain length, for a draw by bisection
         self._cum_w, acc = [0.0] * (c.max_hops + 1), 0.0
-        for h in range(lo, c.max_hops + 1):
+        for h in range(1, c.max_hops + 1):
             acc += h**c.hop_tilt
             self._cum_w[h] = acc
 
@@ -189,21 +170,15 @@ class HopsTask(Task):
     def validate(self) -> None:
         c = self.config
         n_pool = len(VAR_NAMES)
-        check_choice("queries", c.queries, QUERY_MODES)
         check_range("n_names", c.n_names, 2, n_pool, "the name pool: the first n_names letters")
         check_range("min_vars", c.min_vars, 2, c.n_names, f"at least 2 variables, at most the {c.n_names}-letter name pool")
         check_range("max_vars", c.max_vars, c.min_vars, c.n_names, "from min_vars to the name pool size n_names")
         check_range("min_hops", c.min_hops, 1, c.min_vars, "a query of h hops needs h variables, so at most min_vars")
         check_range("max_hops", c.max_hops, c.min_hops, c.max_vars, "from min_hops to max_vars")
-        if c.queries == "any":
-            check_range("n_queries", c.n_queries, 1, c.min_vars, "distinct queried variables, so at most min_vars")
-            check_range("min_longest", c.min_longest, 1, min(c.max_hops, c.min_vars), "at most max_hops and min_vars")
-            check_range("n_longest", c.n_longest, 1, c.min_vars // c.min_longest,
-                        "n_longest chains of min_longest variables must fit in min_vars")
-        else:
-            check_range("n_queries", c.n_queries, 1, n_pool)
-            check_range("min_longest", c.min_longest, 1, 1, "the own_chain design has no longest-chain floor")
-            check_range("n_longest", c.n_longest, 1, 1, "the own_chain design has no longest chains")
+        check_range("n_queries", c.n_queries, 1, c.min_vars, "distinct queried variables, so at most min_vars")
+        check_range("min_longest", c.min_longest, 1, min(c.max_hops, c.min_vars), "at most max_hops and min_vars")
+        check_range("n_longest", c.n_longest, 1, c.min_vars // c.min_longest,
+                    "n_longest chains of min_longest variables must fit in min_vars")
         check_range("n_values", c.n_values, 1, N_DIGITS, "literal digits")
         check_range("hop_tilt", c.hop_tilt, -4.0, 4.0, "negative values favour short chains (a curriculum)")
 
@@ -212,17 +187,12 @@ class HopsTask(Task):
         return Vocab(list(VAR_NAMES) + [str(d) for d in range(N_DIGITS)] + [ASSIGN, SEP, END, QUERY])
 
     # ------------------------------------------------------------------------------------
-    def sample(self, rng: random.Random) -> Example:
-        if self.config.queries == "own_chain":
-            return self._sample_own_chain(rng)
-        return self._sample_dense(rng)
-
     def _draw_length(self, rand, lo: int, hi: int) -> int:
         """L in lo..hi with P(L) ~ L**hop_tilt."""
         cum_w = self._cum_w
         return bisect_right(cum_w, cum_w[lo - 1] + rand() * (cum_w[hi] - cum_w[lo - 1]), lo, hi)
 
-    def _sample_dense(self, rng: random.Random) -> Example:
+    def sample(self, rng: random.Random) -> Example:
         c = self.config
         rand = rng.random
         n = rng.randint(c.min_vars, c.max_vars)
@@ -295,89 +265,6 @@ class HopsTask(Task):
             })
         return Example(tokens=ids, scored=scored, features=feats, size=size)
 
-    def _sample_own_chain(self, rng: random.Random) -> Example:
-        """The earlier design, unchanged (its evaluation sets regenerate exactly)."""
-        c = self.config
-        randint, rand = rng.randint, rng.random
-        n = randint(c.min_vars, c.max_vars)
-        H = min(c.max_hops, n)
-        cum_w = self._cum_w
-
-        # 2. query hops, one chain per query
-        lengths: list[int] = []  # chain lengths; chains 0..q-1 are the queried ones
-        free = n
-        for _ in range(c.n_queries):
-            hi = min(H, free)
-            if hi < c.min_hops:
-                break
-            h = bisect_right(cum_w, rand() * cum_w[hi], c.min_hops, hi)  # P(h) ~ h**hop_tilt
-            lengths.append(h)
-            free -= h
-        hops = list(lengths)  # hops of the queried variable of each queried chain
-        q = len(hops)
-        # 3. leftover variables: new distractor chain or one more on top of a short chain
-        for _ in range(free):
-            if rand() < 0.5:
-                lengths.append(1)
-            else:
-                short = [i for i, L in enumerate(lengths) if L < H]
-                if short:
-                    lengths[short[int(rand() * len(short))]] += 1
-                else:
-                    lengths.append(1)
-
-        # 4. names and values; chain i holds variables names[start_i : start_i + L_i], bottom first
-        names = rng.sample(range(len(VAR_NAMES)), n)  # variable k (bottom-first per chain) -> letter
-        assigns: list[tuple[int, int]] = []  # (variable k, rhs token id)
-        starts: list[int] = []
-        k = 0
-        perm: list[int] = []
-        for i, L in enumerate(lengths):
-            starts.append(k)
-            if c.distinct_values:  # a fresh permutation of the digits for every n_values chains
-                if i % c.n_values == 0:
-                    perm = rng.sample(range(c.n_values), c.n_values)
-                digit = perm[i % c.n_values]
-            else:
-                digit = randint(0, c.n_values - 1)
-            assigns.append((k, _ID_DIGIT0 + digit))
-            for j in range(1, L):
-                assigns.append((k + j, _ID_VAR0 + names[k + j - 1]))
-            k += L
-        rng.shuffle(assigns)
-
-        ids, pos = _render_prompt(assigns, names, n)
-        value_of = {}  # bottom variable of a chain -> its digit token id
-        for v, rhs in assigns:
-            if rhs >= _ID_DIGIT0:
-                value_of[v] = rhs
-
-        order = list(range(q))
-        rng.shuffle(order)
-        scored: list[int] = []
-        feats: list[dict[str, float]] = []
-        n_chains = len(lengths)
-        for j, i in enumerate(order):
-            h, s = hops[i], starts[i]
-            x = s + h - 1  # the queried variable: h hops from the chain's digit
-            qpos = len(ids) + 1
-            ids += (_ID_QUERY, _ID_VAR0 + names[x], value_of[s])
-            scored.append(qpos + 1)
-            feats.append({
-                "difficulty": h,
-                "size": n,
-                "position": qpos + 1,
-                "is_answer": 1,
-                "n_vars": n,
-                "n_chains": n_chains,
-                "n_queries": q,
-                "chain_length": h,
-                "query_index": j,
-                "distance": qpos - pos[x],
-                "sweeps": _sweeps(pos, s, x),
-            })
-        return Example(tokens=ids, scored=scored, features=feats, size=n)
-
     def bounded_reader(self, words: list[str], k: int) -> list[float]:
         """Follows at most k pointers from the queried variable (a digit or the answer of an
         earlier query of the example ends the walk: the reuse shortcut); when the walk does not
@@ -442,17 +329,9 @@ def _sweeps(pos: list[int], s: int, x: int) -> int:
 
 def guess_pool(features):
     """How many digits the no-composition reader guesses among, per answer token: the prompt's
-    distinct digits (``n_distinct_digits``, dense design) or, in the earlier design (distinct
-    digits, one chain per query), those no earlier query took (``n_chains - query_index``).
-    ``features`` is one record (a mapping) or a DataFrame of records; where ``n_distinct_digits``
-    is missing or NaN (an earlier design's record in a table with both) the earlier rule applies."""
-    earlier = features["n_chains"] - features["query_index"]
-    if "n_distinct_digits" not in features:
-        return earlier
-    nd = features["n_distinct_digits"]
-    if hasattr(nd, "where"):  # pandas
-        return nd.where(nd.notna(), earlier)
-    return earlier if nd is None or nd != nd else nd
+    distinct digits (``n_distinct_digits``). ``features`` is one record (a mapping) or a DataFrame
+    of records."""
+    return features["n_distinct_digits"]
 
 
 def no_composition_accuracy(difficulty, n_guess):
@@ -460,7 +339,7 @@ def no_composition_accuracy(difficulty, n_guess):
 
     It answers a 1-hop query by one lookup, and guesses any other answer uniformly among the
     ``n_guess = guess_pool(features)`` digits it cannot rule out: ``1 if difficulty == 1 else
-    1 / n_guess``. Exact in both designs (tests simulate the reader on the rendered text). Works
+    1 / n_guess``. Exact (tests simulate the reader on the rendered text). Works
     elementwise on numbers, numpy arrays and pandas Series. A model above this floor on multi-hop
     queries composes lookups; one at it only guesses.
     """

@@ -16,7 +16,7 @@ probability ``hub_prob`` (direction from the hidden order, so the graph stays ac
 are then drawn at random from the pool, so the label order is unrelated to the hidden order.
 With ``mean_degree`` > 0 (the default, 1.75) the pair probability is mean_degree / (n - 1), so
 every size has the same expected degree and size is the only shift out of range (``edge_prob`` is
-per pair: with it, larger graphs are also denser, as in the earlier designs, whose 11-16-node
+per pair: with it, larger graphs are also denser, as in the second study's design, whose 11-16-node
 extrapolation graphs had mean degree 4.2 against 2.2 in range).
 
 Ranges: training draws 6-10 nodes and redraws a graph whose order has a step with more than 4
@@ -36,8 +36,6 @@ design, still recorded): on the 6-10-node design a fixed-depth-1 model's accurac
 almost always one of them) and falls with ``smaller_blocked`` (0.90 at 0, 0.75 / 0.63 / 0.55 at
 1 / 2 / 3, 0.47 at >= 4; README, "Learning the other tasks"). That choice was made after seeing a
 depth-1 model's errors, so the frontier size stays recorded beside it for the analyses to test.
-With ``smaller_blocked=False`` (the earlier designs) difficulty = frontier size and no
-``smaller_blocked`` is recorded.
 
 Per output token (emitted node v at step t = 0..n-1), with its class by the rule of
 ``anira.tasks.features`` (the table ``ToposortTask.features``; docs/features.md):
@@ -81,21 +79,19 @@ class ToposortConfig:
     max_hubs: int = 1  # hub structure is a controlled factor (static cue for early decisions)
     hub_prob: float = 0.8  # P(edge between a hub and each other node); > edge_prob makes hubs
     n_labels: int = 16  # labels are drawn from the first n_labels of the pool: fewer = each seen more often
-    smaller_blocked: bool = True  # difficulty = smaller_blocked (docstring); False: the frontier size, not recorded
 
 
 # Why 16 labels, not all 32: the minimum of a frontier needs the order of the labels, which the
 # model learns from the examples it sees them in. From 16 (still enough for the largest
 # extrapolation graph) every label occurs in twice as many examples, and the same model learns the
 # task faster: training accuracy 0.75 against 0.63 at step 500 (README, "Learning the other
-# tasks"). The earlier design drew from all 32 (the previous `cpu` reference study, up to commit
-# 352bed3, was scored on its sets):
-EARLIER_DESIGN = dict(min_nodes=4, max_nodes=8, edge_prob=0.3, mean_degree=0.0, min_hubs=0, max_hubs=1, hub_prob=0.8,
-                      n_labels=N_LABELS, smaller_blocked=False, max_difficulty=0)
-EARLIER_EXTRAP = dict(EARLIER_DESIGN, min_nodes=10, max_nodes=16, max_hubs=2)
-# The second `cpu` reference study's design (commit 18ea01f; results in data/results/cpu): a per-pair edge
-# probability, so the 11-16-node extrapolation graphs were about twice as dense (and had up to 2 hubs).
-STUDY2_DESIGN = dict(EARLIER_DESIGN, min_nodes=6, max_nodes=10, edge_prob=0.25, n_labels=16, smaller_blocked=True)
+# tasks"). The designs of the first study (all 32 labels, 4-8 nodes, difficulty = frontier size) are in
+# the git history (README, "Earlier studies").
+# The second `cpu` reference study's design (commit 18ea01f; the toposort learning diagnostic in
+# data/results/toposort_diagnostic was scored on it): a per-pair edge probability, so the 11-16-node
+# extrapolation graphs were about twice as dense (and had up to 2 hubs).
+STUDY2_DESIGN = dict(min_nodes=6, max_nodes=10, edge_prob=0.25, mean_degree=0.0, min_hubs=0, max_hubs=1, hub_prob=0.8,
+                     n_labels=16, max_difficulty=0)
 STUDY2_EXTRAP = dict(STUDY2_DESIGN, min_nodes=11, max_nodes=16, max_hubs=2)
 
 
@@ -252,7 +248,7 @@ class ToposortTask(Task):
         scored = list(range(start, start + n))
         feats = [
             {
-                "difficulty": smaller_blocked[t] if c.smaller_blocked else frontier[t],
+                "difficulty": smaller_blocked[t],
                 "size": n,
                 "position": start + t,
                 "is_answer": 1,
@@ -262,7 +258,7 @@ class ToposortTask(Task):
                 "out_degree": len(succ[v]),
                 "is_hub": 1 if v in hubs else 0,
                 "level": level[v],
-                **({"smaller_blocked": smaller_blocked[t]} if c.smaller_blocked else {}),
+                "smaller_blocked": smaller_blocked[t],
                 "frontier_size": frontier[t],
                 "newly_enabled": newly[t],
                 "dfs_depth": depth[v],
